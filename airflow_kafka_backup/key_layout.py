@@ -1,0 +1,38 @@
+"""Where things live in the bucket. Every key is a pure function of its inputs.
+
+    <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment
+    <prefix>/_manifests/run=<run id>.json                                           run manifest
+
+Zero-padding (the seed's ``filename.offset.zero.pad.width``) keeps lexicographic order
+equal to offset order for offsets of up to that many digits.
+"""
+
+from __future__ import annotations
+
+import re
+
+MANIFESTS_DIR = "_manifests"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def segment_key(prefix: str, topic: str, partition: int, first_offset: int, pad_width: int,
+                extension: str) -> str:
+    name = f"{topic}+{partition}+{first_offset:0{pad_width}d}{extension}"
+    return _join(prefix, topic, f"partition={partition}", name)
+
+
+def manifests_prefix(prefix: str) -> str:
+    return _join(prefix, MANIFESTS_DIR) + "/"
+
+
+def safe_run_id(run_id: str) -> str:
+    """Run ids hold ``:`` and ``+``; keys keep only URL-safe characters."""
+    return _UNSAFE.sub("_", run_id)
+
+
+def manifest_key(prefix: str, run_id: str) -> str:
+    return manifests_prefix(prefix) + f"run={safe_run_id(run_id)}.json"

@@ -1,0 +1,153 @@
+"""Run manifests: the commit point of a backup run, and the source of truth.
+
+A run uploads its segments first, then writes one manifest naming every segment and
+every planned range. Only segments a manifest names are part of the backup; readers
+never trust a segment by its key alone. A manifest holds no wall-clock time, so a
+re-run of the same range writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+from airflow_kafka_backup.key_layout import manifest_key, manifests_prefix
+from airflow_kafka_backup.object_store import S3ObjectStore
+
+FORMAT_VERSION = 1
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Offsets ``[start, end)`` of one partition; ``lost_*`` marks an accepted retention gap."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    lost_start: int | None = None
+    lost_end: int | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.start >= self.end
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What a manifest knows about one segment object; enough to verify it without Kafka."""
+
+    key: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+    min_timestamp: int
+    max_timestamp: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Settings that decide segment bytes; a re-run of a committed run reuses them."""
+
+    segment_format: str
+    compression: str
+    flush_size: int
+    offset_pad_width: int
+
+
+@dataclass
+class RunManifest:
+    run_id: str
+    settings: SegmentSettings
+    ranges: list[PartitionRange] = field(default_factory=list)
+    segments: list[SegmentInfo] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        body = {
+            "format_version": self.format_version,
+            "run_id": self.run_id,
+            "settings": asdict(self.settings),
+            "ranges": [asdict(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
+            "segments": [
+                asdict(s) for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
+            ],
+        }
+        return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunManifest:
+        body = json.loads(data)
+        return cls(
+            run_id=body["run_id"],
+            settings=SegmentSettings(**body["settings"]),
+            ranges=[PartitionRange(**r) for r in body["ranges"]],
+            segments=[SegmentInfo(**s) for s in body["segments"]],
+            format_version=body["format_version"],
+        )
+
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        return {r.tp: r.end for r in self.ranges}
+
+
+def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest) -> str:
+    key = manifest_key(prefix, manifest.run_id)
+    store.put_bytes(key, manifest.to_json())
+    return key
+
+
+def read_manifest(store: S3ObjectStore, prefix: str, run_id: str) -> RunManifest | None:
+    key = manifest_key(prefix, run_id)
+    if store.head(key) is None:
+        return None
+    return RunManifest.from_json(store.get_bytes(key))
+
+
+def list_manifest_keys(store: S3ObjectStore, prefix: str) -> list[str]:
+    return sorted(k for k in store.list_keys(manifests_prefix(prefix)) if k.endswith(".json"))
+
+
+def load_manifests(store: S3ObjectStore, prefix: str, keys: Iterable[str] | None = None) -> Iterator[RunManifest]:
+    for key in list_manifest_keys(store, prefix) if keys is None else keys:
+        yield RunManifest.from_json(store.get_bytes(key))
+
+
+def merge_checkpoints(*sources: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Per partition the furthest next-offset any source knows; checkpoints never move back."""
+    merged: dict[TopicPartition, int] = {}
+    for source in sources:
+        for tp, offset in source.items():
+            if offset > merged.get(tp, -1):
+                merged[tp] = offset
+    return merged
+
+
+def checkpoints_from_manifests(manifests: Iterable[RunManifest]) -> dict[TopicPartition, int]:
+    return merge_checkpoints(*(m.end_offsets() for m in manifests))
+
+
+def checkpoints_to_json(checkpoints: dict[TopicPartition, int]) -> dict[str, dict[str, int]]:
+    """``{topic: {partition: next offset}}`` with string keys, as JSON (and Variables) need."""
+    out: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(checkpoints.items()):
+        out.setdefault(topic, {})[str(partition)] = offset
+    return out
+
+
+def checkpoints_from_json(data: dict[str, dict[str, int]] | None) -> dict[TopicPartition, int]:
+    return {
+        (topic, int(partition)): int(offset)
+        for topic, partitions in (data or {}).items()
+        for partition, offset in partitions.items()
+    }

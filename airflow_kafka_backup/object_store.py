@@ -1,0 +1,83 @@
+"""The object store the engine reads and writes: an S3 bucket through a boto3 client.
+
+The Airflow layer builds it from ``S3Hook`` (``S3ObjectStore.from_s3_hook``), so the
+``aws`` connection's endpoint, region, profile and botocore config apply, and the
+hook's ``extra_args`` (encryption, ACL) and ``transfer_config`` (multipart) reach every
+upload. The engine itself never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from botocore.exceptions import ClientError
+
+from airflow_kafka_backup.errors import ConfigurationError
+
+SHA256_METADATA = "sha256"
+
+
+@dataclass
+class S3ObjectStore:
+    """One bucket. ``extra_args`` go with every write; ``read_args`` with every read."""
+
+    client: Any
+    bucket: str
+    extra_args: dict[str, Any] = field(default_factory=dict)
+    read_args: dict[str, Any] = field(default_factory=dict)
+    transfer_config: Any = None
+
+    @classmethod
+    def from_s3_hook(cls, hook: Any, bucket: str) -> S3ObjectStore:
+        return cls(
+            client=hook.get_conn(),
+            bucket=bucket,
+            extra_args=dict(hook.extra_args),
+            transfer_config=hook.transfer_config,
+        )
+
+    def check_bucket(self) -> None:
+        """Fail with a message naming the bucket when it is missing or not ours to use."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigurationError(f"S3 bucket {self.bucket!r} does not exist.") from None
+            if code in ("403", "AccessDenied"):
+                raise ConfigurationError(f"Access to S3 bucket {self.bucket!r} is denied.") from None
+            raise
+
+    def put_file(self, key: str, path: str, sha256: str) -> None:
+        """Upload a local file (multipart above the transfer config's threshold)."""
+        args = {**self.extra_args, "Metadata": {SHA256_METADATA: sha256}}
+        self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.extra_args
+        )
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """Object metadata, or ``None`` when the key does not exist."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key, **self.read_args)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"].read()
+
+    def open_stream(self, key: str) -> BinaryIO:
+        """A streaming body: read in chunks, never the whole object at once."""
+        return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"]
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", ()):
+                yield obj["Key"]

@@ -1,0 +1,240 @@
+"""Backup operators: plan -> back up (mapped over work units) -> commit.
+
+Thin Airflow layers over the engine. Hooks are created in ``execute`` (never at DAG
+parse time), every user-facing argument is a template field, and all validation
+happens in the plan task, before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+from airflow.sdk import BaseOperator, Context, TriggerRule, Variable
+
+from airflow_kafka_backup.backup import back_up_ranges
+from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
+from airflow_kafka_backup.errors import IntegrityError
+from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.manifest import (
+    PartitionRange,
+    RunManifest,
+    SegmentInfo,
+    SegmentSettings,
+    checkpoints_from_json,
+    list_manifest_keys,
+    load_manifests,
+    merge_checkpoints,
+    read_manifest,
+    write_manifest,
+)
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.planning import group_work_units, partitions_of, plan_ranges, snapshot_offsets
+from airflow_kafka_backup.settings import BackupSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MAP_LENGTH = 1024
+
+
+def checkpoint_variable_key(bucket: str, prefix: str) -> str:
+    """One Variable per backup location: ``kafka_backup_checkpoint:<bucket>/<prefix>``."""
+    return f"kafka_backup_checkpoint:{bucket}/{prefix.strip('/')}"
+
+
+def _max_map_length() -> int:
+    from airflow.sdk.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
+
+
+class _S3BackupOperator(BaseOperator):
+    """Shared S3 plumbing: the store is built lazily from ``S3Hook`` and the ``aws`` connection."""
+
+    def __init__(self, *, bucket: str, prefix: str = "kafka-backup", aws_conn_id: str | None = "aws_default",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def s3_hook(self) -> S3Hook:
+        return S3Hook(aws_conn_id=self.aws_conn_id)
+
+    @cached_property
+    def store(self) -> S3ObjectStore:
+        return S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket)
+
+
+class KafkaBackupPlanOperator(_S3BackupOperator):
+    """Validate settings and plan the run's offset ranges; returns the work units to map over.
+
+    Pushes the whole plan (ranges and segment settings) to XCom under key ``plan`` for
+    the commit task. A re-run of a run that already committed reuses that run's ranges
+    and settings, so it rewrites the same keys with the same bytes.
+    """
+
+    template_fields: Sequence[str] = (
+        "topics", "bucket", "prefix", "kafka_conn_id", "aws_conn_id", "flush_size", "compression",
+        "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
+    )
+
+    def __init__(
+        self,
+        *,
+        topics: Sequence[str] | str,
+        kafka_conn_id: str = "kafka_default",
+        flush_size: int | str = 10_000,
+        compression: str = "gzip",
+        segment_format: str = "jsonl",
+        offset_pad_width: int | str = 10,
+        isolation_level: str = "read_committed",
+        allow_data_loss: bool | str = False,
+        max_work_units: int | str = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.topics = topics
+        self.kafka_conn_id = kafka_conn_id
+        self.flush_size = flush_size
+        self.compression = compression
+        self.segment_format = segment_format
+        self.offset_pad_width = offset_pad_width
+        self.isolation_level = isolation_level
+        self.allow_data_loss = allow_data_loss
+        self.max_work_units = max_work_units
+
+    def execute(self, context: Context) -> list[dict]:
+        settings = BackupSettings.create(
+            topics=self.topics, bucket=self.bucket, prefix=self.prefix, flush_size=self.flush_size,
+            compression=self.compression, segment_format=self.segment_format,
+            offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
+            allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
+        )
+        self.store.check_bucket()
+        run_id = context["run_id"]
+        committed = read_manifest(self.store, settings.prefix, run_id)
+        if committed is not None:
+            log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
+            ranges, segment_settings = committed.ranges, committed.settings
+        else:
+            ranges = self._plan_fresh(settings)
+            segment_settings = settings.segments
+        max_units = min(settings.max_work_units, _max_map_length())
+        units = [
+            {"ranges": unit, "settings": asdict(segment_settings)}
+            for unit in group_work_units(ranges, max_units)
+        ]
+        plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings)}
+        context["ti"].xcom_push(key="plan", value=plan)
+        todo = [r for r in ranges if not r.is_empty]
+        log.info(
+            "Planned %d records in %d partitions over %d work units: %s",
+            sum(r.end - r.start for r in todo), len(todo), len(units),
+            ", ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end}" for r in todo[:50]) or "nothing new",
+        )
+        return units
+
+    def _plan_fresh(self, settings: BackupSettings) -> list[PartitionRange]:
+        admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+        partitions = partitions_of(admin, settings.topics)
+        variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
+        cached = Variable.get(variable_key, default=None, deserialize_json=True)
+        checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached)
+        if recovered:
+            log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
+        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        bounds = snapshot_offsets(admin, tps, settings.isolation_level)
+        return plan_ranges(bounds, checkpoints, settings.allow_data_loss)
+
+
+class KafkaBackupOperator(_S3BackupOperator):
+    """Back up one work unit (a few partitions' offset ranges); returns its segments' metadata.
+
+    Meant to be mapped: ``KafkaBackupOperator.partial(...).expand(work_unit=plan.output)``.
+    """
+
+    template_fields: Sequence[str] = ("work_unit", "bucket", "prefix", "kafka_conn_id", "aws_conn_id",
+                                      "isolation_level")
+
+    def __init__(self, *, work_unit: dict, kafka_conn_id: str = "kafka_default",
+                 isolation_level: str = "read_committed", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.work_unit = work_unit
+        self.kafka_conn_id = kafka_conn_id
+        self.isolation_level = isolation_level
+
+    def execute(self, context: Context) -> list[dict]:
+        ranges = [PartitionRange(**r) for r in self.work_unit["ranges"]]
+        settings = SegmentSettings(**self.work_unit["settings"])
+        prefix = self.prefix.strip("/")
+        consumer = KafkaRangeConsumerHook(self.kafka_conn_id, self.isolation_level).get_conn
+        committed_keys: set[str] | None = None
+
+        def is_committed(key: str) -> bool:
+            nonlocal committed_keys
+            if committed_keys is None:
+                committed_keys = {s.key for m in load_manifests(self.store, prefix) for s in m.segments}
+            return key in committed_keys
+
+        try:
+            result = back_up_ranges(consumer, self.store, prefix, ranges, settings, is_committed)
+        finally:
+            consumer.close()
+        for partition, count in result.per_partition.items():
+            log.info("%s: %d records", partition, count)
+        return [asdict(s) for s in result.segments]
+
+
+class KafkaBackupCommitOperator(_S3BackupOperator):
+    """Commit the run: write its manifest (the commit point), then advance the checkpoint Variable.
+
+    Runs only when every backup task succeeded (``none_failed``: also when there was
+    nothing to back up and the mapped task was skipped).
+    """
+
+    template_fields: Sequence[str] = ("plan", "segments", "bucket", "prefix", "aws_conn_id")
+
+    def __init__(self, *, plan: dict, segments: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.segments = segments
+
+    def execute(self, context: Context) -> dict:
+        prefix = self.prefix.strip("/")
+        ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
+        segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
+        _check_segments_match_plan(ranges, segments)
+        if not any(not r.is_empty or r.lost_start is not None for r in ranges):
+            log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
+            return {"manifest": None, "segments": 0, "records": 0}
+        manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments)
+        key = write_manifest(self.store, prefix, manifest)
+        log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
+
+        variable_key = checkpoint_variable_key(self.bucket, prefix)
+        cached = Variable.get(variable_key, default=None, deserialize_json=True) or {}
+        checkpoints = merge_checkpoints(checkpoints_from_json(cached.get("checkpoints")), manifest.end_offsets())
+        Variable.set(variable_key, checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))),
+                     serialize_json=True)
+        return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
+
+
+def _check_segments_match_plan(ranges: list[PartitionRange], segments: list[SegmentInfo]) -> None:
+    """Every segment lies inside its partition's planned range, and no two overlap."""
+    by_tp = {r.tp: r for r in ranges}
+    last_end: dict[tuple[str, int], int] = {}
+    for s in sorted(segments, key=lambda s: (s.topic, s.partition, s.first_offset)):
+        r = by_tp.get((s.topic, s.partition))
+        if r is None or s.first_offset < r.start or s.last_offset >= r.end:
+            raise IntegrityError(f"Segment {s.key} ({s.first_offset}..{s.last_offset}) is outside the plan.")
+        if s.first_offset < last_end.get(r.tp, -1):
+            raise IntegrityError(f"Segment {s.key} overlaps the segment before it.")
+        last_end[r.tp] = s.last_offset + 1

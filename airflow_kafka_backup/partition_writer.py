@@ -1,0 +1,136 @@
+"""One writer per topic-partition: records in, closed segment files out.
+
+Rotation is an explicit state machine, in the manner of Confluent's S3 sink
+``TopicPartitionWriter``, but every rotation decision is made on the records
+themselves (count, offsets, record timestamps), never on the wall clock, so the same
+offset range always cuts into the same segments.
+
+    IDLE --write--> WRITING --(flush_size reached | finish)--> IDLE, segment handed off
+
+A segment is encoded and compressed into a spool file on local disk while records
+arrive; memory holds only the codec's fixed buffers. Its sha256 and size are computed
+on the way to disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.key_layout import segment_key
+from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
+from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
+
+
+class WriterState(enum.Enum):
+    IDLE = "idle"
+    WRITING = "writing"
+
+
+@dataclass(frozen=True)
+class ClosedSegment:
+    """A finished segment on local disk, ready to upload to ``info.key``."""
+
+    path: str
+    info: SegmentInfo
+
+
+class TopicPartitionWriter:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        prefix: str,
+        settings: SegmentSettings,
+        on_segment: Callable[[ClosedSegment], None],
+        spool_dir: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.prefix = prefix
+        self.settings = settings
+        self._format = get_format(settings.segment_format)
+        self._compression = get_compression(settings.compression)
+        self._extension = self._format.extension + self._compression.extension
+        self._on_segment = on_segment
+        self._spool_dir = spool_dir
+        self.state = WriterState.IDLE
+        self.records_written = 0
+        self._reset_segment()
+
+    def _reset_segment(self) -> None:
+        self._file = None
+        self._path = ""
+        self._hashing: HashingWriter | None = None
+        self._encoder: SegmentEncoder | None = None
+        self._first_offset = -1
+        self._last_offset = -1
+        self._count = 0
+        self._min_ts = 0
+        self._max_ts = 0
+
+    def write(self, record: Record) -> None:
+        if self.state is WriterState.IDLE:
+            self._open(record.offset)
+        self._encoder.write(record)
+        self._last_offset = record.offset
+        ts = record.timestamp
+        if self._count == 0:
+            self._min_ts = self._max_ts = ts
+        elif ts < self._min_ts:
+            self._min_ts = ts
+        elif ts > self._max_ts:
+            self._max_ts = ts
+        self._count += 1
+        self.records_written += 1
+        if self._count >= self.settings.flush_size:
+            self._close()
+
+    def finish(self) -> None:
+        """The planned range is done: close the open segment, if any."""
+        if self.state is WriterState.WRITING:
+            self._close()
+
+    def abort(self) -> None:
+        """Drop the open segment's spool file (on failure); nothing is uploaded."""
+        if self._file is not None:
+            self._file.close()
+            os.unlink(self._path)
+        self._reset_segment()
+        self.state = WriterState.IDLE
+
+    def _open(self, first_offset: int) -> None:
+        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic}+{self.partition}+", dir=self._spool_dir)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._hashing = HashingWriter(self._file)
+        self._encoder = self._format.encoder(self._hashing, self._compression)
+        self._first_offset = first_offset
+        self.state = WriterState.WRITING
+
+    def _close(self) -> None:
+        self._encoder.close()
+        self._file.close()
+        info = SegmentInfo(
+            key=segment_key(
+                self.prefix, self.topic, self.partition, self._first_offset,
+                self.settings.offset_pad_width, self._extension,
+            ),
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=self._first_offset,
+            last_offset=self._last_offset,
+            records=self._count,
+            min_timestamp=self._min_ts,
+            max_timestamp=self._max_ts,
+            bytes=self._hashing.size,
+            sha256=self._hashing.sha256.hexdigest(),
+        )
+        segment = ClosedSegment(self._path, info)
+        self._reset_segment()
+        self.state = WriterState.IDLE
+        self._on_segment(segment)

@@ -1,0 +1,112 @@
+"""Planning a backup run: which offsets of which partitions, split into work units.
+
+The end of each range is snapshotted here, once: the last stable offset under
+``read_committed``, the high watermark otherwise. Backup tasks consume exactly the
+planned ranges, so a run is bounded no matter how fast producers write.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+
+from airflow_kafka_backup.errors import ConfigurationError, DataLossError
+from airflow_kafka_backup.manifest import PartitionRange
+from airflow_kafka_backup.manifest import TopicPartition as TP
+
+ADMIN_TIMEOUT_S = 30.0
+
+WorkUnit = list[dict]
+
+
+@dataclass(frozen=True)
+class OffsetBounds:
+    log_start: int
+    end: int
+
+
+def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
+    """Partition count per topic; unknown topics fail naming every one of them."""
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    missing = [t for t in topics if t not in metadata or metadata[t].error is not None]
+    if missing:
+        raise ConfigurationError(f"Kafka topic(s) not found: {', '.join(missing)}.")
+    return {t: len(metadata[t].partitions) for t in topics}
+
+
+def snapshot_offsets(admin, tps: Sequence[TP], isolation_level: str) -> dict[TP, OffsetBounds]:
+    """Log start offset and end offset of every partition, from the partition leaders."""
+    isolation = (
+        IsolationLevel.READ_COMMITTED if isolation_level == "read_committed" else IsolationLevel.READ_UNCOMMITTED
+    )
+
+    def query(spec) -> dict[TP, int]:
+        futures = admin.list_offsets(
+            {TopicPartition(t, p): spec for t, p in tps}, isolation_level=isolation,
+            request_timeout=ADMIN_TIMEOUT_S,
+        )
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    if not tps:
+        return {}
+    earliest, latest = query(OffsetSpec.earliest()), query(OffsetSpec.latest())
+    return {tp: OffsetBounds(earliest[tp], latest[tp]) for tp in tps}
+
+
+def plan_ranges(
+    bounds: Mapping[TP, OffsetBounds],
+    checkpoints: Mapping[TP, int],
+    allow_data_loss: bool,
+) -> list[PartitionRange]:
+    """One range per partition, from its checkpoint (or log start) to the snapshotted end.
+
+    A checkpoint below the log start means retention deleted records we never backed up.
+    That fails the run, naming every such partition, unless ``allow_data_loss`` is set;
+    then the range starts at the log start and the lost offsets go into the manifest.
+    """
+    ranges: list[PartitionRange] = []
+    losses: list[str] = []
+    for tp in sorted(bounds):
+        topic, partition = tp
+        b = bounds[tp]
+        checkpoint = checkpoints.get(tp)
+        if checkpoint is None:
+            ranges.append(PartitionRange(topic, partition, b.log_start, b.end))
+        elif checkpoint > b.end:
+            raise DataLossError(
+                f"{topic}[{partition}]: the backup has offsets up to {checkpoint} but the partition ends at "
+                f"{b.end}; was the topic deleted and recreated? Back it up under a new prefix."
+            )
+        elif checkpoint < b.log_start:
+            losses.append(f"{topic}[{partition}] offsets {checkpoint}..{b.log_start - 1}")
+            ranges.append(PartitionRange(topic, partition, b.log_start, b.end, checkpoint, b.log_start))
+        else:
+            ranges.append(PartitionRange(topic, partition, checkpoint, b.end))
+    if losses and not allow_data_loss:
+        raise DataLossError(
+            "Records were deleted from Kafka before they were backed up: " + "; ".join(losses)
+            + ". Set allow_data_loss to back up what remains and record the gap in the manifest."
+        )
+    return ranges
+
+
+def group_work_units(ranges: Sequence[PartitionRange], max_units: int) -> list[WorkUnit]:
+    """Spread non-empty ranges over at most ``max_units`` units, largest first (LPT).
+
+    Deterministic: ties break on topic and partition, so the same plan gives the same units.
+    """
+    todo = sorted((r for r in ranges if not r.is_empty), key=lambda r: (-(r.end - r.start), r.tp))
+    if not todo:
+        return []
+    count = min(max_units, len(todo))
+    heap = [(0, i) for i in range(count)]
+    units: list[list[PartitionRange]] = [[] for _ in range(count)]
+    for r in todo:
+        load, i = heapq.heappop(heap)
+        units[i].append(r)
+        heapq.heappush(heap, (load + r.end - r.start, i))
+    return [[asdict(r) for r in sorted(unit, key=lambda r: r.tp)] for unit in units]

@@ -1,0 +1,90 @@
+"""Plain backup settings, validated once, before anything is read or written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.manifest import SegmentSettings
+from airflow_kafka_backup.segment_codec import get_format
+
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value))
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a whole number, got {value!r}.") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be greater than 0, got {value}.")
+    return value
+
+
+def validate_topics(topics: object) -> list[str]:
+    if isinstance(topics, str):
+        topics = [t.strip() for t in topics.split(",")]
+    if not isinstance(topics, Sequence) or not topics or not all(isinstance(t, str) and t for t in topics):
+        raise ConfigurationError(f"topics must be a non-empty list of topic names, got {topics!r}.")
+    return list(dict.fromkeys(topics))
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """What a backup run needs besides its clients. Built by :meth:`create`, which validates."""
+
+    topics: tuple[str, ...]
+    bucket: str
+    prefix: str
+    segments: SegmentSettings
+    isolation_level: str = "read_committed"
+    allow_data_loss: bool = False
+    max_work_units: int = 16
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        topics: object,
+        bucket: object,
+        prefix: object = "kafka-backup",
+        flush_size: object = 10_000,
+        compression: object = "gzip",
+        segment_format: object = "jsonl",
+        offset_pad_width: object = 10,
+        isolation_level: object = "read_committed",
+        allow_data_loss: object = False,
+        max_work_units: object = 16,
+    ) -> BackupSettings:
+        if not isinstance(bucket, str) or not bucket.strip():
+            raise ConfigurationError("bucket is required: the S3 bucket to write the backup to.")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a string, got {prefix!r}.")
+        get_compression(str(compression))
+        get_format(str(segment_format))
+        pad = offset_pad_width
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 20:
+            raise ConfigurationError(f"offset_pad_width must be a whole number from 0 to 20, got {pad!r}.")
+        if isolation_level not in ISOLATION_LEVELS:
+            raise ConfigurationError(
+                f"isolation_level must be one of {', '.join(ISOLATION_LEVELS)}, got {isolation_level!r}."
+            )
+        if not isinstance(allow_data_loss, bool):
+            raise ConfigurationError(f"allow_data_loss must be true or false, got {allow_data_loss!r}.")
+        return cls(
+            topics=tuple(validate_topics(topics)),
+            bucket=bucket.strip(),
+            prefix=prefix.strip("/"),
+            segments=SegmentSettings(
+                segment_format=str(segment_format),
+                compression=str(compression),
+                flush_size=_positive_int("flush_size", flush_size),
+                offset_pad_width=pad,
+            ),
+            isolation_level=str(isolation_level),
+            allow_data_loss=allow_data_loss,
+            max_work_units=_positive_int("max_work_units", max_work_units),
+        )

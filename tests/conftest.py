@@ -1,0 +1,64 @@
+"""Fixtures that start the real local stack once per test session.
+
+Airflow reads its configuration when first imported, so the temporary AIRFLOW_HOME is
+set here, at conftest import, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devstack.airflow_env import REPO, airflow_env, connection_env, make_airflow_home, migrate
+
+_HOME = make_airflow_home()
+_AIRFLOW_ENV = airflow_env(_HOME)
+os.environ.update(_AIRFLOW_ENV)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    from devstack.kafka_broker import start_broker
+
+    broker = start_broker()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from devstack.s3_server import start_s3_server
+
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(kafka_broker, s3_server):
+    """Kafka, S3 and a migrated Airflow DB, with kafka_default / aws_default pointing at them."""
+    env = {**_AIRFLOW_ENV, **connection_env(kafka_broker.bootstrap, s3_server.endpoint_url)}
+    os.environ.update(env)
+    migrate(env)
+    return {"env": env, "bootstrap": kafka_broker.bootstrap, "endpoint_url": s3_server.endpoint_url}
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    """A fresh, empty bucket per test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3(s3_server):
+    return s3_server.client()
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
