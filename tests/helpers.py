@@ -1,0 +1,165 @@
+"""Test helpers: build the corpus in the real broker, read Kafka's truth, read the backup back."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.manifest import load_manifests
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.segment_codec import HashingReader, get_format
+
+TP = tuple[str, int]
+
+
+def create_topics(bootstrap: str, *topics: NewTopic) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics(list(topics), operation_timeout=30).values():
+        future.result()
+    # Metadata propagates asynchronously; wait until every partition has a leader.
+    deadline = time.monotonic() + 30
+    names = {t.topic for t in topics}
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10).topics
+        if all(n in md and md[n].partitions and all(p.leader >= 0 for p in md[n].partitions.values())
+               for n in names):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"topics {names} have no leaders")
+
+
+def tricky_record_fields(rng: random.Random, i: int) -> dict:
+    """Key, value, headers and timestamp covering null vs empty, non-UTF-8 bytes and odd headers."""
+    choice = i % 11
+    key: bytes | None = [None, b"", bytes([0xFF, 0xFE, 0x00, i % 256]), f"key-{i}".encode()][i % 4]
+    value: bytes | None = [b"", None, rng.randbytes(rng.randint(1, 300)), "välue-ü-€".encode() * (i % 3 + 1),
+                           b"\x00\x80\xc3\x28"][i % 5]
+    headers: list = [
+        [],
+        [("dup", b"1"), ("dup", b"2"), ("dup", b"1")],
+        [("null-value", None)],
+        [("empty", b""), ("bin", b"\xff\x00\xfe")],
+        [("z", b"last"), ("a", b"first"), ("z", None)],
+        [("ünï", "çödé".encode())],
+    ][choice % 6]
+    timestamp = 1_600_000_000_000 + i * 1_000 + rng.randint(0, 999)
+    return {"key": key, "value": value, "headers": headers, "timestamp": timestamp}
+
+
+def produce_tricky(bootstrap: str, topic: str, partitions: int, count: int, seed: int, start: int = 0) -> None:
+    rng = random.Random(seed)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    for i in range(start, start + count):
+        fields = tricky_record_fields(rng, i)
+        producer.produce(topic, partition=i % partitions, **fields)
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def produce_transactional(bootstrap: str, topic: str) -> None:
+    """Committed, aborted (really written, then aborted), committed, and a trailing aborted batch."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for batch, commit in enumerate([True, False, True, True, False]):
+        producer.begin_transaction()
+        for j in range(50):
+            producer.produce(topic, partition=j % 2, key=f"b{batch}-{j}".encode(),
+                             value=b"aborted" if not commit else f"committed-{batch}-{j}".encode(),
+                             headers=[("batch", str(batch).encode())])
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+
+def produce_compacted_with_gaps(bootstrap: str, topic: str, timeout: float = 60) -> None:
+    """Overwrite a few keys in waves until the log cleaner has removed records (offset gaps)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    deadline = time.monotonic() + timeout
+    wave = 0
+    while time.monotonic() < deadline:
+        for k in range(20):
+            producer.produce(topic, key=f"k{k}".encode(), value=f"wave{wave}".encode(),
+                             headers=[("wave", str(wave).encode())])
+        producer.flush(30)
+        wave += 1
+        time.sleep(0.3)
+        offsets = [r.offset for r in read_kafka(bootstrap, [topic])[(topic, 0)]]
+        if wave > 3 and len(offsets) < offsets[-1] + 1:
+            # Compaction happened; one more unique wave so the head is stable, then wait for the cleaner.
+            time.sleep(1.0)
+            return
+    raise TimeoutError(f"{topic} was not compacted within {timeout}s")
+
+
+def read_kafka(bootstrap: str, topics: list[str], isolation: str = "read_committed") -> dict[TP, list[Record]]:
+    """Every record Kafka holds for ``topics``, read to the current end of each partition."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
+        "isolation.level": isolation, "auto.offset.reset": "earliest",
+    })
+    md = consumer.list_topics(timeout=10).topics
+    out: dict[TP, list[Record]] = {}
+    try:
+        for topic in topics:
+            for p in md[topic].partitions:
+                tp = TopicPartition(topic, p)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                records: list[Record] = []
+                if high > low:
+                    consumer.assign([TopicPartition(topic, p, low)])
+                    while consumer.position([tp])[0].offset < high:
+                        for m in consumer.consume(1000, 1.0):
+                            if m.error() is None and m.offset() < high:
+                                records.append(Record.from_message(m))
+                out[(topic, p)] = records
+    finally:
+        consumer.close()
+    return out
+
+
+def read_backup(store: S3ObjectStore, prefix: str) -> dict[TP, list[Record]]:
+    """Every record the committed manifests name, decoded from S3 after checking each sha256."""
+    out: dict[TP, list[Record]] = defaultdict(list)
+    for manifest in load_manifests(store, prefix):
+        fmt = get_format(manifest.settings.segment_format)
+        codec = get_compression(manifest.settings.compression)
+        for seg in manifest.segments:
+            hashing = HashingReader(store.open_stream(seg.key))
+            records = list(fmt.decode(hashing, codec))
+            assert hashing.sha256.hexdigest() == seg.sha256, seg.key
+            assert hashing.size == seg.bytes, seg.key
+            assert len(records) == seg.records, seg.key
+            assert records[0].offset == seg.first_offset and records[-1].offset == seg.last_offset
+            out[(seg.topic, seg.partition)].extend(records)
+    return {tp: sorted(rs, key=lambda r: r.offset) for tp, rs in out.items()}
+
+
+def snapshot_bucket(s3, bucket: str) -> dict[str, bytes]:
+    """Every object's bytes, by key."""
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", ())]
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def run_dag(dag_id: str, conf: dict, logical_date=None):
+    """Run a shipped DAG through ``dag.test()``; returns the finished DagRun."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from devstack.airflow_env import REPO
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(dag_id)
+    assert dag is not None, dag_id
+    kwargs = {"run_conf": conf}
+    if logical_date is not None:
+        # Airflow 3 names manual runs after run_after: the same instant is the same run.
+        kwargs["logical_date"] = kwargs["run_after"] = logical_date
+    return dag.test(**kwargs)

@@ -1,0 +1,43 @@
+"""Unit tests: range planning, retention-gap detection and work-unit grouping (no Kafka)."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_kafka_backup.errors import DataLossError
+from airflow_kafka_backup.planning import OffsetBounds, group_work_units, plan_ranges
+
+
+def test_new_partition_starts_at_log_start_and_checkpoint_resumes():
+    ranges = plan_ranges({("t", 0): OffsetBounds(5, 10), ("t", 1): OffsetBounds(0, 10)}, {("t", 1): 7}, False)
+    assert [(r.partition, r.start, r.end) for r in ranges] == [(0, 5, 10), (1, 7, 10)]
+
+
+def test_checkpoint_below_log_start_fails_naming_topic_partition_and_offsets():
+    with pytest.raises(DataLossError, match=r"t\[1\] offsets 3\.\.4.*allow_data_loss"):
+        plan_ranges({("t", 1): OffsetBounds(5, 10)}, {("t", 1): 3}, False)
+
+
+def test_allowed_data_loss_is_recorded_in_the_range():
+    (r,) = plan_ranges({("t", 1): OffsetBounds(5, 10)}, {("t", 1): 3}, True)
+    assert (r.start, r.end, r.lost_start, r.lost_end) == (5, 10, 3, 5)
+
+
+def test_checkpoint_beyond_end_means_recreated_topic():
+    with pytest.raises(DataLossError, match="recreated"):
+        plan_ranges({("t", 0): OffsetBounds(0, 3)}, {("t", 0): 9}, False)
+
+
+def test_work_units_respect_the_limit_balance_and_are_deterministic():
+    bounds = {("t", p): OffsetBounds(0, 100 * (p + 1)) for p in range(50)}
+    ranges = plan_ranges(bounds, {}, False)
+    units = group_work_units(ranges, 8)
+    assert len(units) == 8
+    assert sorted((r["topic"], r["partition"]) for u in units for r in u) == sorted(bounds)
+    loads = [sum(r["end"] - r["start"] for r in u) for u in units]
+    assert max(loads) - min(loads) <= 5000
+    assert group_work_units(ranges, 8) == units
+
+
+def test_empty_ranges_make_no_work_units():
+    assert group_work_units(plan_ranges({("t", 0): OffsetBounds(4, 4)}, {}, False), 8) == []
