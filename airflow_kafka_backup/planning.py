@@ -8,8 +8,9 @@ planned ranges, so a run is bounded no matter how fast producers write.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
@@ -21,6 +22,7 @@ from airflow_kafka_backup.manifest import TopicPartition as TP
 ADMIN_TIMEOUT_S = 30.0
 
 WorkUnit = list[dict]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,19 +96,25 @@ def plan_ranges(
     return ranges
 
 
-def group_work_units(ranges: Sequence[PartitionRange], max_units: int) -> list[WorkUnit]:
-    """Spread non-empty ranges over at most ``max_units`` units, largest first (LPT).
+def balance(items: Sequence[T], weight: Callable[[T], int], key: Callable[[T], Any], max_units: int) -> list[list[T]]:
+    """Spread items over at most ``max_units`` lists, heaviest first onto the lightest list (LPT).
 
-    Deterministic: ties break on topic and partition, so the same plan gives the same units.
+    Deterministic: ties break on ``key``, and each list comes out sorted by ``key``.
     """
-    todo = sorted((r for r in ranges if not r.is_empty), key=lambda r: (-(r.end - r.start), r.tp))
+    todo = sorted(items, key=lambda i: (-weight(i), key(i)))
     if not todo:
         return []
     count = min(max_units, len(todo))
     heap = [(0, i) for i in range(count)]
-    units: list[list[PartitionRange]] = [[] for _ in range(count)]
-    for r in todo:
+    units: list[list[T]] = [[] for _ in range(count)]
+    for item in todo:
         load, i = heapq.heappop(heap)
-        units[i].append(r)
-        heapq.heappush(heap, (load + r.end - r.start, i))
-    return [[asdict(r) for r in sorted(unit, key=lambda r: r.tp)] for unit in units]
+        units[i].append(item)
+        heapq.heappush(heap, (load + weight(item), i))
+    return [sorted(unit, key=key) for unit in units]
+
+
+def group_work_units(ranges: Sequence[PartitionRange], max_units: int) -> list[WorkUnit]:
+    """Non-empty ranges spread over at most ``max_units`` work units, as XCom-ready dicts."""
+    todo = [r for r in ranges if not r.is_empty]
+    return [[asdict(r) for r in unit] for unit in balance(todo, lambda r: r.end - r.start, lambda r: r.tp, max_units)]

@@ -17,6 +17,8 @@ from airflow_kafka_backup.segment_codec import HashingReader, get_format
 
 TP = tuple[str, int]
 
+RECORDS_PER_TOPIC = 3_400  # 3 tricky topics x 3 partitions: >10k records in all
+
 
 def create_topics(bootstrap: str, *topics: NewTopic) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -94,9 +96,14 @@ def produce_compacted_with_gaps(bootstrap: str, topic: str, timeout: float = 60)
         time.sleep(0.3)
         offsets = [r.offset for r in read_kafka(bootstrap, [topic])[(topic, 0)]]
         if wave > 3 and len(offsets) < offsets[-1] + 1:
-            # Compaction happened; one more unique wave so the head is stable, then wait for the cleaner.
-            time.sleep(1.0)
-            return
+            # Compaction happened; wait until the cleaner has nothing left to do (two reads agree).
+            before = read_kafka(bootstrap, [topic])
+            while time.monotonic() < deadline:
+                time.sleep(1.5)
+                after = read_kafka(bootstrap, [topic])
+                if after == before:
+                    return
+                before = after
     raise TimeoutError(f"{topic} was not compacted within {timeout}s")
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
+from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
 from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
+from airflow_kafka_backup.restore import PRODUCER_OVERRIDES
 
 
 class KafkaRangeConsumerHook(KafkaConsumerHook):
@@ -31,3 +33,35 @@ class KafkaRangeConsumerHook(KafkaConsumerHook):
         config = {"group.id": DEFAULT_GROUP_ID, **config, **CONSUMER_OVERRIDES,
                   "isolation.level": self.isolation_level}
         return super()._get_client(config)
+
+
+class KafkaTransactionalProducerHook(KafkaProducerHook):
+    """An idempotent, transactional producer with a bounded queue (exactly-once restores).
+
+    :param kafka_config_id: the ``kafka`` connection.
+    :param transactional_id: stable per restore and target partition, so a retry fences its zombie.
+    """
+
+    def __init__(self, kafka_config_id: str = KafkaBaseHook.default_conn_name, *, transactional_id: str) -> None:
+        super().__init__(kafka_config_id=kafka_config_id)
+        self.transactional_id = transactional_id
+
+    def _get_client(self, config):
+        consumer_only = ("group.id", "enable.auto.commit", "auto.offset.reset", "isolation.level")
+        config = {k: v for k, v in config.items() if k not in consumer_only}
+        return super()._get_client({**config, **PRODUCER_OVERRIDES, "transactional.id": self.transactional_id})
+
+
+class KafkaGroupConsumerHook(KafkaConsumerHook):
+    """A consumer of one named group, never subscribed: for committed offsets and group metadata.
+
+    :param kafka_config_id: the ``kafka`` connection.
+    :param group_id: the consumer group.
+    """
+
+    def __init__(self, kafka_config_id: str = KafkaBaseHook.default_conn_name, *, group_id: str) -> None:
+        super().__init__(topics=[], kafka_config_id=kafka_config_id)
+        self.group_id = group_id
+
+    def _get_client(self, config):
+        return super()._get_client({**config, "group.id": self.group_id, "enable.auto.commit": False})

@@ -7,15 +7,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.manifest import RunManifest, list_manifest_keys
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
 from tests.helpers import (
-    create_topics,
-    produce_compacted_with_gaps,
-    produce_transactional,
+    RECORDS_PER_TOPIC,
     produce_tricky,
     read_backup,
     read_kafka,
@@ -24,33 +21,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-RECORDS_PER_TOPIC = 3_400  # 3 topics x 3 partitions, >10k records in all
-
-
-@pytest.fixture(scope="module")
-def corpus(airflow_stack):
-    """3 tricky topics x 3 partitions, a transactional topic with aborts, a compacted topic with gaps."""
-    bootstrap = airflow_stack["bootstrap"]
-    run = uuid.uuid4().hex[:6]
-    tricky = [f"corpus-{run}-{n}" for n in "abc"]
-    tx, compact = f"corpus-{run}-tx", f"corpus-{run}-compact"
-    create_topics(
-        bootstrap,
-        *(NewTopic(t, 3, 1, config={"retention.ms": "-1"}) for t in tricky),  # 2020 timestamps
-        NewTopic(tx, 2, 1),
-        NewTopic(compact, 1, 1, config={
-            "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
-            "delete.retention.ms": "100", "min.compaction.lag.ms": "0",
-        }),
-    )
-    for seed, topic in enumerate(tricky):
-        produce_tricky(bootstrap, topic, 3, RECORDS_PER_TOPIC, seed)
-    produce_transactional(bootstrap, tx)
-    produce_compacted_with_gaps(bootstrap, compact)
-    return {"bootstrap": bootstrap, "tricky": tricky, "tx": tx, "compact": compact,
-            "all": [*tricky, tx, compact]}
-
 
 def _conf(topics, bucket, **extra) -> dict:
     return {"topics": topics, "bucket": bucket, "prefix": "backups", "flush_size": 500, **extra}

@@ -1,0 +1,95 @@
+"""The source -> target offset map a restore records, as compact ranges.
+
+A run ``(source_start, target_start, count)`` says source offsets
+``source_start + i`` went to target offsets ``target_start + i`` for ``i < count``. A
+compacted source (offset gaps) or a point-in-time cut starts a new run; a plain topic
+restores as one run per transaction.
+
+The map is written to S3 one chunk per restore transaction, keyed by the chunk's first
+source offset, *before* that transaction commits. A retry after a crash resumes at the
+same source offset, so it rewrites the same chunk key with the target offsets it really
+got; a committed chunk is never left describing aborted records.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from airflow_kafka_backup.key_layout import _join
+
+OffsetRun = tuple[int, int, int]  # source_start, target_start, count
+
+
+@dataclass
+class OffsetMapBuilder:
+    runs: list[list[int]] = field(default_factory=list)
+
+    def add(self, source_offset: int, target_offset: int) -> None:
+        if self.runs:
+            s, t, n = self.runs[-1]
+            if source_offset == s + n and target_offset == t + n:
+                self.runs[-1][2] = n + 1
+                return
+        self.runs.append([source_offset, target_offset, 1])
+
+    def to_runs(self) -> list[OffsetRun]:
+        return [tuple(r) for r in self.runs]  # type: ignore[misc]
+
+
+def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) -> str:
+    return _join(restore_prefix, "offset-map", target_topic, f"partition={partition}") + "/"
+
+
+def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_source_offset: int) -> str:
+    return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}.json"
+
+
+@dataclass(frozen=True)
+class OffsetMapChunk:
+    """One restore transaction's record: which segment, how many records, where they went."""
+
+    source_topic: str
+    target_topic: str
+    partition: int
+    segment: str
+    sha256: str
+    records_restored: int
+    records_filtered: int
+    runs: tuple[OffsetRun, ...]
+
+    def to_json(self) -> bytes:
+        body = {**self.__dict__, "runs": [list(r) for r in self.runs]}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OffsetMapChunk:
+        body = json.loads(data)
+        return cls(**{**body, "runs": tuple(tuple(r) for r in body["runs"])})
+
+
+@dataclass(frozen=True)
+class OffsetMap:
+    """A partition's whole map, for lookups: where did source offset X go?"""
+
+    runs: tuple[OffsetRun, ...]
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[OffsetMapChunk]) -> OffsetMap:
+        return cls(tuple(sorted(r for c in chunks for r in c.runs)))
+
+    @property
+    def records(self) -> int:
+        return sum(n for _, _, n in self.runs)
+
+    def first_target_at_or_after(self, source_offset: int) -> int | None:
+        """Target offset of the first restored record whose source offset is >= ``source_offset``."""
+        i = bisect_right(self.runs, (source_offset, float("inf"), 0)) - 1
+        if i >= 0:
+            s, t, n = self.runs[i]
+            if source_offset < s + n:
+                return t + (source_offset - s)
+        i += 1
+        return self.runs[i][1] if i < len(self.runs) else None

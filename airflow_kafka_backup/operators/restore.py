@@ -1,0 +1,193 @@
+"""Restore operators: plan -> restore (mapped over work units) -> verify.
+
+The restore id is the DAG run id: clearing and re-running a restore run resumes it
+(exactly once), while a new run is a new restore.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+from airflow.sdk import Context, TriggerRule
+
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
+from airflow_kafka_backup.operators.backup import _max_map_length, _S3BackupOperator
+from airflow_kafka_backup.planning import balance
+from airflow_kafka_backup.restore import committed_progress, progress_group, restore_partition, transactional_id
+from airflow_kafka_backup.restore_manifest import verify_restore, write_restore_manifest
+from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore, restore_prefix
+from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
+
+log = logging.getLogger(__name__)
+
+
+def _as_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}.")
+
+
+class KafkaRestorePlanOperator(_S3BackupOperator):
+    """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
+
+    With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced.
+    """
+
+    template_fields: Sequence[str] = (
+        "topics", "topic_mapping", "bucket", "prefix", "kafka_conn_id", "aws_conn_id", "from_timestamp",
+        "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
+    )
+
+    def __init__(
+        self,
+        *,
+        topics: Sequence[str] | str,
+        topic_mapping: dict[str, str] | str | None = None,
+        kafka_conn_id: str = "kafka_default",
+        from_timestamp: str | int | None = None,
+        until_timestamp: str | int | None = None,
+        offset_bounds: dict | str | None = None,
+        create_topics: bool | str = True,
+        topic_configs: dict[str, str] | str | None = None,
+        dry_run: bool | str = False,
+        max_work_units: int | str = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.topics = topics
+        self.topic_mapping = topic_mapping
+        self.kafka_conn_id = kafka_conn_id
+        self.from_timestamp = from_timestamp
+        self.until_timestamp = until_timestamp
+        self.offset_bounds = offset_bounds
+        self.create_topics = create_topics
+        self.topic_configs = topic_configs
+        self.dry_run = dry_run
+        self.max_work_units = max_work_units
+
+    def execute(self, context: Context) -> list[list[dict]]:
+        settings = RestoreSettings.create(
+            topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
+            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds,
+        )
+        dry_run = _as_bool("dry_run", self.dry_run)
+        create = _as_bool("create_topics", self.create_topics)
+        configs = self.topic_configs or {}
+        if not isinstance(configs, dict) or not all(isinstance(v, str | int) for v in configs.values()):
+            raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
+        if not self.bucket:
+            raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
+        self.store.check_bucket()
+        prefix = self.prefix.strip("/")
+        plan = plan_restore(self.store, prefix, settings)
+
+        admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+        needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
+        missing = missing_target_topics(admin, needed, create)
+        self._log_plan(plan.partitions, missing, dry_run)
+        if dry_run:
+            return []
+        create_topics(admin, {t: needed[t] for t in missing}, {k: str(v) for k, v in configs.items()})
+        max_units = min(int(self.max_work_units), _max_map_length())
+        units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
+                        max_units)
+        return [[p.to_dict() for p in unit] for unit in units]
+
+    def _log_plan(self, partitions: list[PartitionRestore], missing: list[str], dry_run: bool) -> None:
+        log.info("%sRestore plan (%d partitions):", "DRY RUN - nothing will be written. " if dry_run else "",
+                 len(partitions))
+        for p in partitions:
+            first = p.segments[0].first_offset if p.segments else "-"
+            last = p.segments[-1].last_offset if p.segments else "-"
+            log.info("  %s[%d] -> %s[%d]: %d segments, source offsets %s..%s, at most %d records",
+                     p.source_topic, p.partition, p.target_topic, p.partition, len(p.segments), first, last,
+                     p.upper_bound_records)
+        if missing:
+            log.info("Target topics to create: %s", ", ".join(missing))
+
+
+class KafkaRestoreOperator(_S3BackupOperator):
+    """Restore one work unit (a few partitions), exactly once; returns per-partition results."""
+
+    template_fields: Sequence[str] = ("work_unit", "bucket", "prefix", "kafka_conn_id", "aws_conn_id")
+
+    def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.work_unit = work_unit
+        self.kafka_conn_id = kafka_conn_id
+
+    def execute(self, context: Context) -> list[dict]:
+        restore_id = context["run_id"]
+        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
+        group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
+        results = []
+        try:
+            for data in self.work_unit:
+                unit = PartitionRestore.from_dict(data)
+                producer = KafkaTransactionalProducerHook(
+                    self.kafka_conn_id,
+                    transactional_id=transactional_id(restore_id, unit.target_topic, unit.partition),
+                ).get_conn
+                result = restore_partition(producer, group, self.store, target_prefix, unit)
+                log.info("%s[%d] -> %s[%d]: %d records restored, %d filtered out, in %.1fs",
+                         unit.source_topic, unit.partition, unit.target_topic, unit.partition,
+                         result.records_restored, result.records_filtered, result.seconds)
+                results.append(result.to_dict())
+        finally:
+            group.close()
+        return results
+
+
+class KafkaRestoreVerifyOperator(_S3BackupOperator):
+    """Check every planned segment was restored with its checksum and record count; write the restore manifest."""
+
+    template_fields: Sequence[str] = ("work_units", "bucket", "prefix", "kafka_conn_id", "aws_conn_id")
+
+    def __init__(self, *, work_units: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        super().__init__(**kwargs)
+        self.work_units = work_units
+        self.kafka_conn_id = kafka_conn_id
+
+    def execute(self, context: Context) -> dict:
+        units = [PartitionRestore.from_dict(p) for unit in (self.work_units or []) for p in unit]
+        if not units:
+            log.info("Nothing was restored (dry run, or nothing matched).")
+            return {"restored": 0, "partitions": 0}
+        restore_id = context["run_id"]
+        prefix = self.prefix.strip("/")
+        target_prefix = restore_prefix(prefix, restore_id)
+        summaries = verify_restore(self.store, target_prefix, units)
+        group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
+        try:
+            for s in summaries:
+                if s.next_source_offset is None:
+                    continue
+                committed = committed_progress(group, s.target_topic, s.partition)
+                if committed != s.next_source_offset:
+                    raise IntegrityError(
+                        f"{s.target_topic}[{s.partition}]: restore progress is at source offset {committed}, "
+                        f"expected {s.next_source_offset}."
+                    )
+        finally:
+            group.close()
+        settings = {
+            "topic_mapping": {u.source_topic: u.target_topic for u in units},
+            "from_timestamp": units[0].from_timestamp,
+            "until_timestamp": units[0].until_timestamp,
+        }
+        key = write_restore_manifest(self.store, target_prefix, restore_id, prefix, settings, summaries)
+        by_topic: dict[str, int] = {}
+        for s in summaries:
+            by_topic[s.target_topic] = by_topic.get(s.target_topic, 0) + s.records_restored
+        for topic, count in sorted(by_topic.items()):
+            log.info("Restored %d records into %s", count, topic)
+        log.info("Restore verified; manifest s3://%s/%s", self.bucket, key)
+        return {"restored": sum(by_topic.values()), "partitions": len(summaries), "by_topic": by_topic,
+                "manifest": key}

@@ -1,0 +1,50 @@
+"""Target topics of a restore: checked, and created when missing, before anything is produced."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from confluent_kafka.admin import NewTopic
+
+from airflow_kafka_backup.errors import ConfigurationError
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+def missing_target_topics(admin, needed_partitions: Mapping[str, int], create: bool) -> list[str]:
+    """Targets that must be created; fails when a target is too small, or missing while ``create`` is off."""
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    missing, problems = [], []
+    for topic, needed in sorted(needed_partitions.items()):
+        md = metadata.get(topic)
+        if md is None or md.error is not None:
+            missing.append(topic)
+        elif len(md.partitions) < needed:
+            problems.append(f"target topic {topic} has {len(md.partitions)} partitions but the backup needs {needed}")
+    if missing and not create:
+        problems.append(f"target topic(s) {', '.join(missing)} do not exist and create_topics is off")
+    if problems:
+        raise ConfigurationError("Cannot restore: " + "; ".join(problems) + ".")
+    return missing
+
+
+def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, str] | None = None,
+                  replication_factor: int = -1) -> None:
+    """Create topics and wait until every partition has a leader (produce fails before that)."""
+    if not partitions:
+        return
+    new = [NewTopic(t, n, replication_factor, config=dict(configs or {})) for t, n in sorted(partitions.items())]
+    for topic, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S).items():
+        try:
+            future.result()
+        except Exception as error:
+            raise ConfigurationError(f"Could not create target topic {topic}: {error}") from None
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        if all(t in md and len(md[t].partitions) == n and all(p.leader >= 0 for p in md[t].partitions.values())
+               for t, n in partitions.items()):
+            return
+        time.sleep(0.2)
+    raise ConfigurationError(f"Created topics {sorted(partitions)} but their partitions have no leader yet.")

@@ -1,0 +1,39 @@
+"""A restore in its own process, so a test can SIGKILL it midway: the engine with plain clients.
+
+    python -m tests.integration.restore_worker '<json: bootstrap, endpoint_url, bucket, prefix, topic,
+                                                 target, restore_id>'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from confluent_kafka import Consumer, Producer
+
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
+from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore, restore_prefix
+from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
+
+
+def main(args: dict) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=args["endpoint_url"], region_name=REGION,
+                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    store = S3ObjectStore(client=client, bucket=args["bucket"])
+    settings = RestoreSettings.create(topics=[args["topic"]], topic_mapping={args["topic"]: args["target"]})
+    plan = plan_restore(store, args["prefix"], settings)
+    group = Consumer({"bootstrap.servers": args["bootstrap"], "group.id": progress_group(args["restore_id"])})
+    for unit in plan.partitions:
+        producer = Producer({"bootstrap.servers": args["bootstrap"], **PRODUCER_OVERRIDES,
+                             "transactional.id": transactional_id(args["restore_id"], unit.target_topic,
+                                                                  unit.partition)})
+        result = restore_partition(producer, group, store, restore_prefix(args["prefix"], args["restore_id"]), unit)
+        print(json.dumps(result.to_dict()), flush=True)
+    group.close()
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

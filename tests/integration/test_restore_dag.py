@@ -1,0 +1,201 @@
+"""The ``kafka_restore`` DAG and the restore engine against the real broker and S3 endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.manifest import load_manifests
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore
+from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore, restore_prefix
+from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
+
+pytestmark = pytest.mark.integration
+
+KEEP_FOREVER = {"retention.ms": "-1"}  # the corpus has 2020 timestamps
+
+
+def _backup(topics, bucket, **extra):
+    conf = {"topics": topics, "bucket": bucket, "prefix": "bk", "flush_size": 400, **extra}
+    assert run_dag("kafka_backup", conf).state == "success"
+
+
+def _restore_conf(topics, bucket, mapping, **extra) -> dict:
+    return {"topics": topics, "bucket": bucket, "prefix": "bk", "topic_mapping": mapping,
+            "topic_configs": KEEP_FOREVER, **extra}
+
+
+def _fields(record):
+    """Everything a restore must carry over; offsets differ by design (recorded in the offset map)."""
+    return (record.partition, record.key, record.value, record.headers, record.timestamp, record.timestamp_type)
+
+
+def _assert_restored(source: dict, target: dict, mapping: dict) -> None:
+    for (topic, partition), records in source.items():
+        restored = target[(mapping[topic], partition)]
+        assert [_fields(r) for r in restored] == [_fields(r) for r in records], f"{topic}[{partition}]"
+
+
+def test_restore_round_trip_is_byte_exact_with_offset_map(corpus, bucket, s3):
+    topics = corpus["all"]
+    _backup(topics, bucket)
+    source = read_kafka(corpus["bootstrap"], topics)
+    mapping = {t: f"{t}-restored-{uuid.uuid4().hex[:4]}" for t in topics}
+    dag_run = run_dag("kafka_restore", _restore_conf(topics, bucket, mapping))
+    assert dag_run.state == "success"
+    target = read_kafka(corpus["bootstrap"], list(mapping.values()))
+    _assert_restored(source, target, mapping)
+
+    # The offset map sends every source offset to the target offset its record landed at.
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    rprefix = restore_prefix("bk", dag_run.run_id)
+    for (topic, partition), records in source.items():
+        offset_map = load_offset_map(store, rprefix, mapping[topic], partition)
+        restored = target[(mapping[topic], partition)]
+        assert offset_map.records == len(records)
+        assert [offset_map.first_target_at_or_after(r.offset) for r in records] == [r.offset for r in restored]
+    manifest = json.loads(store.get_bytes(f"{rprefix}/restore-manifest.json"))
+    assert sum(p["records_restored"] for p in manifest["partitions"]) == sum(len(r) for r in source.values())
+
+
+def test_point_in_time_cut_and_offset_bounds(corpus, bucket):
+    topic = corpus["tricky"][0]
+    _backup([topic], bucket)
+    source = read_kafka(corpus["bootstrap"], [topic])
+    timestamps = sorted(r.timestamp for rs in source.values() for r in rs)
+    cut = timestamps[len(timestamps) // 2]
+    target = f"{topic}-pit-{uuid.uuid4().hex[:4]}"
+    conf = _restore_conf([topic], bucket, {topic: target}, until_timestamp=cut,
+                         offset_bounds={topic: {"1": [10, 500]}})
+    assert run_dag("kafka_restore", conf).state == "success"
+    restored = read_kafka(corpus["bootstrap"], [target])
+    for (_, partition), records in source.items():
+        expected = [r for r in records if r.timestamp < cut and (partition != 1 or 10 <= r.offset < 500)]
+        assert [_fields(r) for r in restored[(target, partition)]] == [_fields(r) for r in expected]
+        assert expected, "the cut must leave something to restore"
+
+
+def test_iso_timestamps_are_accepted_and_bad_ones_named():
+    s = RestoreSettings.create(topics=["t"], from_timestamp="2020-09-13T12:26:40Z", until_timestamp=1600000000001)
+    assert (s.from_timestamp, s.until_timestamp) == (1600000000000, 1600000000001)
+    with pytest.raises(ConfigurationError, match="until_timestamp must be ISO-8601"):
+        RestoreSettings.create(topics=["t"], until_timestamp="yesterday")
+
+
+def test_dry_run_writes_nothing(corpus, bucket, s3):
+    topic = corpus["tricky"][1]
+    _backup([topic], bucket)
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    target = f"{topic}-dry-{uuid.uuid4().hex[:4]}"
+    assert run_dag("kafka_restore", _restore_conf([topic], bucket, {topic: target}, dry_run=True)).state == "success"
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == before
+    consumer = Consumer({"bootstrap.servers": corpus["bootstrap"], "group.id": "x"})
+    assert target not in consumer.list_topics(timeout=10).topics
+    consumer.close()
+
+
+def test_target_with_too_few_partitions_fails_before_producing(corpus, bucket):
+    from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+    topic = corpus["tricky"][2]
+    _backup([topic], bucket)
+    target = f"{topic}-small-{uuid.uuid4().hex[:4]}"
+    create_topics(corpus["bootstrap"], NewTopic(target, 1, 1))
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=[topic], topic_mapping={topic: target},
+                                    bucket=bucket, prefix="bk")
+    with pytest.raises(ConfigurationError, match=f"target topic {target} has 1 partitions but the backup needs 3"):
+        plan.execute({"run_id": "manual__small"})
+    with pytest.raises(ConfigurationError, match="No committed backup of topic\\(s\\) nope.*holds: " + topic):
+        KafkaRestorePlanOperator(task_id="p", topics=["nope"], bucket=bucket, prefix="bk").execute({"run_id": "r"})
+
+
+def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3):
+    bootstrap = airflow_stack["bootstrap"]
+    topic = f"kill-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
+    produce_tricky(bootstrap, topic, 1, 30_000, seed=21)
+    _backup([topic], bucket, flush_size=300)
+    target = f"{topic}-restored"
+    create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
+    args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
+                       "prefix": "bk", "topic": topic, "target": target, "restore_id": "kill-test"})
+    command = [sys.executable, "-m", "tests.integration.restore_worker", args]
+    worker = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        _, high = probe.get_watermark_offsets(TopicPartition(target, 0), timeout=5, cached=False)
+        if high > 3_000:
+            break
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    _, high = probe.get_watermark_offsets(TopicPartition(target, 0), timeout=5, cached=False)
+    probe.close()
+    assert high < 30_000, "killed midway"
+
+    retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    result = json.loads(retry.stdout.strip().splitlines()[-1])
+    assert result["resumed_from"] is not None and result["segments_skipped_as_done"] > 0
+
+    source, restored = read_kafka(bootstrap, [topic]), read_kafka(bootstrap, [target])
+    _assert_restored(source, restored, {topic: target})
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
+    units = plan_restore(store, "bk", settings).partitions
+    (summary,) = verify_restore(store, restore_prefix("bk", "kill-test"), units)
+    assert summary.records_restored == 30_000
+
+
+def _tamper(s3, bucket, key, body: bytes | None) -> None:
+    if body is None:
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "truncated", "missing"])
+def test_damaged_segment_fails_naming_the_object_and_produces_nothing_from_it(corpus, bucket, s3, damage):
+    topic = corpus["tricky"][0]
+    _backup([topic], bucket)
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    first = sorted((s for m in load_manifests(store, "bk") for s in m.segments if s.partition == 0),
+                   key=lambda s: s.first_offset)[0]
+    original = store.get_bytes(first.key)
+    body = {"corrupted": original[:100] + bytes([original[100] ^ 1]) + original[101:],
+            "truncated": original[: len(original) // 2], "missing": None}[damage]
+    _tamper(s3, bucket, first.key, body)
+
+    target = f"{topic}-{damage}-{uuid.uuid4().hex[:4]}"
+    dag_run = run_dag("kafka_restore", _restore_conf([topic], bucket, {topic: target}))
+    assert dag_run.state == "failed"
+    if damage != "missing":  # a missing segment fails the plan, before any topic exists
+        restored = read_kafka(corpus["bootstrap"], [target])
+        assert restored[(target, 0)] == [], "nothing from the damaged segment (the partition's first) reached Kafka"
+
+    settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
+    if damage == "missing":
+        named = re.escape(f"Segment s3://{bucket}/{first.key} (") + ".* missing from S3"
+        with pytest.raises(IntegrityError, match=named):
+            plan_restore(store, "bk", settings)
+    else:
+        from airflow_kafka_backup.restore import download_verified
+
+        unit = next(p for p in plan_restore(store, "bk", settings).partitions if p.partition == 0)
+        named = re.escape(f"Segment s3://{bucket}/{first.key} is corrupted or truncated")
+        with pytest.raises(IntegrityError, match=named):
+            download_verified(store, unit.segments[0])
