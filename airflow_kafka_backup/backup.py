@@ -21,7 +21,6 @@ from airflow_kafka_backup.errors import DataLossError, KafkaBackupError
 from airflow_kafka_backup.manifest import PartitionRange, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.partition_writer import TopicPartitionWriter
-from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.segment_uploader import SegmentUploader
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,9 @@ CONSUMER_OVERRIDES: dict[str, object] = {
     "enable.partition.eof": True,
     # Bound the prefetch queue per partition (librdkafka's default is 64 MiB).
     "queued.max.messages.kbytes": 16384,
+    # When that queue is full librdkafka waits this long before fetching again (default 1 s):
+    # without this, the loop drains 16 MiB in milliseconds and then sits idle.
+    "fetch.queue.backoff.ms": 10,
 }
 DEFAULT_GROUP_ID = "airflow-kafka-backup"
 
@@ -47,8 +49,6 @@ PROGRESS_EVERY_S = 10.0
 class PartitionProgress:
     rng: PartitionRange
     writer: TopicPartitionWriter
-    bytes: int = 0
-    done: bool = False
 
 
 @dataclass
@@ -96,7 +96,7 @@ def back_up_ranges(
         raise
     seconds = time.monotonic() - started
     records = sum(p.writer.records_written for p in progress.values())
-    total_bytes = sum(p.bytes for p in progress.values())
+    total_bytes = sum(p.writer.payload_bytes for p in progress.values())
     log.info(
         "Backed up %d records (%.1f MB) from %d partitions in %d segments in %.1fs (%.0f records/s)",
         records, total_bytes / 1e6, len(progress), len(segments), seconds, records / max(seconds, 1e-9),
@@ -107,29 +107,27 @@ def back_up_ranges(
     )
 
 
-def _consume(consumer, progress: dict, stall_timeout_s: float) -> None:
+def _consume(consumer, progress: dict[tuple[str, int], PartitionProgress], stall_timeout_s: float) -> None:
     consumer.assign([TopicPartition(t, p, pp.rng.start) for (t, p), pp in progress.items()])
-    remaining = {tp: pp for tp, pp in progress.items()}
-    ends = {tp: pp.rng.end for tp, pp in progress.items()}
-    writers = {tp: pp.writer for tp, pp in progress.items()}
+    remaining = dict(progress)
     last_progress = last_log = time.monotonic()
-    from_message = Record.from_message
     while remaining:
         messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT_S)
         for message in messages:
-            error = message.error()
             tp = (message.topic(), message.partition())
-            if error is not None:
-                _handle_error(error, tp, message, remaining)
+            if message.error() is not None:
+                _handle_error(message.error(), tp, message, remaining)
                 continue
-            end = ends.get(tp)
-            if end is None or message.offset() >= end or tp not in remaining:
+            pp = remaining.get(tp)
+            if pp is None:
                 continue
-            writers[tp].write(from_message(message))
-            value, key = message.value(), message.key()
-            remaining[tp].bytes += (len(value) if value else 0) + (len(key) if key else 0)
-            if message.offset() == end - 1:
-                remaining.pop(tp).writer.finish()
+            offset, end = message.offset(), pp.rng.end
+            if offset >= end:
+                continue
+            pp.writer.write_message(message)
+            if offset == end - 1:
+                del remaining[tp]
+                pp.writer.finish()
                 consumer.pause([TopicPartition(*tp)])
         now = time.monotonic()
         if messages:
@@ -139,10 +137,10 @@ def _consume(consumer, progress: dict, stall_timeout_s: float) -> None:
             last_log = now
             for (t, p), pp in sorted(remaining.items()):
                 log.info("%s[%d]: %d records, %.1f MB so far, target offset %d",
-                         t, p, pp.writer.records_written, pp.bytes / 1e6, pp.rng.end)
+                         t, p, pp.writer.records_written, pp.writer.payload_bytes / 1e6, pp.rng.end)
         if remaining and now - last_progress > stall_timeout_s:
-            stuck = ", ".join(f"{t}[{p}] at {pp.rng.start + pp.writer.records_written}" for (t, p), pp in
-                              remaining.items())
+            stuck = ", ".join(f"{t}[{p}] from offset {pp.rng.start}, {pp.writer.records_written} records read"
+                              for (t, p), pp in remaining.items())
             raise KafkaBackupError(f"No progress from Kafka for {stall_timeout_s:.0f}s; waiting on {stuck}.")
 
 

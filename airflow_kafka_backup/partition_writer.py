@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.key_layout import segment_key
 from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
-from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record
 from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
 
 
@@ -61,6 +61,7 @@ class TopicPartitionWriter:
         self._spool_dir = spool_dir
         self.state = WriterState.IDLE
         self.records_written = 0
+        self.payload_bytes = 0
         self._reset_segment()
 
     def _reset_segment(self) -> None:
@@ -75,11 +76,20 @@ class TopicPartitionWriter:
         self._max_ts = 0
 
     def write(self, record: Record) -> None:
+        self._append(record.offset, record.timestamp, TIMESTAMP_TYPE_NUMBERS[record.timestamp_type], record.key,
+                     record.value, record.headers)
+
+    def write_message(self, message) -> None:
+        """Write a ``confluent_kafka.Message`` without building a :class:`Record` (the backup hot path)."""
+        ts_type, ts = message.timestamp()
+        self._append(message.offset(), ts, ts_type, message.key(), message.value(), message.headers())
+
+    def _append(self, offset: int, ts: int, ts_type: int, key: bytes | None, value: bytes | None,
+                headers: list | None) -> None:
         if self.state is WriterState.IDLE:
-            self._open(record.offset)
-        self._encoder.write(record)
-        self._last_offset = record.offset
-        ts = record.timestamp
+            self._open(offset)
+        self._encoder.write_fields(self.partition, offset, ts, ts_type, key, value, headers)
+        self._last_offset = offset
         if self._count == 0:
             self._min_ts = self._max_ts = ts
         elif ts < self._min_ts:
@@ -88,6 +98,7 @@ class TopicPartitionWriter:
             self._max_ts = ts
         self._count += 1
         self.records_written += 1
+        self.payload_bytes += (len(key) if key else 0) + (len(value) if value else 0)
         if self._count >= self.settings.flush_size:
             self._close()
 

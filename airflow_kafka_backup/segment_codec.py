@@ -16,19 +16,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from base64 import b64decode, b64encode
+import queue
+import threading
+from base64 import b64decode
+from binascii import b2a_base64
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 from airflow_kafka_backup.compression import Compression
 from airflow_kafka_backup.errors import ConfigurationError
-from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, TIMESTAMP_TYPES, Record
 
 _READ_CHUNK = 1 << 20
 
 
 class SegmentEncoder(Protocol):
     def write(self, record: Record) -> None: ...
+
+    def write_fields(self, partition: int, offset: int, timestamp: int, timestamp_type: int,
+                     key: bytes | None, value: bytes | None, headers: list | None) -> None:
+        """Encode one record from its raw fields (``timestamp_type`` as Kafka's number)."""
 
     def close(self) -> None:
         """Flush everything to the underlying file; does not close that file."""
@@ -43,40 +50,98 @@ class SegmentFormat(Protocol):
     def decode(self, raw: BinaryIO, compression: Compression) -> Iterator[Record]: ...
 
 
-def _b64(data: bytes | None) -> str:
-    return "null" if data is None else '"' + b64encode(data).decode("ascii") + '"'
-
-
 def _unb64(text: str | None) -> bytes | None:
     return None if text is None else b64decode(text, validate=True)
 
 
+def _b64_header(value: bytes | None) -> str | None:
+    return None if value is None else b2a_base64(value, newline=False).decode("ascii")
+
+
+_TIMESTAMP_TYPES = tuple(name.encode() for name in TIMESTAMP_TYPES)
+_HEAD = b'{"partition":%d,"offset":%d,"timestamp":%d,"timestamp_type":"%s",'
+# One template per (key is null, value is null): the hot path formats a line in one step.
+_TAIL = {
+    (False, False): b'"key":"%s","value":"%s","headers":%s}\n',
+    (True, False): b'"key":%snull,"value":"%s","headers":%s}\n',
+    (False, True): b'"key":"%s","value":null%s,"headers":%s}\n',
+    (True, True): b'"key":%snull,"value":null%s,"headers":%s}\n',
+}
+
+
+class OffloadWriter(io.RawIOBase):
+    """Hands buffered chunks to a thread that compresses, hashes and writes them.
+
+    zlib, zstd and hashlib release the GIL on large buffers, so this runs beside the
+    consumer loop on another core. The queue holds at most ``max_chunks`` chunks:
+    memory stays bounded, and a slow disk or codec slows the producer side down.
+    """
+
+    def __init__(self, downstream: BinaryIO, max_chunks: int = 8) -> None:
+        self._downstream = downstream
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_chunks)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="segment-encoder", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._downstream.write(chunk)
+                except BaseException as error:  # surfaced to the writer on its next call
+                    self._error = error
+
+    def close(self) -> None:
+        if not self.closed:
+            self._queue.put(None)
+            self._thread.join()
+            super().close()
+            if self._error is not None:
+                raise self._error
+
+
 class JsonLinesEncoder:
-    """Writes one JSON object a line through a buffered, compressing stream."""
+    """Writes one JSON object a line; compression and hashing run on a helper thread."""
 
     def __init__(self, raw: BinaryIO, compression: Compression) -> None:
         self._compressed = compression.writer(raw)
+        self._offload = OffloadWriter(self._compressed)
         # A fixed-size buffer in front of the codec: bounded memory, few codec calls.
-        self._out = io.BufferedWriter(self._compressed, buffer_size=256 * 1024)
+        self._out = io.BufferedWriter(self._offload, buffer_size=256 * 1024)
+        self._write = self._out.write
 
     def write(self, record: Record) -> None:
-        if record.headers:
-            headers = json.dumps(
-                [[name, None if value is None else b64encode(value).decode("ascii")]
-                 for name, value in record.headers],
-                separators=(",", ":"), ensure_ascii=False,
-            )
+        self.write_fields(record.partition, record.offset, record.timestamp,
+                          TIMESTAMP_TYPE_NUMBERS[record.timestamp_type], record.key, record.value, record.headers)
+
+    def write_fields(self, partition: int, offset: int, timestamp: int, timestamp_type: int,
+                     key: bytes | None, value: bytes | None, headers: list | None) -> None:
+        """The hot path: fields straight from a Kafka message, no intermediate objects."""
+        if headers:
+            encoded = json.dumps([[name, _b64_header(v)] for name, v in headers],
+                                 separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         else:
-            headers = "[]"
-        line = (
-            f'{{"partition":{record.partition},"offset":{record.offset},'
-            f'"timestamp":{record.timestamp},"timestamp_type":"{record.timestamp_type}",'
-            f'"key":{_b64(record.key)},"value":{_b64(record.value)},"headers":{headers}}}\n'
-        )
-        self._out.write(line.encode("utf-8"))
+            encoded = b"[]"
+        self._write(_HEAD % (partition, offset, timestamp, _TIMESTAMP_TYPES[timestamp_type]))
+        self._write(_TAIL[key is None, value is None] % (
+            b"" if key is None else b2a_base64(key, newline=False),
+            b"" if value is None else b2a_base64(value, newline=False),
+            encoded,
+        ))
 
     def close(self) -> None:
         self._out.flush()
+        self._offload.close()
         self._compressed.close()
 
 

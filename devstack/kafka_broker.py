@@ -103,8 +103,14 @@ class KafkaBroker:
 
 
 def _kafka_uuid() -> str:
-    """A cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding.
+
+    Never starting with ``-``, which StorageTool's argument parser would take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
