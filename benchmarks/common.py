@@ -1,0 +1,373 @@
+"""What the throughput benchmarks share: the local stack, the records, child phases, RSS and the table.
+
+The benchmarks (``backup_throughput.py``, ``restore_throughput.py``) start a fresh local
+stack (a real Kafka broker and a moto S3 server, from ``devstack``), produce one
+single-partition topic of N records, and measure each phase in its own child process:
+the script re-invokes itself with ``--phase``, the child prints one ``PHASE_RESULT {json}``
+line, and the parent collects those into one table.
+
+Records are deterministic: record ``i`` has the 8-byte big-endian key ``i`` and a value
+that is a window at a scattered offset into one pseudo-random pool made from :data:`SEED`
+(see :class:`Payloads`). So a child can regenerate exactly the records that were produced
+without reading them back from Kafka, and the values are still incompressible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import confluent_kafka  # noqa: E402
+from confluent_kafka import TopicPartition  # noqa: E402
+
+PHASE_MARKER = "PHASE_RESULT "
+STALL_TIMEOUT_S = 60.0
+MIB = 1024 * 1024
+VALUE_POOL_BYTES = 64 * MIB
+KEY_BYTES = 8
+SEED = 20_240_601
+
+T = TypeVar("T")
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    records: int
+    bytes: int
+    seconds: float
+    peak_rss_kib: int
+    base_rss_kib: int
+    segments: int = 0
+    stored_bytes: int = 0
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return self.peak_rss_kib / 1024
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one. ``ru_maxrss`` is not used on
+    Linux because it survives ``execve``: a child started by ``subprocess`` reports at
+    least the parent's peak RSS (which, after producing N records, is the producer's
+    queue), not its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+
+
+# --------------------------------------------------------------------------- records
+
+
+class Payloads:
+    """The benchmark's records, the same every time for the same ``value_size`` and ``seed``.
+
+    Values are windows at scattered offsets into one random pool, so no time goes into
+    generating bytes per record. The pool is far larger than zstd's or gzip's match
+    window, so the values are as incompressible as random bytes (a worst case for
+    ``--compression``). The pool is made here, before any timing starts.
+    """
+
+    def __init__(self, value_size: int, seed: int = SEED) -> None:
+        self.value_size = value_size
+        self._pool = random.Random(seed).randbytes(VALUE_POOL_BYTES + value_size)
+
+    def records(self, count: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of records 0 .. count - 1."""
+        pool, size, pack = self._pool, self.value_size, struct.Struct(">Q").pack
+        for i in range(count):
+            start = (i * 2_654_435_761) % VALUE_POOL_BYTES
+            yield pack(i), pool[start:start + size]
+
+
+def payload_bytes(records: int, value_size: int) -> int:
+    """Key + value bytes of ``records`` benchmark records."""
+    return records * (KEY_BYTES + value_size)
+
+
+def produce_all(producer: Any, topic: str, payloads: Iterator[tuple[bytes, bytes]], poll_every: int) -> float:
+    """Produce to partition 0 as fast as ``producer`` allows, then flush; returns the seconds taken."""
+    started = time.perf_counter()
+    for i, (key, value) in enumerate(payloads):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % poll_every == 0:
+            producer.poll(0)
+    remaining = producer.flush(120)
+    seconds = time.perf_counter() - started
+    if remaining:
+        raise RuntimeError(f"{remaining} records were still undelivered after flush")
+    return seconds
+
+
+def produce(bootstrap: str, topic: str, records: int, value_size: int) -> float:
+    """Produce the benchmark's ``records`` records with a fast, unbounded producer; returns the seconds taken."""
+    producer = confluent_kafka.Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 50,
+        "batch.size": 1_000_000,
+        "compression.type": "none",
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    })
+    payloads = Payloads(value_size)
+    return produce_all(producer, topic, payloads.records(records), poll_every=5000)
+
+
+# --------------------------------------------------------------------------- stack
+
+
+@contextmanager
+def local_stack() -> Iterator[tuple[Any, Any]]:
+    """A fresh Kafka broker and moto S3 server, stopped (and their data removed) on exit."""
+    from devstack.kafka_broker import start_broker
+    from devstack.s3_server import start_s3_server
+
+    broker = start_broker()
+    try:
+        s3_server = start_s3_server()
+        try:
+            yield broker, s3_server
+        finally:
+            s3_server.stop()
+    finally:
+        broker.stop()
+
+
+def create_topic(bootstrap: str, topic: str, config: dict[str, str] | None = None) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    new = NewTopic(topic, num_partitions=1, replication_factor=1, config=config or {})
+    admin.create_topics([new])[topic].result(timeout=30)
+
+
+def delete_topic(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    try:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+    except Exception as error:  # best effort: the benchmark's numbers are already printed
+        print(f"warning: could not delete topic {topic}: {error}", file=sys.stderr)
+
+
+def check_high_watermark(bootstrap: str, topic: str, expected: int) -> None:
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-check"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+    finally:
+        consumer.close()
+    if (low, high) != (0, expected):
+        raise RuntimeError(f"{topic}[0] holds offsets [{low}, {high}), expected [0, {expected})")
+
+
+def s3_client(endpoint_url: str) -> Any:
+    import boto3
+
+    from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url, region_name=REGION,
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+    )
+
+
+def empty_bucket(client: Any, bucket: str) -> None:
+    """Drop uploaded segments so the (in-memory) moto server does not grow across phases."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+# --------------------------------------------------------------------------- the engine's backup
+
+
+@dataclass
+class BackupRun:
+    result: Any  # airflow_kafka_backup.backup.BackupResult
+    settings: Any  # airflow_kafka_backup.manifest.SegmentSettings
+    seconds: float
+    base_rss_kib: int
+
+
+def engine_backup(
+    bootstrap: str, store: Any, prefix: str, topic: str, end: int, compression: str, flush_size: int,
+    consumer_options: dict[str, str] | None = None, profile_path: str | None = None,
+) -> BackupRun:
+    """Back up offsets [0, end) of ``topic``[0] with the engine, exactly as the operator would (minus Airflow)."""
+    from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
+    from airflow_kafka_backup.manifest import PartitionRange, SegmentSettings
+
+    consumer = confluent_kafka.Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": DEFAULT_GROUP_ID,
+        **CONSUMER_OVERRIDES,
+        "isolation.level": "read_committed",
+        **(consumer_options or {}),
+    })
+    settings = SegmentSettings(
+        segment_format="jsonl", compression=compression, flush_size=flush_size, offset_pad_width=10
+    )
+    ranges = [PartitionRange(topic, 0, 0, end)]
+    base = peak_rss_kib()
+    result, seconds = timed(
+        lambda: back_up_ranges(consumer, store, prefix, ranges, settings, is_committed=lambda key: False),
+        profile_path,
+    )
+    consumer.close()
+    if result.records != end or sum(s.records for s in result.segments) != end:
+        raise RuntimeError(f"backup wrote {result.records} records in segments, expected {end}")
+    return BackupRun(result, settings, seconds, base)
+
+
+# --------------------------------------------------------------------------- phases (child processes)
+
+
+def timed(run: Callable[[], T], profile_path: str | None = None) -> tuple[T, float]:
+    """``run()`` and the seconds it took; with ``profile_path``, under cProfile (main thread only)."""
+    started = time.perf_counter()
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(run)
+        profiler.dump_stats(profile_path)
+    else:
+        result = run()
+    return result, time.perf_counter() - started
+
+
+def best_of(runs: int, measure: Callable[[], tuple[int, int, float]]) -> tuple[int, int, float]:
+    """The fastest (fewest seconds) of ``runs`` calls of ``measure``, each returning (records, bytes, seconds)."""
+    return min((measure() for _ in range(runs)), key=lambda r: r[2])
+
+
+def report(result: PhaseResult) -> None:
+    """The child's side of :func:`run_phase_in_child`."""
+    print(PHASE_MARKER + json.dumps(asdict(result)), flush=True)
+
+
+def run_phase_in_child(
+    script: str, args: argparse.Namespace, phase: str, end: int, profiled_phase: str,
+    extra_args: list[str] | tuple[str, ...] = (), **options: str,
+) -> PhaseResult:
+    """Re-invoke ``script`` for one phase; it prints its result as JSON on stdout (see :func:`report`).
+
+    ``options`` become ``--name value`` (underscores as dashes); ``--profile`` is passed on
+    for the full-size run of ``profiled_phase``.
+    """
+    command = [
+        sys.executable, str(Path(script).resolve()), "--phase", phase,
+        "--end", str(end), "--value-size", str(args.value_size),
+        "--compression", args.compression, "--flush-size", str(args.flush_size),
+        "--ceiling-runs", str(args.ceiling_runs), *extra_args,
+    ]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", value]
+    if args.profile and phase == profiled_phase and end == args.records:
+        command += ["--profile", args.profile]
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO)
+    for line in reversed(completed.stdout.splitlines()):
+        if line.startswith(PHASE_MARKER):
+            return PhaseResult(**json.loads(line[len(PHASE_MARKER):]))
+    raise RuntimeError(f"phase {phase} printed no result; stdout: {completed.stdout[-2000:]}")
+
+
+# --------------------------------------------------------------------------- command line and output
+
+
+def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceiling_help: str) -> None:
+    parser.add_argument("--records", type=int, default=1_000_000, help=records_help)
+    parser.add_argument("--value-size", type=int, default=1024, help="bytes per record value")
+    parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none")
+    parser.add_argument("--flush-size", type=int, default=100_000, help="records per segment")
+    parser.add_argument("--ceiling-runs", type=int, default=3, help=ceiling_help)
+
+
+def add_profile_and_internal_arguments(
+    parser: argparse.ArgumentParser, profile_help: str, phases: tuple[str, ...], internal: tuple[str, ...] = (),
+) -> None:
+    """``--profile``, then the suppressed options of a child phase (``internal`` names more of them)."""
+    parser.add_argument("--profile", help=profile_help)
+    parser.add_argument("--phase", choices=phases, help=argparse.SUPPRESS)
+    parser.add_argument("--end", type=int, help=argparse.SUPPRESS)
+    for name in ("bootstrap", "topic", "endpoint-url", "bucket", "prefix", *internal):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+
+
+def check_size_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.records < 1 or args.value_size < 0 or args.flush_size < 1 or args.ceiling_runs < 1:
+        parser.error("--records, --flush-size and --ceiling-runs must be positive, --value-size non-negative")
+
+
+def print_table(results: list[PhaseResult]) -> None:
+    header = f"{'phase':<20} {'records':>10} {'seconds':>8} {'records/s':>11} {'MB/s':>8} " \
+             f"{'segments':>8} {'stored MB':>9} {'base RSS MiB':>12} {'peak RSS MiB':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.phase:<20} {r.records:>10,} {r.seconds:>8.2f} {r.records_per_s:>11,.0f} {r.mb_per_s:>8.1f} "
+            f"{r.segments or '-':>8} {f'{r.stored_bytes / 1e6:.0f}' if r.segments else '-':>9} "
+            f"{r.base_rss_kib / 1024:>12.1f} {r.peak_rss_mib:>12.1f}"
+        )
+
+
+def main(args: argparse.Namespace, child_main: Callable[[argparse.Namespace], None],
+         parent_main: Callable[[argparse.Namespace], None]) -> None:
+    """A benchmark script's entry point: one phase when re-invoked with ``--phase``, else the whole run."""
+    (child_main if args.phase else parent_main)(args)
+
+
+def print_summary(args: argparse.Namespace, phase: str, ratio_name: str, ceiling: PhaseResult, small: PhaseResult,
+                  full: PhaseResult, extra: str = "") -> None:
+    """The table, then ``phase``/ceiling and the ``RESULT`` line (``extra`` goes inside its parentheses)."""
+    print()
+    print_table([ceiling, small, full])
+    ratio = full.records_per_s / ceiling.records_per_s
+    print()
+    print(f"{phase}/ceiling (records/s): {ratio:.2f}; peak RSS at N/4 vs N: "
+          f"{small.peak_rss_mib:.0f} MiB vs {full.peak_rss_mib:.0f} MiB")
+    print(
+        f"RESULT {ratio_name}={ratio:.2f} {phase}_rps={full.records_per_s:.0f} "
+        f"ceiling_rps={ceiling.records_per_s:.0f} {phase}_peak_rss_mib={full.peak_rss_mib:.0f} "
+        f"(N={args.records}, value={args.value_size} B, compression={args.compression}{extra})"
+    )
