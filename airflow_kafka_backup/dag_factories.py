@@ -19,14 +19,24 @@ from airflow_kafka_backup.operators.backup import (
     KafkaBackupCommitOperator,
     KafkaBackupOperator,
     KafkaBackupPlanOperator,
+    KafkaBackupRetentionOperator,
 )
 from airflow_kafka_backup.operators.restore import (
     KafkaRestoreOperator,
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
 )
+from airflow_kafka_backup.s3_settings import (
+    CANNED_ACLS,
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    PLACEHOLDER_CUSTOMER_KEY,
+    SSE_ALGORITHMS,
+    S3WriteSettings,
+    validate_retention_days,
+)
 from airflow_kafka_backup.segment_codec import FORMATS
-from airflow_kafka_backup.settings import ISOLATION_LEVELS
+from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
 
 
 def backup_params(
@@ -43,6 +53,11 @@ def backup_params(
     isolation_level: str = "read_committed",
     allow_data_loss: bool = False,
     max_work_units: int = 16,
+    rotate_interval_ms: int | None = None,
+    rotate_schedule_interval_ms: int | None = None,
+    timezone: str = "UTC",
+    retention_days: int | None = None,
+    **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The backup DAG's Params. Bounds the form can check are in the schema; the plan task
     re-validates everything (run conf may bypass the form) before anything is written."""
@@ -65,7 +80,43 @@ def backup_params(
                                              "the gap is recorded in the manifest."),
         "max_work_units": Param(max_work_units, type="integer",
                                 description="Most parallel backup tasks (capped by [core] max_map_length)."),
+        "rotate_interval_ms": Param(rotate_interval_ms, type=["null", "integer"],
+                                    description="Most record time one segment spans (by record timestamps)."),
+        "rotate_schedule_interval_ms": Param(
+            rotate_schedule_interval_ms, type=["null", "integer"],
+            description="Cut segments at clock-aligned boundaries of this length in `timezone`, "
+                        "judged on record timestamps (e.g. 3600000: on the hour)."),
+        "timezone": Param(timezone, type="string", description="IANA timezone for rotate_schedule_interval_ms."),
+        "retention_days": Param(retention_days, type=["null", "integer"],
+                                description="Expire backup objects after this many days (S3 lifecycle rule)."),
+        **s3_params(**s3_defaults),
     }
+
+
+def s3_params(
+    *,
+    sse_algorithm: str | None = None,
+    sse_kms_key_id: str | None = None,
+    sse_customer_key_variable: str | None = None,
+    acl: str | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
+) -> dict[str, Param]:
+    """Params for how objects are written and read: encryption, ACL, multipart part size."""
+    return {
+        "sse_algorithm": Param(sse_algorithm, type=["null", "string"], enum=[None, *SSE_ALGORITHMS],
+                               description="Server-side encryption: AES256 (SSE-S3) or aws:kms."),
+        "sse_kms_key_id": Param(sse_kms_key_id, type=["null", "string"], description="KMS key for aws:kms."),
+        "sse_customer_key_variable": Param(
+            sse_customer_key_variable, type=["null", "string"],
+            description="Name of the Airflow Variable holding the SSE-C key (32 bytes or base64). "
+                        "The key itself never goes in a Param."),
+        "acl": Param(acl, type=["null", "string"], enum=[None, *CANNED_ACLS], description="Canned ACL for objects."),
+        "part_size": Param(part_size, type="integer", minimum=MIN_PART_SIZE,
+                           description="Multipart part size in bytes (at least 5 MiB)."),
+    }
+
+
+S3_ARGUMENTS = ("sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl", "part_size")
 
 
 def backup_dag(
@@ -80,6 +131,7 @@ def backup_dag(
     ``param_defaults`` are the Params' defaults (see :func:`backup_params`).
     """
     params = backup_params(**param_defaults)
+    _validate_defaults(params)
     with DAG(
         dag_id,
         schedule=schedule,
@@ -91,8 +143,9 @@ def backup_dag(
         doc_md=__doc__,
         **(dag_kwargs or {}),
     ) as dag:
-        s3 = {"bucket": "{{ params.bucket }}", "prefix": "{{ params.prefix }}",
-              "aws_conn_id": "{{ params.aws_conn_id }}"}
+        s3 = _s3_arguments()
+        retention = KafkaBackupRetentionOperator(task_id="retention", retention_days="{{ params.retention_days }}",
+                                                 **s3)
         plan = KafkaBackupPlanOperator(
             task_id="plan",
             topics="{{ params.topics }}",
@@ -104,8 +157,12 @@ def backup_dag(
             isolation_level="{{ params.isolation_level }}",
             allow_data_loss="{{ params.allow_data_loss }}",
             max_work_units="{{ params.max_work_units }}",
+            rotate_interval_ms="{{ params.rotate_interval_ms }}",
+            rotate_schedule_interval_ms="{{ params.rotate_schedule_interval_ms }}",
+            timezone="{{ params.timezone }}",
             **s3,
         )
+        retention >> plan
         backup = KafkaBackupOperator.partial(
             task_id="backup",
             kafka_conn_id="{{ params.kafka_conn_id }}",
@@ -130,6 +187,7 @@ def restore_params(
     topic_configs: dict[str, str] | None = None,
     dry_run: bool = False,
     max_work_units: int = 16,
+    **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The restore DAG's Params; the plan task validates them all before anything is written."""
     timestamp = ["null", "string", "integer"]
@@ -157,6 +215,7 @@ def restore_params(
                                description='Configs for topics the restore creates, e.g. {"retention.ms": "-1"}.'),
         "dry_run": Param(dry_run, type="boolean", description="Plan and log only; write nothing."),
         "max_work_units": Param(max_work_units, type="integer", description="Most parallel restore tasks."),
+        **s3_params(**s3_defaults),
     }
 
 
@@ -167,18 +226,19 @@ def restore_dag(
     **param_defaults: Any,
 ) -> DAG:
     """Build the restore DAG (manual trigger): ``plan -> restore (mapped) -> verify``."""
+    params = restore_params(**param_defaults)
+    _validate_defaults(params)
     with DAG(
         dag_id,
         schedule=None,
-        params=restore_params(**param_defaults),
+        params=params,
         render_template_as_native_obj=True,
         catchup=False,
         tags=["kafka", "restore"],
         doc_md="Restore Kafka topics from a backup made by airflow-kafka-backup. Trigger by hand.",
         **(dag_kwargs or {}),
     ) as dag:
-        common = {"bucket": "{{ params.bucket }}", "prefix": "{{ params.prefix }}",
-                  "aws_conn_id": "{{ params.aws_conn_id }}", "kafka_conn_id": "{{ params.kafka_conn_id }}"}
+        common = {**_s3_arguments(), "kafka_conn_id": "{{ params.kafka_conn_id }}"}
         plan = KafkaRestorePlanOperator(
             task_id="plan",
             topics="{{ params.topics }}",
@@ -196,3 +256,26 @@ def restore_dag(
         verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output, **common)
         restore >> verify
     return dag
+
+
+def _s3_arguments() -> dict[str, str]:
+    """Operator arguments shared by every task: where the backup lives and how its objects are written."""
+    names = ("bucket", "prefix", "aws_conn_id", *S3_ARGUMENTS)
+    return {name: "{{ params." + name + " }}" for name in names}
+
+
+def _validate_defaults(params: dict[str, Param]) -> None:
+    """Refuse bad defaults when the DAG file is parsed, not at 3 a.m. when it runs."""
+    values = {name: param.value for name, param in params.items()}
+    S3WriteSettings.create(
+        **{name: values[name] for name in S3_ARGUMENTS if name != "sse_customer_key_variable"},
+        sse_customer_key=PLACEHOLDER_CUSTOMER_KEY if values["sse_customer_key_variable"] else None,
+    )
+    if "retention_days" in values:
+        validate_retention_days(values["retention_days"])
+        BackupSettings.create(
+            topics=values["topics"] or ["<any>"], bucket=values["bucket"] or "<any>",
+            **{name: values[name] for name in (
+                "prefix", "flush_size", "compression", "segment_format", "offset_pad_width", "isolation_level",
+                "allow_data_loss", "max_work_units", "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone")},
+        )

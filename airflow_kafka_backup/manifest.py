@@ -64,6 +64,9 @@ class SegmentSettings:
     compression: str
     flush_size: int
     offset_pad_width: int
+    rotate_interval_ms: int | None = None
+    rotate_schedule_interval_ms: int | None = None
+    timezone: str = "UTC"
 
 
 @dataclass
@@ -72,6 +75,9 @@ class RunManifest:
     settings: SegmentSettings
     ranges: list[PartitionRange] = field(default_factory=list)
     segments: list[SegmentInfo] = field(default_factory=list)
+    # How the run's objects are encrypted: {"sse": "AES256" | "aws:kms" | "SSE-C", "kms_key_id": ...,
+    # "sse_c_key_fingerprint": ...}; never a key.
+    encryption: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
@@ -79,6 +85,7 @@ class RunManifest:
             "format_version": self.format_version,
             "run_id": self.run_id,
             "settings": asdict(self.settings),
+            "encryption": dict(self.encryption),
             "ranges": [asdict(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
             "segments": [
                 asdict(s) for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
@@ -94,6 +101,7 @@ class RunManifest:
             settings=SegmentSettings(**body["settings"]),
             ranges=[PartitionRange(**r) for r in body["ranges"]],
             segments=[SegmentInfo(**s) for s in body["segments"]],
+            encryption=body.get("encryption", {}),
             format_version=body["format_version"],
         )
 

@@ -30,13 +30,33 @@ class S3ObjectStore:
     transfer_config: Any = None
 
     @classmethod
-    def from_s3_hook(cls, hook: Any, bucket: str) -> S3ObjectStore:
+    def from_s3_hook(cls, hook: Any, bucket: str, read_args: dict[str, Any] | None = None) -> S3ObjectStore:
         return cls(
             client=hook.get_conn(),
             bucket=bucket,
             extra_args=dict(hook.extra_args),
+            read_args=dict(read_args or {}),
             transfer_config=hook.transfer_config,
         )
+
+    def __repr__(self) -> str:  # extra_args may hold an SSE-C key
+        return f"S3ObjectStore(bucket={self.bucket!r})"
+
+    def _explain(self, error: ClientError, key: str) -> Exception:
+        """S3's answers to SSE-C mistakes, as messages that say what to do."""
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        message = str(error.response.get("Error", {}).get("Message", "")).lower()
+        if code in ("400", "InvalidRequest") and "encrypt" in message:
+            return ConfigurationError(
+                f"s3://{self.bucket}/{key} is encrypted with a customer-provided key (SSE-C); "
+                "give the same key through sse_customer_key_variable."
+            )
+        if code in ("403", "AccessDenied") and "SSECustomerKey" in self.read_args:
+            return ConfigurationError(
+                f"Access to s3://{self.bucket}/{key} was denied: the SSE-C key given is probably not the key it "
+                "was written with."
+            )
+        return error
 
     def check_bucket(self) -> None:
         """Fail with a message naming the bucket when it is missing or not ours to use."""
@@ -67,14 +87,17 @@ class S3ObjectStore:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise
+            raise self._explain(error, key) from None
 
     def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"].read()
+        return self.open_stream(key).read()
 
     def open_stream(self, key: str) -> BinaryIO:
         """A streaming body: read in chunks, never the whole object at once."""
-        return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"]
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"]
+        except ClientError as error:
+            raise self._explain(error, key) from None
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

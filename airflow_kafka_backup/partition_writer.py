@@ -5,7 +5,12 @@ Rotation is an explicit state machine, in the manner of Confluent's S3 sink
 themselves (count, offsets, record timestamps), never on the wall clock, so the same
 offset range always cuts into the same segments.
 
-    IDLE --write--> WRITING --(flush_size reached | finish)--> IDLE, segment handed off
+    IDLE    --write-->                                     WRITING (segment opened at the record)
+    WRITING --write, record outside the segment's time--> WRITING (segment handed off, next opened)
+    WRITING --flush_size records written | finish-->       IDLE    (segment handed off)
+
+"Outside the segment's time" is :class:`~airflow_kafka_backup.rotation.TimeRotation`:
+``rotate_interval_ms`` of record time, or a new clock-aligned window.
 
 A segment is encoded and compressed into a spool file on local disk while records
 arrive; memory holds only the codec's fixed buffers. Its sha256 and size are computed
@@ -24,6 +29,7 @@ from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.key_layout import segment_key
 from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
 from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record
+from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
 
 
@@ -56,7 +62,9 @@ class TopicPartitionWriter:
         self.settings = settings
         self._format = get_format(settings.segment_format)
         self._compression = get_compression(settings.compression)
-        self._extension = self._format.extension + self._compression.extension
+        self._extension = self._format.file_extension(self._compression)
+        self._rotation = TimeRotation(settings.rotate_interval_ms, settings.rotate_schedule_interval_ms,
+                                      settings.timezone)
         self._on_segment = on_segment
         self._spool_dir = spool_dir
         self.state = WriterState.IDLE
@@ -74,6 +82,7 @@ class TopicPartitionWriter:
         self._count = 0
         self._min_ts = 0
         self._max_ts = 0
+        self._window: int | None = None
 
     def write(self, record: Record) -> None:
         self._append(record.offset, record.timestamp, TIMESTAMP_TYPE_NUMBERS[record.timestamp_type], record.key,
@@ -86,8 +95,12 @@ class TopicPartitionWriter:
 
     def _append(self, offset: int, ts: int, ts_type: int, key: bytes | None, value: bytes | None,
                 headers: list | None) -> None:
+        if self.state is WriterState.WRITING and self._rotation.enabled and self._rotation.cuts_before(
+                self._min_ts, self._max_ts, self._window, ts):
+            self._close()
         if self.state is WriterState.IDLE:
             self._open(offset)
+            self._window = self._rotation.window(ts)
         self._encoder.write_fields(self.partition, offset, ts, ts_type, key, value, headers)
         self._last_offset = offset
         if self._count == 0:

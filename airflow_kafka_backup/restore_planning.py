@@ -9,7 +9,7 @@ segments down to the requested offset bounds and time window. Nothing here write
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -145,9 +145,15 @@ def restore_prefix(prefix: str, restore_id: str) -> str:
     return _join(prefix, "_restores", safe_run_id(restore_id))
 
 
-def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings) -> RestorePlan:
-    """Build the restore plan; raises before anything is written if the backup is unusable."""
+def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
+                 check_manifest: Callable[[RunManifest], None] | None = None) -> RestorePlan:
+    """Build the restore plan; raises before anything is written if the backup is unusable.
+
+    ``check_manifest`` vets each manifest first (e.g. that we hold its SSE-C key).
+    """
     manifests = list(load_manifests(store, prefix))
+    for manifest in manifests if check_manifest else ():
+        check_manifest(manifest)
     ranges: dict[tuple[str, int], list[PartitionRange]] = defaultdict(list)
     segments: dict[tuple[str, int], dict[str, tuple[SegmentInfo, RunManifest]]] = defaultdict(dict)
     for manifest in manifests:

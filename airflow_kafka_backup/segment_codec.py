@@ -43,7 +43,9 @@ class SegmentEncoder(Protocol):
 
 class SegmentFormat(Protocol):
     name: str
-    extension: str
+
+    def file_extension(self, compression: Compression) -> str:
+        """The segment file name's ending, e.g. ``.jsonl.gz``."""
 
     def encoder(self, raw: BinaryIO, compression: Compression) -> SegmentEncoder: ...
 
@@ -147,7 +149,9 @@ class JsonLinesEncoder:
 
 class JsonLinesFormat:
     name = "jsonl"
-    extension = ".jsonl"
+
+    def file_extension(self, compression: Compression) -> str:
+        return ".jsonl" + compression.extension
 
     def encoder(self, raw: BinaryIO, compression: Compression) -> SegmentEncoder:
         return JsonLinesEncoder(raw, compression)
@@ -167,7 +171,13 @@ class JsonLinesFormat:
             )
 
 
-FORMATS: dict[str, SegmentFormat] = {f.name: f for f in (JsonLinesFormat(),)}
+def _formats() -> dict[str, SegmentFormat]:
+    from airflow_kafka_backup.avro_format import AvroFormat
+
+    return {f.name: f for f in (JsonLinesFormat(), AvroFormat())}
+
+
+FORMATS: dict[str, SegmentFormat] = _formats()
 
 
 def get_format(name: str) -> SegmentFormat:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.manifest import SegmentSettings
+from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import get_format
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
@@ -22,6 +23,12 @@ def _positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise ConfigurationError(f"{name} must be greater than 0, got {value}.")
     return value
+
+
+def _optional_positive_int(name: str, value: object) -> int | None:
+    if value is None or value == "" or value == -1 or value == "-1":  # the seed's -1 means "disabled"
+        return None
+    return _positive_int(name, value)
 
 
 def validate_topics(topics: object) -> list[str]:
@@ -58,6 +65,9 @@ class BackupSettings:
         isolation_level: object = "read_committed",
         allow_data_loss: object = False,
         max_work_units: object = 16,
+        rotate_interval_ms: object = None,
+        rotate_schedule_interval_ms: object = None,
+        timezone: object = "UTC",
     ) -> BackupSettings:
         if not isinstance(bucket, str) or not bucket.strip():
             raise ConfigurationError("bucket is required: the S3 bucket to write the backup to.")
@@ -74,6 +84,9 @@ class BackupSettings:
             )
         if not isinstance(allow_data_loss, bool):
             raise ConfigurationError(f"allow_data_loss must be true or false, got {allow_data_loss!r}.")
+        rotate = _optional_positive_int("rotate_interval_ms", rotate_interval_ms)
+        schedule = _optional_positive_int("rotate_schedule_interval_ms", rotate_schedule_interval_ms)
+        TimeRotation(rotate, schedule, str(timezone or "UTC"))  # validates the timezone
         return cls(
             topics=tuple(validate_topics(topics)),
             bucket=bucket.strip(),
@@ -83,6 +96,9 @@ class BackupSettings:
                 compression=str(compression),
                 flush_size=_positive_int("flush_size", flush_size),
                 offset_pad_width=pad,
+                rotate_interval_ms=rotate,
+                rotate_schedule_interval_ms=schedule,
+                timezone=str(timezone or "UTC"),
             ),
             isolation_level=str(isolation_level),
             allow_data_loss=allow_data_loss,

@@ -7,11 +7,13 @@ happens in the plan task, before anything is written.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
@@ -19,7 +21,7 @@ from airflow.sdk import BaseOperator, Context, TriggerRule, Variable
 
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
-from airflow_kafka_backup.errors import IntegrityError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.manifest import (
     PartitionRange,
@@ -35,6 +37,13 @@ from airflow_kafka_backup.manifest import (
 )
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.planning import group_work_units, partitions_of, plan_ranges, snapshot_offsets
+from airflow_kafka_backup.retention import ensure_retention_rule
+from airflow_kafka_backup.s3_settings import (
+    DEFAULT_PART_SIZE,
+    PLACEHOLDER_CUSTOMER_KEY,
+    S3WriteSettings,
+    validate_retention_days,
+)
 from airflow_kafka_backup.settings import BackupSettings
 
 log = logging.getLogger(__name__)
@@ -53,23 +62,125 @@ def _max_map_length() -> int:
     return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
 
 
-class _S3BackupOperator(BaseOperator):
-    """Shared S3 plumbing: the store is built lazily from ``S3Hook`` and the ``aws`` connection."""
+def _is_template(value: object) -> bool:
+    return isinstance(value, str) and "{{" in value
 
-    def __init__(self, *, bucket: str, prefix: str = "kafka-backup", aws_conn_id: str | None = "aws_default",
-                 **kwargs: Any) -> None:
+
+def _mask_proxy_credentials(hook: S3Hook) -> None:
+    """Proxy URLs in the connection's ``config_kwargs`` may carry a password: mask it, check the URL."""
+    from airflow.sdk.log import mask_secret
+
+    proxies = getattr(hook.conn_config.botocore_config, "proxies", None) or {}
+    for scheme, url in proxies.items():
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"The {scheme} proxy in connection {hook.aws_conn_id!r} (config_kwargs.proxies) must be an "
+                "http(s)://[user:password@]host:port URL."
+            )
+        if parts.password:
+            mask_secret(parts.password)
+
+
+class _S3BackupOperator(BaseOperator):
+    """Shared S3 plumbing: the store is built lazily from ``S3Hook`` and the ``aws`` connection.
+
+    Encryption, ACL and part size apply to every object written (segments, manifests,
+    offset maps). The SSE-C key is read at run time from the Airflow Variable named by
+    ``sse_customer_key_variable`` (a secrets backend works too) and masked in logs; the
+    key itself is never an argument, so it never reaches rendered templates.
+    """
+
+    s3_template_fields: tuple[str, ...] = (
+        "bucket", "prefix", "aws_conn_id", "sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl",
+        "part_size",
+    )
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "kafka-backup",
+        aws_conn_id: str | None = "aws_default",
+        sse_algorithm: str | None = None,
+        sse_kms_key_id: str | None = None,
+        sse_customer_key_variable: str | None = None,
+        acl: str | None = None,
+        part_size: int | str = DEFAULT_PART_SIZE,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.bucket = bucket
         self.prefix = prefix
         self.aws_conn_id = aws_conn_id
+        self.sse_algorithm = sse_algorithm
+        self.sse_kms_key_id = sse_kms_key_id
+        self.sse_customer_key_variable = sse_customer_key_variable
+        self.acl = acl
+        self.part_size = part_size
+        if not any(map(_is_template, (sse_algorithm, sse_kms_key_id, acl, part_size, sse_customer_key_variable))):
+            # Fail when the DAG is parsed, not when it runs.
+            self._s3_write_settings(PLACEHOLDER_CUSTOMER_KEY if sse_customer_key_variable else None)
+
+    def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
+        return S3WriteSettings.create(
+            sse_algorithm=self.sse_algorithm, sse_kms_key_id=self.sse_kms_key_id, sse_customer_key=customer_key,
+            acl=self.acl, part_size=self.part_size,
+        )
+
+    @cached_property
+    def s3_settings(self) -> S3WriteSettings:
+        from airflow.sdk.log import mask_secret
+
+        key = None
+        if self.sse_customer_key_variable:
+            try:
+                key = Variable.get(self.sse_customer_key_variable)
+            except Exception:
+                raise ConfigurationError(
+                    f"The Airflow Variable {self.sse_customer_key_variable!r} (sse_customer_key_variable) does not "
+                    "exist; it must hold the SSE-C key."
+                ) from None
+            mask_secret(key)
+        settings = self._s3_write_settings(key)
+        if settings.sse_customer_key is not None:
+            mask_secret(base64.b64encode(settings.sse_customer_key).decode())
+        return settings
 
     @cached_property
     def s3_hook(self) -> S3Hook:
-        return S3Hook(aws_conn_id=self.aws_conn_id)
+        hook = S3Hook(aws_conn_id=self.aws_conn_id, extra_args=self.s3_settings.extra_args(),
+                      transfer_config_args=self.s3_settings.transfer_config_args())
+        _mask_proxy_credentials(hook)
+        return hook
 
     @cached_property
     def store(self) -> S3ObjectStore:
-        return S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket)
+        return S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
+
+
+class KafkaBackupRetentionOperator(_S3BackupOperator):
+    """Setup task: a lifecycle rule expiring the backup prefix after ``retention_days`` (the seed's
+    ``s3.retention.policy.days``). Merges with the bucket's other rules; without ``retention_days``
+    it changes nothing."""
+
+    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "retention_days")
+
+    def __init__(self, *, retention_days: int | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retention_days = retention_days
+        if not _is_template(retention_days):
+            validate_retention_days(retention_days)
+
+    def execute(self, context: Context) -> str:
+        days = validate_retention_days(self.retention_days)
+        if days is None:
+            log.info("No retention_days set: the bucket's lifecycle rules are left as they are.")
+            return "unset"
+        self.store.check_bucket()
+        outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days)
+        log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.prefix, days, outcome)
+        return outcome
 
 
 class KafkaBackupPlanOperator(_S3BackupOperator):
@@ -81,8 +192,9 @@ class KafkaBackupPlanOperator(_S3BackupOperator):
     """
 
     template_fields: Sequence[str] = (
-        "topics", "bucket", "prefix", "kafka_conn_id", "aws_conn_id", "flush_size", "compression",
+        *_S3BackupOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
+        "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone",
     )
 
     def __init__(
@@ -97,9 +209,15 @@ class KafkaBackupPlanOperator(_S3BackupOperator):
         isolation_level: str = "read_committed",
         allow_data_loss: bool | str = False,
         max_work_units: int | str = 16,
+        rotate_interval_ms: int | str | None = None,
+        rotate_schedule_interval_ms: int | str | None = None,
+        timezone: str = "UTC",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.rotate_interval_ms = rotate_interval_ms
+        self.rotate_schedule_interval_ms = rotate_schedule_interval_ms
+        self.timezone = timezone
         self.topics = topics
         self.kafka_conn_id = kafka_conn_id
         self.flush_size = flush_size
@@ -116,11 +234,14 @@ class KafkaBackupPlanOperator(_S3BackupOperator):
             compression=self.compression, segment_format=self.segment_format,
             offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
             allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
+            rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,
+            timezone=self.timezone,
         )
         self.store.check_bucket()
         run_id = context["run_id"]
         committed = read_manifest(self.store, settings.prefix, run_id)
         if committed is not None:
+            self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
         else:
@@ -160,7 +281,7 @@ class KafkaBackupOperator(_S3BackupOperator):
     Meant to be mapped: ``KafkaBackupOperator.partial(...).expand(work_unit=plan.output)``.
     """
 
-    template_fields: Sequence[str] = ("work_unit", "bucket", "prefix", "kafka_conn_id", "aws_conn_id",
+    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_unit", "kafka_conn_id",
                                       "isolation_level")
 
     def __init__(self, *, work_unit: dict, kafka_conn_id: str = "kafka_default",
@@ -199,7 +320,7 @@ class KafkaBackupCommitOperator(_S3BackupOperator):
     nothing to back up and the mapped task was skipped).
     """
 
-    template_fields: Sequence[str] = ("plan", "segments", "bucket", "prefix", "aws_conn_id")
+    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "plan", "segments")
 
     def __init__(self, *, plan: dict, segments: Any, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
@@ -215,7 +336,8 @@ class KafkaBackupCommitOperator(_S3BackupOperator):
         if not any(not r.is_empty or r.lost_start is not None for r in ranges):
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
             return {"manifest": None, "segments": 0, "records": 0}
-        manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments)
+        manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
+                               encryption=self.s3_settings.manifest_encryption())
         key = write_manifest(self.store, prefix, manifest)
         log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
 

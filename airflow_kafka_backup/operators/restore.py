@@ -40,7 +40,7 @@ class KafkaRestorePlanOperator(_S3BackupOperator):
     """
 
     template_fields: Sequence[str] = (
-        "topics", "topic_mapping", "bucket", "prefix", "kafka_conn_id", "aws_conn_id", "from_timestamp",
+        *_S3BackupOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
     )
 
@@ -85,7 +85,8 @@ class KafkaRestorePlanOperator(_S3BackupOperator):
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
         self.store.check_bucket()
         prefix = self.prefix.strip("/")
-        plan = plan_restore(self.store, prefix, settings)
+        plan = plan_restore(self.store, prefix, settings, check_manifest=lambda m: self.s3_settings.check_can_read(
+            m.encryption, f"backup run {m.run_id}"))
 
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
@@ -115,7 +116,7 @@ class KafkaRestorePlanOperator(_S3BackupOperator):
 class KafkaRestoreOperator(_S3BackupOperator):
     """Restore one work unit (a few partitions), exactly once; returns per-partition results."""
 
-    template_fields: Sequence[str] = ("work_unit", "bucket", "prefix", "kafka_conn_id", "aws_conn_id")
+    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_unit", "kafka_conn_id")
 
     def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -147,7 +148,7 @@ class KafkaRestoreOperator(_S3BackupOperator):
 class KafkaRestoreVerifyOperator(_S3BackupOperator):
     """Check every planned segment was restored with its checksum and record count; write the restore manifest."""
 
-    template_fields: Sequence[str] = ("work_units", "bucket", "prefix", "kafka_conn_id", "aws_conn_id")
+    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_units", "kafka_conn_id")
 
     def __init__(self, *, work_units: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)

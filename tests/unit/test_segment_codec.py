@@ -66,3 +66,23 @@ def test_hashing_writer_and_reader_agree():
     reader = HashingReader(io.BytesIO(raw.getvalue()))
     assert reader.read() == b"abc" * 1000
     assert reader.sha256.hexdigest() == writer.sha256.hexdigest() and reader.size == writer.size == 3000
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
+def test_avro_round_trip_is_byte_exact_and_deterministic(compression):
+    raw = io.BytesIO()
+    encoder = get_format("avro").encoder(raw, get_compression(compression))
+    for r in TRICKY:
+        encoder.write(r)
+    encoder.close()
+    again = io.BytesIO()
+    encoder = get_format("avro").encoder(again, get_compression(compression))
+    for r in TRICKY:
+        encoder.write(r)
+    encoder.close()
+    assert raw.getvalue() == again.getvalue()
+    assert list(get_format("avro").decode(io.BytesIO(raw.getvalue()), get_compression(compression))) == TRICKY
+    import fastavro
+
+    assert fastavro.reader(io.BytesIO(raw.getvalue())).codec == {"none": "null", "gzip": "deflate",
+                                                                  "zstd": "zstandard"}[compression]

@@ -1,0 +1,45 @@
+"""The seed's ``s3.retention.policy.days``: a lifecycle rule expiring the backup after N days.
+
+Idempotent and polite: our rule has a fixed ID per prefix, is added or updated in
+place, and every other rule on the bucket is put back exactly as it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+RULE_ID_PREFIX = "airflow-kafka-backup:"
+
+
+def retention_rule(prefix: str, days: int) -> dict[str, Any]:
+    return {
+        "ID": f"{RULE_ID_PREFIX}{prefix}",
+        "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        # Parts of uploads that died mid-way are not objects, so expiry alone never removes them.
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+
+
+def current_rules(client, bucket: str) -> list[dict[str, Any]]:
+    try:
+        return client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+
+
+def ensure_retention_rule(client, bucket: str, prefix: str, days: int) -> str:
+    """Put our rule for ``prefix``; returns ``created``, ``updated`` or ``unchanged``."""
+    wanted = retention_rule(prefix, days)
+    rules = current_rules(client, bucket)
+    ours = [r for r in rules if r.get("ID") == wanted["ID"]]
+    if ours and all(ours[0].get(k) == v for k, v in wanted.items()):
+        return "unchanged"
+    others = [r for r in rules if r.get("ID") != wanted["ID"]]
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [*others, wanted]})
+    return "updated" if ours else "created"

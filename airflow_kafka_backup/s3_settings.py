@@ -1,0 +1,157 @@
+"""How objects are written to S3: encryption, canned ACL, multipart part size, retention.
+
+These are the seed connector's ``s3.ssea.name``, ``s3.sse.kms.key.id``,
+``s3.sse.customer.key``, ``s3.acl.canned``, ``s3.part.size`` and
+``s3.retention.policy.days``. They become S3Hook ``extra_args`` (every upload and
+manifest), read arguments (SSE-C must be sent on every read too) and the transfer
+config (multipart). Validated when built, so a bad value fails before anything is written.
+
+The SSE-C key is a secret: it is never in ``repr``, an exception message, a manifest or
+XCom. Manifests carry only a salted fingerprint, so a restore with a missing or wrong
+key fails with a clear message before it reads a segment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_kafka_backup.errors import ConfigurationError
+
+CANNED_ACLS = (
+    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "bucket-owner-full-control",
+)
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+DEFAULT_PART_SIZE = 26_214_400  # the seed's default
+_FINGERPRINT_SALT = b"airflow-kafka-backup/sse-c/v1:"
+# Stands in for an SSE-C key that is only read at run time, so conflicts surface at parse time.
+PLACEHOLDER_CUSTOMER_KEY = bytes(32)
+
+
+def decode_customer_key(value: str | bytes) -> bytes:
+    """A 256-bit SSE-C key given raw (32 bytes) or base64; the message never echoes the key."""
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if len(raw) == 32:
+        return raw
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != 32:
+        raise ConfigurationError("The SSE-C customer key must be 256 bits: 32 raw bytes or their base64 encoding.")
+    return decoded
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A salted digest that identifies a key without revealing it (S3 itself exposes an MD5)."""
+    return hashlib.sha256(_FINGERPRINT_SALT + key).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class S3WriteSettings:
+    sse_algorithm: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_customer_key: bytes | None = field(default=None, repr=False)
+    acl: str | None = None
+    part_size: int = DEFAULT_PART_SIZE
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        sse_algorithm: object = None,
+        sse_kms_key_id: object = None,
+        sse_customer_key: str | bytes | None = None,
+        acl: object = None,
+        part_size: object = DEFAULT_PART_SIZE,
+    ) -> S3WriteSettings:
+        algorithm = sse_algorithm or None
+        if algorithm is not None and algorithm not in SSE_ALGORITHMS:
+            raise ConfigurationError(f"sse_algorithm must be one of {', '.join(SSE_ALGORITHMS)}, got {algorithm!r}.")
+        kms_key = sse_kms_key_id or None
+        if kms_key is not None and algorithm not in ("aws:kms", "aws:kms:dsse"):
+            raise ConfigurationError("sse_kms_key_id needs sse_algorithm 'aws:kms' (or 'aws:kms:dsse').")
+        key = decode_customer_key(sse_customer_key) if sse_customer_key else None
+        if key is not None and algorithm not in (None, "AES256"):
+            raise ConfigurationError(
+                f"An SSE-C customer key cannot be combined with sse_algorithm {algorithm!r}: S3 encrypts an "
+                "object with either a customer-provided key or a KMS key, not both."
+            )
+        if acl is not None and acl != "" and acl not in CANNED_ACLS:
+            raise ConfigurationError(f"acl must be a canned ACL ({', '.join(CANNED_ACLS)}), got {acl!r}.")
+        try:
+            size = int(part_size)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"part_size must be a number of bytes, got {part_size!r}.") from None
+        if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
+            raise ConfigurationError(
+                f"part_size must be between {MIN_PART_SIZE} (5 MiB, S3's minimum) and {MAX_PART_SIZE}, got {size}."
+            )
+        return cls(None if key is not None else algorithm, kms_key, key, acl or None, size)
+
+    @property
+    def customer_key_fingerprint(self) -> str | None:
+        return key_fingerprint(self.sse_customer_key) if self.sse_customer_key else None
+
+    def manifest_encryption(self) -> dict[str, str]:
+        """What a manifest records about encryption: the kind, and for SSE-C a key fingerprint."""
+        if self.sse_customer_key is not None:
+            return {"sse": "SSE-C", "sse_c_key_fingerprint": key_fingerprint(self.sse_customer_key)}
+        out = {"sse": self.sse_algorithm} if self.sse_algorithm else {}
+        if self.sse_kms_key_id:
+            out["kms_key_id"] = self.sse_kms_key_id
+        return out
+
+    def check_can_read(self, encryption: dict[str, str], what: str) -> None:
+        """Fail before reading objects written with an SSE-C key we do not have."""
+        wanted = encryption.get("sse_c_key_fingerprint")
+        if wanted is None:
+            return
+        if self.sse_customer_key is None:
+            raise ConfigurationError(
+                f"{what} is encrypted with a customer-provided key (SSE-C); give the same key through "
+                "sse_customer_key_variable."
+            )
+        if key_fingerprint(self.sse_customer_key) != wanted:
+            raise ConfigurationError(f"The SSE-C key given is not the key {what} was encrypted with.")
+
+    def read_args(self) -> dict[str, Any]:
+        """Arguments every GET and HEAD needs (SSE-C: the key, on every request)."""
+        if self.sse_customer_key is None:
+            return {}
+        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.sse_customer_key}
+
+    def extra_args(self) -> dict[str, Any]:
+        """Arguments for every upload: encryption and ACL."""
+        args: dict[str, Any] = dict(self.read_args())
+        if self.sse_algorithm:
+            args["ServerSideEncryption"] = self.sse_algorithm
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        if self.acl:
+            args["ACL"] = self.acl
+        return args
+
+    def transfer_config_args(self) -> dict[str, int]:
+        """Multipart above ``part_size``, in parts of ``part_size``, streamed from the spool file."""
+        return {"multipart_threshold": self.part_size, "multipart_chunksize": self.part_size}
+
+
+def validate_retention_days(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ConfigurationError(f"retention_days must be a whole number of days (>= 1), got {value!r}.")
+    try:
+        days = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"retention_days must be a whole number of days (>= 1), got {value!r}.") from None
+    if days < 1:
+        raise ConfigurationError(f"retention_days must be at least 1, got {days}.")
+    return days

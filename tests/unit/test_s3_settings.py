@@ -1,0 +1,80 @@
+"""Unit tests: S3 write settings are validated, and the SSE-C key never leaks from them."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.retention import ensure_retention_rule
+from airflow_kafka_backup.s3_settings import S3WriteSettings, validate_retention_days
+
+KEY = os.urandom(32)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"part_size": 1024}, "part_size must be between 5242880"),
+    ({"acl": "world-writable"}, "acl must be a canned ACL"),
+    ({"sse_algorithm": "ROT13"}, "sse_algorithm must be one of"),
+    ({"sse_kms_key_id": "alias/k"}, "sse_kms_key_id needs sse_algorithm 'aws:kms'"),
+    ({"sse_algorithm": "aws:kms", "sse_customer_key": KEY}, "cannot be combined with sse_algorithm 'aws:kms'"),
+    ({"sse_customer_key": "too-short"}, "must be 256 bits"),
+])
+def test_bad_values_are_refused_with_a_message_naming_them(kwargs, message):
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        S3WriteSettings.create(**kwargs)
+    assert base64.b64encode(KEY).decode() not in str(raised.value)
+
+
+def test_retention_days_are_validated():
+    assert validate_retention_days(None) is None and validate_retention_days("3") == 3
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        validate_retention_days(0)
+
+
+def test_sse_c_key_is_sent_on_reads_and_writes_but_never_shown():
+    settings = S3WriteSettings.create(sse_customer_key=base64.b64encode(KEY).decode(), acl="private")
+    assert settings.sse_customer_key == KEY
+    assert settings.read_args() == {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": KEY}
+    assert settings.extra_args()["ACL"] == "private"
+    encryption = settings.manifest_encryption()
+    assert encryption["sse"] == "SSE-C" and KEY.hex() not in repr(settings) and str(KEY) not in repr(settings)
+    assert base64.b64encode(KEY).decode() not in str(encryption)
+    settings.check_can_read(encryption, "run r")
+    with pytest.raises(ConfigurationError, match="not the key run r was encrypted with"):
+        S3WriteSettings.create(sse_customer_key=os.urandom(32)).check_can_read(encryption, "run r")
+    with pytest.raises(ConfigurationError, match="give the same key"):
+        S3WriteSettings.create().check_can_read(encryption, "run r")
+
+
+def test_kms_settings_become_upload_arguments():
+    settings = S3WriteSettings.create(sse_algorithm="aws:kms", sse_kms_key_id="alias/backup", part_size=8 << 20)
+    assert settings.extra_args() == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/backup"}
+    assert settings.read_args() == {}
+    assert settings.transfer_config_args() == {"multipart_threshold": 8 << 20, "multipart_chunksize": 8 << 20}
+
+
+class FakeLifecycleClient:
+    """Unit-test stand-in for the two S3 lifecycle calls."""
+
+    def __init__(self, rules):
+        self.rules = rules
+        self.puts = 0
+
+    def get_bucket_lifecycle_configuration(self, Bucket):
+        return {"Rules": list(self.rules)}
+
+    def put_bucket_lifecycle_configuration(self, Bucket, LifecycleConfiguration):
+        self.puts += 1
+        self.rules = LifecycleConfiguration["Rules"]
+
+
+def test_retention_rule_is_merged_idempotently():
+    foreign = {"ID": "logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 9}}
+    client = FakeLifecycleClient([foreign])
+    assert ensure_retention_rule(client, "b", "kb", 3) == "created"
+    assert ensure_retention_rule(client, "b", "kb", 3) == "unchanged"
+    assert ensure_retention_rule(client, "b", "kb", 5) == "updated"
+    assert client.puts == 2 and client.rules[0] == foreign and len(client.rules) == 2
