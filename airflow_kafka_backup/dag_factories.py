@@ -100,6 +100,7 @@ def s3_params(
     sse_customer_key_variable: str | None = None,
     acl: str | None = None,
     part_size: int = DEFAULT_PART_SIZE,
+    expect_continue: bool = True,
 ) -> dict[str, Param]:
     """Params for how objects are written and read: encryption, ACL, multipart part size."""
     return {
@@ -113,10 +114,13 @@ def s3_params(
         "acl": Param(acl, type=["null", "string"], enum=[None, *CANNED_ACLS], description="Canned ACL for objects."),
         "part_size": Param(part_size, type="integer", minimum=MIN_PART_SIZE,
                            description="Multipart part size in bytes (at least 5 MiB)."),
+        "expect_continue": Param(expect_continue, type="boolean",
+                                 description="Send uploads with 'Expect: 100-continue'."),
     }
 
 
-S3_ARGUMENTS = ("sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl", "part_size")
+S3_ARGUMENTS = ("sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl", "part_size",
+                "expect_continue")
 
 
 def backup_dag(
@@ -268,7 +272,7 @@ def _validate_defaults(params: dict[str, Param]) -> None:
     """Refuse bad defaults when the DAG file is parsed, not at 3 a.m. when it runs."""
     values = {name: param.value for name, param in params.items()}
     S3WriteSettings.create(
-        **{name: values[name] for name in S3_ARGUMENTS if name != "sse_customer_key_variable"},
+        **{name: values[name] for name in S3_ARGUMENTS if name not in ("sse_customer_key_variable", "expect_continue")},
         sse_customer_key=PLACEHOLDER_CUSTOMER_KEY if values["sse_customer_key_variable"] else None,
     )
     if "retention_days" in values:

@@ -58,6 +58,16 @@ class S3ObjectStore:
             )
         return error
 
+    def disable_expect_continue(self) -> None:
+        """Upload bodies without waiting for ``100 Continue`` (the seed's ``s3.http.send.expect.continue=false``).
+
+        botocore adds ``Expect: 100-continue`` to uploads in one documented event handler;
+        some S3-compatible stores and proxies mishandle it.
+        """
+        from botocore import handlers
+
+        self.client.meta.events.unregister("before-call.s3", handlers.add_expect_header)
+
     def check_bucket(self) -> None:
         """Fail with a message naming the bucket when it is missing or not ours to use."""
         try:

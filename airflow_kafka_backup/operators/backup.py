@@ -93,7 +93,7 @@ class _S3BackupOperator(BaseOperator):
 
     s3_template_fields: tuple[str, ...] = (
         "bucket", "prefix", "aws_conn_id", "sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl",
-        "part_size",
+        "part_size", "expect_continue",
     )
 
     def __init__(
@@ -107,9 +107,11 @@ class _S3BackupOperator(BaseOperator):
         sse_customer_key_variable: str | None = None,
         acl: str | None = None,
         part_size: int | str = DEFAULT_PART_SIZE,
+        expect_continue: bool | str = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.expect_continue = expect_continue
         self.bucket = bucket
         self.prefix = prefix
         self.aws_conn_id = aws_conn_id
@@ -156,7 +158,10 @@ class _S3BackupOperator(BaseOperator):
 
     @cached_property
     def store(self) -> S3ObjectStore:
-        return S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
+        store = S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
+        if str(self.expect_continue).lower() == "false":
+            store.disable_expect_continue()
+        return store
 
 
 class KafkaBackupRetentionOperator(_S3BackupOperator):

@@ -247,3 +247,17 @@ def test_avro_segments_restore_byte_exact(corpus, bucket, s3):
     for (_, p), records in source.items():
         assert [(r.key, r.value, r.headers, r.timestamp) for r in restored[(target, p)]] == [
             (r.key, r.value, r.headers, r.timestamp) for r in records]
+
+
+@pytest.mark.parametrize("expect_continue", [True, False])
+def test_expect_continue_and_path_style_addressing_seen_by_the_proxy(corpus, bucket, airflow_stack, monkeypatch,
+                                                                      expect_continue):
+    with RecordingProxy() as proxy:
+        conn_id = _proxy_connection(monkeypatch, airflow_stack["endpoint_url"], f"http://127.0.0.1:{proxy.port}")
+        conf = _conf([corpus["tricky"][2]], bucket, aws_conn_id=conn_id, expect_continue=expect_continue)
+        assert run_dag("kafka_backup", conf).state == "success"
+    uploads = [r for r in proxy.requests if r.method == "PUT" and "/partition" in r.url]  # "=" is sent as %3D
+    assert uploads
+    assert all((r.headers.get("expect") == "100-continue") is expect_continue for r in uploads)
+    # Path-style: the bucket is the first path segment, never a host name.
+    assert all(urlsplit(r.url).path.startswith(f"/{bucket}") for r in proxy.requests)
