@@ -36,6 +36,7 @@ from airflow_kafka_backup.s3_settings import (
     validate_retention_days,
 )
 from airflow_kafka_backup.segment_codec import FORMATS
+from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
 from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
 
 
@@ -127,12 +128,17 @@ def backup_dag(
     dag_id: str = "kafka_backup",
     *,
     schedule: Any = None,
+    wait_for_backlog: dict[str, Any] | None = None,
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
-    """Build the backup DAG: ``plan -> backup (mapped) -> commit``.
+    """Build the backup DAG: ``[wait_for_backlog ->] retention -> plan -> backup (mapped) -> commit``.
 
     ``param_defaults`` are the Params' defaults (see :func:`backup_params`).
+    ``wait_for_backlog`` adds a :class:`KafkaBacklogSensor` first, with these arguments
+    (e.g. ``{"min_records": 100_000, "max_age_s": 3600, "deferrable": True}``).
+    Each run emits an asset event ``s3://<bucket>/<prefix>/<topic>`` per topic it backed up,
+    through the asset alias ``kafka-backup:<dag_id>``.
     """
     params = backup_params(**param_defaults)
     _validate_defaults(params)
@@ -167,6 +173,12 @@ def backup_dag(
             **s3,
         )
         retention >> plan
+        if wait_for_backlog is not None:
+            sensor = KafkaBacklogSensor(
+                task_id="wait_for_backlog", topics="{{ params.topics }}", kafka_conn_id="{{ params.kafka_conn_id }}",
+                isolation_level="{{ params.isolation_level }}", **{"mode": "reschedule", **wait_for_backlog}, **s3,
+            )
+            sensor >> retention
         backup = KafkaBackupOperator.partial(
             task_id="backup",
             kafka_conn_id="{{ params.kafka_conn_id }}",
@@ -174,7 +186,8 @@ def backup_dag(
             **s3,
         ).expand(work_unit=plan.output)
         KafkaBackupCommitOperator(
-            task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output, **s3,
+            task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output,
+            asset_alias=f"kafka-backup:{dag_id}", **s3,
         )
     return dag
 
@@ -257,7 +270,8 @@ def restore_dag(
             **common,
         )
         restore = KafkaRestoreOperator.partial(task_id="restore", **common).expand(work_unit=plan.output)
-        verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output, **common)
+        verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
+                                            asset_alias=f"kafka-restore:{dag_id}", **common)
         restore >> verify
     return dag
 

@@ -7,6 +7,7 @@ set here, at conftest import, before any test module imports Airflow.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import pytest
 from devstack.airflow_env import REPO, airflow_env, connection_env, make_airflow_home, migrate
 
 _HOME = make_airflow_home()
-_AIRFLOW_ENV = airflow_env(_HOME)
+# The shipped DAGs plus the tests' own DAGs, in one dags folder (dag.test() needs them inside it).
+_DAGS = _HOME / "dags"
+_DAGS.mkdir()
+for dag_file in [*(REPO / "dags").glob("*.py"), *(REPO / "tests" / "dags").glob("*.py")]:
+    shutil.copy(dag_file, _DAGS / dag_file.name)
+_AIRFLOW_ENV = airflow_env(_HOME, dags_folder=_DAGS)
 os.environ.update(_AIRFLOW_ENV)
 
 

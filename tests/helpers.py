@@ -159,11 +159,11 @@ def snapshot_bucket(s3, bucket: str) -> dict[str, bytes]:
 
 def run_dag(dag_id: str, conf: dict, logical_date=None):
     """Run a shipped DAG through ``dag.test()``; returns the finished DagRun."""
+    import os
+
     from airflow.dag_processing.dagbag import DagBag
 
-    from devstack.airflow_env import REPO
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(dag_id)
+    dag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
     assert dag is not None, dag_id
     kwargs = {"run_conf": conf}
     if logical_date is not None:

@@ -7,21 +7,17 @@ happens in the plan task, before anything is written.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
-from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import BaseOperator, Context, TriggerRule, Variable
+from airflow.sdk import Asset, AssetAlias, Context, TriggerRule, Variable
 
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.manifest import (
     PartitionRange,
@@ -35,13 +31,10 @@ from airflow_kafka_backup.manifest import (
     read_manifest,
     write_manifest,
 )
-from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, is_template
 from airflow_kafka_backup.planning import group_work_units, partitions_of, plan_ranges, snapshot_offsets
 from airflow_kafka_backup.retention import ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
-    DEFAULT_PART_SIZE,
-    PLACEHOLDER_CUSTOMER_KEY,
-    S3WriteSettings,
     validate_retention_days,
 )
 from airflow_kafka_backup.settings import BackupSettings
@@ -62,119 +55,17 @@ def _max_map_length() -> int:
     return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
 
 
-def _is_template(value: object) -> bool:
-    return isinstance(value, str) and "{{" in value
-
-
-def _mask_proxy_credentials(hook: S3Hook) -> None:
-    """Proxy URLs in the connection's ``config_kwargs`` may carry a password: mask it, check the URL."""
-    from airflow.sdk.log import mask_secret
-
-    proxies = getattr(hook.conn_config.botocore_config, "proxies", None) or {}
-    for scheme, url in proxies.items():
-        parts = urlsplit(str(url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"The {scheme} proxy in connection {hook.aws_conn_id!r} (config_kwargs.proxies) must be an "
-                "http(s)://[user:password@]host:port URL."
-            )
-        if parts.password:
-            mask_secret(parts.password)
-
-
-class _S3BackupOperator(BaseOperator):
-    """Shared S3 plumbing: the store is built lazily from ``S3Hook`` and the ``aws`` connection.
-
-    Encryption, ACL and part size apply to every object written (segments, manifests,
-    offset maps). The SSE-C key is read at run time from the Airflow Variable named by
-    ``sse_customer_key_variable`` (a secrets backend works too) and masked in logs; the
-    key itself is never an argument, so it never reaches rendered templates.
-    """
-
-    s3_template_fields: tuple[str, ...] = (
-        "bucket", "prefix", "aws_conn_id", "sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl",
-        "part_size", "expect_continue",
-    )
-
-    def __init__(
-        self,
-        *,
-        bucket: str,
-        prefix: str = "kafka-backup",
-        aws_conn_id: str | None = "aws_default",
-        sse_algorithm: str | None = None,
-        sse_kms_key_id: str | None = None,
-        sse_customer_key_variable: str | None = None,
-        acl: str | None = None,
-        part_size: int | str = DEFAULT_PART_SIZE,
-        expect_continue: bool | str = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.expect_continue = expect_continue
-        self.bucket = bucket
-        self.prefix = prefix
-        self.aws_conn_id = aws_conn_id
-        self.sse_algorithm = sse_algorithm
-        self.sse_kms_key_id = sse_kms_key_id
-        self.sse_customer_key_variable = sse_customer_key_variable
-        self.acl = acl
-        self.part_size = part_size
-        if not any(map(_is_template, (sse_algorithm, sse_kms_key_id, acl, part_size, sse_customer_key_variable))):
-            # Fail when the DAG is parsed, not when it runs.
-            self._s3_write_settings(PLACEHOLDER_CUSTOMER_KEY if sse_customer_key_variable else None)
-
-    def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
-        return S3WriteSettings.create(
-            sse_algorithm=self.sse_algorithm, sse_kms_key_id=self.sse_kms_key_id, sse_customer_key=customer_key,
-            acl=self.acl, part_size=self.part_size,
-        )
-
-    @cached_property
-    def s3_settings(self) -> S3WriteSettings:
-        from airflow.sdk.log import mask_secret
-
-        key = None
-        if self.sse_customer_key_variable:
-            try:
-                key = Variable.get(self.sse_customer_key_variable)
-            except Exception:
-                raise ConfigurationError(
-                    f"The Airflow Variable {self.sse_customer_key_variable!r} (sse_customer_key_variable) does not "
-                    "exist; it must hold the SSE-C key."
-                ) from None
-            mask_secret(key)
-        settings = self._s3_write_settings(key)
-        if settings.sse_customer_key is not None:
-            mask_secret(base64.b64encode(settings.sse_customer_key).decode())
-        return settings
-
-    @cached_property
-    def s3_hook(self) -> S3Hook:
-        hook = S3Hook(aws_conn_id=self.aws_conn_id, extra_args=self.s3_settings.extra_args(),
-                      transfer_config_args=self.s3_settings.transfer_config_args())
-        _mask_proxy_credentials(hook)
-        return hook
-
-    @cached_property
-    def store(self) -> S3ObjectStore:
-        store = S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
-        if str(self.expect_continue).lower() == "false":
-            store.disable_expect_continue()
-        return store
-
-
-class KafkaBackupRetentionOperator(_S3BackupOperator):
+class KafkaBackupRetentionOperator(S3BackupBaseOperator):
     """Setup task: a lifecycle rule expiring the backup prefix after ``retention_days`` (the seed's
     ``s3.retention.policy.days``). Merges with the bucket's other rules; without ``retention_days``
     it changes nothing."""
 
-    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "retention_days")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "retention_days")
 
     def __init__(self, *, retention_days: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.retention_days = retention_days
-        if not _is_template(retention_days):
+        if not is_template(retention_days):
             validate_retention_days(retention_days)
 
     def execute(self, context: Context) -> str:
@@ -188,7 +79,7 @@ class KafkaBackupRetentionOperator(_S3BackupOperator):
         return outcome
 
 
-class KafkaBackupPlanOperator(_S3BackupOperator):
+class KafkaBackupPlanOperator(S3BackupBaseOperator):
     """Validate settings and plan the run's offset ranges; returns the work units to map over.
 
     Pushes the whole plan (ranges and segment settings) to XCom under key ``plan`` for
@@ -197,7 +88,7 @@ class KafkaBackupPlanOperator(_S3BackupOperator):
     """
 
     template_fields: Sequence[str] = (
-        *_S3BackupOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone",
     )
@@ -280,13 +171,13 @@ class KafkaBackupPlanOperator(_S3BackupOperator):
         return plan_ranges(bounds, checkpoints, settings.allow_data_loss)
 
 
-class KafkaBackupOperator(_S3BackupOperator):
+class KafkaBackupOperator(S3BackupBaseOperator):
     """Back up one work unit (a few partitions' offset ranges); returns its segments' metadata.
 
     Meant to be mapped: ``KafkaBackupOperator.partial(...).expand(work_unit=plan.output)``.
     """
 
-    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_unit", "kafka_conn_id",
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id",
                                       "isolation_level")
 
     def __init__(self, *, work_unit: dict, kafka_conn_id: str = "kafka_default",
@@ -318,20 +209,23 @@ class KafkaBackupOperator(_S3BackupOperator):
         return [asdict(s) for s in result.segments]
 
 
-class KafkaBackupCommitOperator(_S3BackupOperator):
+class KafkaBackupCommitOperator(S3BackupBaseOperator):
     """Commit the run: write its manifest (the commit point), then advance the checkpoint Variable.
 
     Runs only when every backup task succeeded (``none_failed``: also when there was
     nothing to back up and the mapped task was skipped).
     """
 
-    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "plan", "segments")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments")
 
-    def __init__(self, *, plan: dict, segments: Any, **kwargs: Any) -> None:
+    def __init__(self, *, plan: dict, segments: Any, asset_alias: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        if asset_alias:
+            kwargs["outlets"] = [*kwargs.get("outlets", ()), AssetAlias(asset_alias)]
         super().__init__(**kwargs)
         self.plan = plan
         self.segments = segments
+        self.asset_alias = asset_alias
 
     def execute(self, context: Context) -> dict:
         prefix = self.prefix.strip("/")
@@ -351,7 +245,24 @@ class KafkaBackupCommitOperator(_S3BackupOperator):
         checkpoints = merge_checkpoints(checkpoints_from_json(cached.get("checkpoints")), manifest.end_offsets())
         Variable.set(variable_key, checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))),
                      serialize_json=True)
+        self._emit_asset_events(context, prefix, ranges, segments)
         return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
+
+
+    def _emit_asset_events(self, context: Context, prefix: str, ranges: list[PartitionRange],
+                           segments: list[SegmentInfo]) -> None:
+        """One asset event per topic backed up: ``s3://<bucket>/<prefix>/<topic>``, for downstream DAGs."""
+        if not self.asset_alias:
+            return
+        events = context["outlet_events"][AssetAlias(self.asset_alias)]
+        for topic in sorted({r.topic for r in ranges if not r.is_empty}):
+            records = sum(s.records for s in segments if s.topic == topic)
+            events.add(Asset(backup_asset_uri(self.bucket, prefix, topic)),
+                       extra={"run_id": self.plan["run_id"], "records": records})
+
+
+def backup_asset_uri(bucket: str, prefix: str, topic: str) -> str:
+    return f"s3://{bucket}/{prefix}/{topic}" if prefix else f"s3://{bucket}/{topic}"
 
 
 def _check_segments_match_plan(ranges: list[PartitionRange], segments: list[SegmentInfo]) -> None:

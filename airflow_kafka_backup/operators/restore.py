@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Context, TriggerRule
+from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
-from airflow_kafka_backup.operators.backup import _max_map_length, _S3BackupOperator
+from airflow_kafka_backup.operators.backup import _max_map_length
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.planning import balance
 from airflow_kafka_backup.restore import committed_progress, progress_group, restore_partition, transactional_id
 from airflow_kafka_backup.restore_manifest import verify_restore, write_restore_manifest
@@ -33,14 +34,14 @@ def _as_bool(name: str, value: object) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {value!r}.")
 
 
-class KafkaRestorePlanOperator(_S3BackupOperator):
+class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
 
     With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced.
     """
 
     template_fields: Sequence[str] = (
-        *_S3BackupOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
     )
 
@@ -113,10 +114,10 @@ class KafkaRestorePlanOperator(_S3BackupOperator):
             log.info("Target topics to create: %s", ", ".join(missing))
 
 
-class KafkaRestoreOperator(_S3BackupOperator):
+class KafkaRestoreOperator(S3BackupBaseOperator):
     """Restore one work unit (a few partitions), exactly once; returns per-partition results."""
 
-    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_unit", "kafka_conn_id")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id")
 
     def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -145,16 +146,20 @@ class KafkaRestoreOperator(_S3BackupOperator):
         return results
 
 
-class KafkaRestoreVerifyOperator(_S3BackupOperator):
+class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
     """Check every planned segment was restored with its checksum and record count; write the restore manifest."""
 
-    template_fields: Sequence[str] = (*_S3BackupOperator.s3_template_fields, "work_units", "kafka_conn_id")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_units", "kafka_conn_id")
 
-    def __init__(self, *, work_units: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+    def __init__(self, *, work_units: Any, kafka_conn_id: str = "kafka_default", asset_alias: str | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        if asset_alias:
+            kwargs["outlets"] = [*kwargs.get("outlets", ()), AssetAlias(asset_alias)]
         super().__init__(**kwargs)
         self.work_units = work_units
         self.kafka_conn_id = kafka_conn_id
+        self.asset_alias = asset_alias
 
     def execute(self, context: Context) -> dict:
         units = [PartitionRestore.from_dict(p) for unit in (self.work_units or []) for p in unit]
@@ -190,5 +195,12 @@ class KafkaRestoreVerifyOperator(_S3BackupOperator):
         for topic, count in sorted(by_topic.items()):
             log.info("Restored %d records into %s", count, topic)
         log.info("Restore verified; manifest s3://%s/%s", self.bucket, key)
+        if self.asset_alias:
+            server = str(KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id)._build_config().get(
+                "bootstrap.servers", "")).split(",")[0].strip()
+            events = context["outlet_events"][AssetAlias(self.asset_alias)]
+            for topic, count in sorted(by_topic.items()):
+                # The Kafka provider's asset URI scheme: kafka://<bootstrap server>/<topic>.
+                events.add(Asset(f"kafka://{server}/{topic}"), extra={"restore_id": restore_id, "records": count})
         return {"restored": sum(by_topic.values()), "partitions": len(summaries), "by_topic": by_topic,
                 "manifest": key}

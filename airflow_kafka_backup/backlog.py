@@ -1,0 +1,56 @@
+"""The backlog: records in Kafka that no committed backup holds yet, and how old the oldest is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import TopicPartition
+
+from airflow_kafka_backup.manifest import TopicPartition as TP
+from airflow_kafka_backup.planning import partitions_of, snapshot_offsets
+
+
+@dataclass(frozen=True)
+class Backlog:
+    records: int
+    oldest_timestamp_ms: int | None  # None when not measured, or nothing is waiting
+    partitions: dict[str, int]  # "topic[p]" -> records waiting, for the log
+
+    def age_s(self, now_ms: int | None = None) -> float | None:
+        if self.oldest_timestamp_ms is None:
+            return None
+        return ((now_ms if now_ms is not None else int(time.time() * 1000)) - self.oldest_timestamp_ms) / 1000
+
+
+def measure_backlog(admin, topics: Sequence[str], checkpoints: Mapping[TP, int], isolation_level: str,
+                    consumer=None, timeout_s: float = 10.0) -> Backlog:
+    """Records between each partition's checkpoint (or log start) and its end offset.
+
+    With a ``consumer`` (unsubscribed), also reads the first waiting record of every
+    partition with a backlog, for the age of the oldest one.
+    """
+    partitions = partitions_of(admin, topics)
+    bounds = snapshot_offsets(admin, [(t, p) for t, n in partitions.items() for p in range(n)], isolation_level)
+    starts = {tp: max(checkpoints.get(tp, b.log_start), b.log_start) for tp, b in bounds.items()}
+    waiting = {tp: b.end - starts[tp] for tp, b in bounds.items() if b.end > starts[tp]}
+    oldest = _oldest_timestamp(consumer, {tp: starts[tp] for tp in waiting}, timeout_s) if consumer else None
+    return Backlog(sum(waiting.values()), oldest, {f"{t}[{p}]": n for (t, p), n in sorted(waiting.items())})
+
+
+def _oldest_timestamp(consumer, starts: Mapping[TP, int], timeout_s: float) -> int | None:
+    if not starts:
+        return None
+    consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+    seen: dict[TP, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < len(starts) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=len(starts), timeout=0.5):
+                tp = (message.topic(), message.partition())
+                if message.error() is None and tp not in seen:
+                    seen[tp] = message.timestamp()[1]
+    finally:
+        consumer.unassign()
+    return min(seen.values()) if seen else None

@@ -1,0 +1,120 @@
+"""Where a backup lives and how its objects are written: the S3 side every task shares."""
+
+from __future__ import annotations
+
+import base64
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk import BaseOperator, Variable
+
+from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _mask_proxy_credentials(hook: S3Hook) -> None:
+    """Proxy URLs in the connection's ``config_kwargs`` may carry a password: mask it, check the URL."""
+    from airflow.sdk.log import mask_secret
+
+    proxies = getattr(hook.conn_config.botocore_config, "proxies", None) or {}
+    for scheme, url in proxies.items():
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"The {scheme} proxy in connection {hook.aws_conn_id!r} (config_kwargs.proxies) must be an "
+                "http(s)://[user:password@]host:port URL."
+            )
+        if parts.password:
+            mask_secret(parts.password)
+
+
+class S3BackupBaseOperator(BaseOperator):
+    """Base of every task here: where the backup lives and how its objects are written.
+
+    The store is built lazily from ``S3Hook`` and the ``aws`` connection.
+
+    Encryption, ACL and part size apply to every object written (segments, manifests,
+    offset maps). The SSE-C key is read at run time from the Airflow Variable named by
+    ``sse_customer_key_variable`` (a secrets backend works too) and masked in logs; the
+    key itself is never an argument, so it never reaches rendered templates.
+    """
+
+    s3_template_fields: tuple[str, ...] = (
+        "bucket", "prefix", "aws_conn_id", "sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl",
+        "part_size", "expect_continue",
+    )
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "kafka-backup",
+        aws_conn_id: str | None = "aws_default",
+        sse_algorithm: str | None = None,
+        sse_kms_key_id: str | None = None,
+        sse_customer_key_variable: str | None = None,
+        acl: str | None = None,
+        part_size: int | str = DEFAULT_PART_SIZE,
+        expect_continue: bool | str = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.expect_continue = expect_continue
+        self.bucket = bucket
+        self.prefix = prefix
+        self.aws_conn_id = aws_conn_id
+        self.sse_algorithm = sse_algorithm
+        self.sse_kms_key_id = sse_kms_key_id
+        self.sse_customer_key_variable = sse_customer_key_variable
+        self.acl = acl
+        self.part_size = part_size
+        if not any(map(is_template, (sse_algorithm, sse_kms_key_id, acl, part_size, sse_customer_key_variable))):
+            # Fail when the DAG is parsed, not when it runs.
+            self._s3_write_settings(PLACEHOLDER_CUSTOMER_KEY if sse_customer_key_variable else None)
+
+    def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
+        return S3WriteSettings.create(
+            sse_algorithm=self.sse_algorithm, sse_kms_key_id=self.sse_kms_key_id, sse_customer_key=customer_key,
+            acl=self.acl, part_size=self.part_size,
+        )
+
+    @cached_property
+    def s3_settings(self) -> S3WriteSettings:
+        from airflow.sdk.log import mask_secret
+
+        key = None
+        if self.sse_customer_key_variable:
+            try:
+                key = Variable.get(self.sse_customer_key_variable)
+            except Exception:
+                raise ConfigurationError(
+                    f"The Airflow Variable {self.sse_customer_key_variable!r} (sse_customer_key_variable) does not "
+                    "exist; it must hold the SSE-C key."
+                ) from None
+            mask_secret(key)
+        settings = self._s3_write_settings(key)
+        if settings.sse_customer_key is not None:
+            mask_secret(base64.b64encode(settings.sse_customer_key).decode())
+        return settings
+
+    @cached_property
+    def s3_hook(self) -> S3Hook:
+        hook = S3Hook(aws_conn_id=self.aws_conn_id, extra_args=self.s3_settings.extra_args(),
+                      transfer_config_args=self.s3_settings.transfer_config_args())
+        _mask_proxy_credentials(hook)
+        return hook
+
+    @cached_property
+    def store(self) -> S3ObjectStore:
+        store = S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
+        if str(self.expect_continue).lower() == "false":
+            store.disable_expect_continue()
+        return store
+

@@ -1,0 +1,138 @@
+"""``KafkaBacklogSensor``: wait until there is enough to back up, or it has waited long enough.
+
+The sync path (``poke``, in ``poke`` or ``reschedule`` mode) and the deferrable path
+(``execute`` -> :class:`KafkaBacklogTrigger` in the triggerer -> ``execute_complete``)
+share one check: :func:`check_backlog` and :func:`backlog_is_due`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+from airflow.sdk import BaseSensorOperator, Context, Variable
+from airflow.sdk.configuration import conf
+
+from airflow_kafka_backup.backlog import Backlog, measure_backlog
+from airflow_kafka_backup.checkpoint import resolve_checkpoints
+from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
+from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.manifest import TopicPartition, checkpoints_to_json
+from airflow_kafka_backup.operators.backup import checkpoint_variable_key
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
+from airflow_kafka_backup.settings import validate_topics
+from airflow_kafka_backup.triggers.backlog import KafkaBacklogTrigger
+
+log = logging.getLogger(__name__)
+
+
+def check_backlog(kafka_conn_id: str, topics: Sequence[str], checkpoints: dict[TopicPartition, int],
+                  isolation_level: str, with_age: bool) -> Backlog:
+    """Measure the backlog with clients from the ``kafka`` connection (worker or triggerer)."""
+    admin = KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
+    consumer = KafkaRangeConsumerHook(kafka_conn_id, isolation_level).get_conn if with_age else None
+    try:
+        return measure_backlog(admin, topics, checkpoints, isolation_level, consumer)
+    finally:
+        if consumer is not None:
+            consumer.close()
+
+
+def backlog_is_due(backlog: Backlog, min_records: int, max_age_s: float | None) -> str | None:
+    """Why the backup should run now, or ``None`` to keep waiting."""
+    if backlog.records and backlog.records >= min_records:
+        return f"{backlog.records} records waiting (threshold {min_records})"
+    age = backlog.age_s()
+    if max_age_s is not None and age is not None and age >= max_age_s:
+        return f"the oldest waiting record is {age:.0f}s old (limit {max_age_s:.0f}s)"
+    return None
+
+
+class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
+    """Wait until the records not yet backed up reach ``min_records``, or the oldest is ``max_age_s`` old.
+
+    "Not yet backed up" is measured from the same checkpoints the backup plans from
+    (the Variable, recovered from the S3 manifests when behind) to the end offsets.
+
+    :param deferrable: hand the wait to the triggerer and free the worker slot; defaults to
+        ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id",
+                                      "min_records", "max_age_s", "isolation_level")
+    ui_color = "#d8e8f8"
+
+    def __init__(
+        self,
+        *,
+        topics: Sequence[str] | str,
+        kafka_conn_id: str = "kafka_default",
+        min_records: int | str = 1,
+        max_age_s: float | str | None = None,
+        isolation_level: str = "read_committed",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.topics = topics
+        self.kafka_conn_id = kafka_conn_id
+        self.min_records = min_records
+        self.max_age_s = max_age_s
+        self.isolation_level = isolation_level
+        self.deferrable = deferrable
+
+    def _thresholds(self) -> tuple[int, float | None]:
+        try:
+            min_records = int(self.min_records)
+            max_age = None if self.max_age_s in (None, "", "None") else float(self.max_age_s)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"min_records must be a whole number and max_age_s a number of seconds, got "
+                f"{self.min_records!r} and {self.max_age_s!r}."
+            ) from None
+        if min_records < 1 or (max_age is not None and max_age <= 0):
+            raise ConfigurationError("min_records must be at least 1 and max_age_s greater than 0.")
+        return min_records, max_age
+
+    def _checkpoints(self) -> dict[TopicPartition, int]:
+        prefix = self.prefix.strip("/")
+        cached = Variable.get(checkpoint_variable_key(self.bucket, prefix), default=None, deserialize_json=True)
+        checkpoints, _ = resolve_checkpoints(self.store, prefix, cached)
+        return checkpoints
+
+    def poke(self, context: Context) -> bool:
+        min_records, max_age = self._thresholds()
+        backlog = check_backlog(self.kafka_conn_id, validate_topics(self.topics), self._checkpoints(),
+                                self.isolation_level, max_age is not None)
+        reason = backlog_is_due(backlog, min_records, max_age)
+        log.info("Backlog: %d records %s", backlog.records, f"- {reason}" if reason else "- waiting")
+        return reason is not None
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        min_records, max_age = self._thresholds()
+        topics = validate_topics(self.topics)
+        checkpoints = self._checkpoints()
+        backlog = check_backlog(self.kafka_conn_id, topics, checkpoints, self.isolation_level, max_age is not None)
+        reason = backlog_is_due(backlog, min_records, max_age)
+        if reason:
+            log.info("Backlog due at once: %s", reason)
+            return {"records": backlog.records, "reason": reason}
+        self.defer(
+            trigger=KafkaBacklogTrigger(
+                kafka_conn_id=self.kafka_conn_id, topics=topics, checkpoints=checkpoints_to_json(checkpoints),
+                isolation_level=self.isolation_level, min_records=min_records, max_age_s=max_age,
+                poll_interval_s=float(self.poke_interval),
+            ),
+            method_name="execute_complete",
+            timeout=self.execution_timeout,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") != "success":
+            raise KafkaBackupError(f"Measuring the Kafka backlog failed: {event.get('message')}")
+        log.info("Backlog due: %s", event["reason"])
+        return {"records": event["records"], "reason": event["reason"]}

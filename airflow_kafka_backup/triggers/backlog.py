@@ -1,0 +1,59 @@
+"""The trigger behind ``KafkaBacklogSensor(deferrable=True)``: polls Kafka in the triggerer, not a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_kafka_backup.manifest import checkpoints_from_json
+
+
+class KafkaBacklogTrigger(BaseTrigger):
+    """Fires when the backlog reaches ``min_records`` or its oldest record is ``max_age_s`` old.
+
+    The checkpoints are handed over by the sensor (read from the Variable and S3 in the
+    worker), so the trigger only talks to Kafka.
+    """
+
+    def __init__(self, *, kafka_conn_id: str, topics: list[str], checkpoints: dict[str, dict[str, int]],
+                 isolation_level: str, min_records: int, max_age_s: float | None, poll_interval_s: float) -> None:
+        super().__init__()
+        self.kafka_conn_id = kafka_conn_id
+        self.topics = topics
+        self.checkpoints = checkpoints
+        self.isolation_level = isolation_level
+        self.min_records = min_records
+        self.max_age_s = max_age_s
+        self.poll_interval_s = poll_interval_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"kafka_conn_id": self.kafka_conn_id, "topics": self.topics, "checkpoints": self.checkpoints,
+             "isolation_level": self.isolation_level, "min_records": self.min_records,
+             "max_age_s": self.max_age_s, "poll_interval_s": self.poll_interval_s},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_kafka_backup.sensors.backlog import backlog_is_due, check_backlog
+
+        checkpoints = checkpoints_from_json(self.checkpoints)
+        while True:
+            try:
+                backlog = await asyncio.to_thread(
+                    check_backlog, self.kafka_conn_id, self.topics, checkpoints, self.isolation_level,
+                    self.max_age_s is not None,
+                )
+            except Exception as error:  # reported to the task, which fails with it
+                yield TriggerEvent({"status": "error", "message": str(error)})
+                return
+            reason = backlog_is_due(backlog, self.min_records, self.max_age_s)
+            if reason:
+                yield TriggerEvent({"status": "success", "records": backlog.records, "reason": reason})
+                return
+            self.log.info("Backlog %d records (waiting for %s); next check in %ss", backlog.records,
+                          self.min_records, self.poll_interval_s)
+            await asyncio.sleep(self.poll_interval_s)
