@@ -24,10 +24,13 @@ from airflow_kafka_backup.object_store import S3ObjectStore
 
 
 def resolve_checkpoints(
-    store: S3ObjectStore, prefix: str, cached: dict[str, Any] | None
+    store: S3ObjectStore, prefix: str, cached: dict[str, Any] | None, keys: list[str] | None = None,
 ) -> tuple[dict[TopicPartition, int], bool]:
-    """Checkpoints to plan from, and whether they had to be recovered from S3."""
-    keys = list_manifest_keys(store, prefix)
+    """Checkpoints to plan from, and whether they had to be recovered from S3.
+
+    ``keys``: the manifest keys, when the caller has listed them already.
+    """
+    keys = list_manifest_keys(store, prefix) if keys is None else keys
     cached_checkpoints = checkpoints_from_json((cached or {}).get("checkpoints"))
     if cached is not None and cached.get("manifests") == len(keys):
         return cached_checkpoints, False

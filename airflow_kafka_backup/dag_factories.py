@@ -88,6 +88,8 @@ def backup_params(
             description="Cut segments at clock-aligned boundaries of this length in `timezone`, "
                         "judged on record timestamps (e.g. 3600000: on the hour)."),
         "timezone": Param(timezone, type="string", description="IANA timezone for rotate_schedule_interval_ms."),
+        "force_unlock": Param(False, type="boolean",
+                              description="Take over the writer lock of a run that died without committing."),
         "retention_days": Param(retention_days, type=["null", "integer"],
                                 description="Expire backup objects after this many days (S3 lifecycle rule)."),
         **s3_params(**s3_defaults),
@@ -170,6 +172,7 @@ def backup_dag(
             rotate_interval_ms="{{ params.rotate_interval_ms }}",
             rotate_schedule_interval_ms="{{ params.rotate_schedule_interval_ms }}",
             timezone="{{ params.timezone }}",
+            force_unlock="{{ params.force_unlock }}",
             **s3,
         )
         retention >> plan

@@ -19,6 +19,7 @@ from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
 from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.key_layout import manifest_key
 from airflow_kafka_backup.manifest import (
     PartitionRange,
     RunManifest,
@@ -38,6 +39,7 @@ from airflow_kafka_backup.s3_settings import (
     validate_retention_days,
 )
 from airflow_kafka_backup.settings import BackupSettings
+from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
-        "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone",
+        "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock",
     )
 
     def __init__(
@@ -108,9 +110,13 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         rotate_interval_ms: int | str | None = None,
         rotate_schedule_interval_ms: int | str | None = None,
         timezone: str = "UTC",
+        force_unlock: bool | str = False,
+        lock_lease_s: float = DEFAULT_LEASE_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.force_unlock = force_unlock
+        self.lock_lease_s = lock_lease_s
         self.rotate_interval_ms = rotate_interval_ms
         self.rotate_schedule_interval_ms = rotate_schedule_interval_ms
         self.timezone = timezone
@@ -140,15 +146,23 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
+            generation_id = None  # rewriting its own committed bytes: nothing new to lock
         else:
-            ranges = self._plan_fresh(settings)
+            keys = list_manifest_keys(self.store, settings.prefix)
+            ranges = self._plan_fresh(settings, keys)
             segment_settings = settings.segments
+            generation_id = generation(keys)
+            how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
+                          force=str(self.force_unlock).lower() == "true")
+            log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
+                     generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
         units = [
             {"ranges": unit, "settings": asdict(segment_settings)}
             for unit in group_work_units(ranges, max_units)
         ]
-        plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings)}
+        plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
+                "generation": generation_id}
         context["ti"].xcom_push(key="plan", value=plan)
         todo = [r for r in ranges if not r.is_empty]
         log.info(
@@ -158,12 +172,12 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         )
         return units
 
-    def _plan_fresh(self, settings: BackupSettings) -> list[PartitionRange]:
+    def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> list[PartitionRange]:
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         partitions = partitions_of(admin, settings.topics)
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
         cached = Variable.get(variable_key, default=None, deserialize_json=True)
-        checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached)
+        checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
         if recovered:
             log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
         tps = [(t, p) for t, n in partitions.items() for p in range(n)]
@@ -237,6 +251,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             return {"manifest": None, "segments": 0, "records": 0}
         manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
                                encryption=self.s3_settings.manifest_encryption())
+        self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
         key = write_manifest(self.store, prefix, manifest)
         log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
 
@@ -248,6 +263,18 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         self._emit_asset_events(context, prefix, ranges, segments)
         return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
 
+
+    def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str) -> None:
+        """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""
+        planned = self.plan.get("generation")
+        if planned is None:
+            return
+        current = [k for k in list_manifest_keys(self.store, prefix) if k != own_key]
+        if generation(current) != planned:
+            raise ConcurrentRunError(
+                f"Another run committed to s3://{self.bucket}/{prefix} while this run was in flight; this run's "
+                "segments stay uncommitted (ignored by readers). Run the backup again to continue from there."
+            )
 
     def _emit_asset_events(self, context: Context, prefix: str, ranges: list[PartitionRange],
                            segments: list[SegmentInfo]) -> None:

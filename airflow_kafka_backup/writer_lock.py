@@ -1,0 +1,93 @@
+"""One writer per backup prefix: a run that finds another in flight fails instead of writing twice.
+
+The lock is an S3 object created with ``If-None-Match: *`` (atomic: exactly one run
+creates it). Its key names the backup's *generation*: a digest of the committed
+manifest keys. A commit adds a manifest, so the next run locks a new generation and
+no lock is ever deleted (backup needs no ``s3:DeleteObject``); stale lock objects are
+tiny and expire with the retention rule.
+
+- The run holding the lock (the same run id: a retry or a re-run) proceeds.
+- Another run fails, naming the holder and when it took the lock.
+- A lock older than its lease (a run that died and was never re-run) may be taken
+  over; so may any lock when the operator asks for it explicitly (``force``).
+- The commit checks the generation has not moved, so even then only one run commits
+  on top of a given generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from airflow_kafka_backup.errors import KafkaBackupError
+from airflow_kafka_backup.key_layout import _join
+from airflow_kafka_backup.object_store import S3ObjectStore
+
+DEFAULT_LEASE_S = 12 * 3600
+
+
+class ConcurrentRunError(KafkaBackupError):
+    """Another run is backing up to the same prefix."""
+
+
+def generation(manifest_keys: Iterable[str]) -> str:
+    """Identifies the committed state of a backup: changes with every commit."""
+    digest = hashlib.sha256("\n".join(sorted(manifest_keys)).encode()).hexdigest()
+    return digest[:20]
+
+
+def lock_key(prefix: str, generation_id: str) -> str:
+    return _join(prefix, "_locks", f"generation={generation_id}.json")
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    run_id: str
+    acquired_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "acquired_at": self.acquired_at}, sort_keys=True).encode()
+
+
+def acquire(store: S3ObjectStore, prefix: str, generation_id: str, run_id: str, *,
+            lease_s: float = DEFAULT_LEASE_S, force: bool = False, now: float | None = None) -> str:
+    """Take the lock for ``generation_id``; returns how (``acquired``, ``held``, ``taken over``)."""
+    now = time.time() if now is None else now
+    key = lock_key(prefix, generation_id)
+    mine = LockHolder(run_id, now)
+    if _create_if_absent(store, key, mine.to_json()):
+        return "acquired"
+    holder = _read(store, key)
+    if holder.run_id == run_id:
+        return "held"
+    if force or now - holder.acquired_at > lease_s:
+        store.put_bytes(key, mine.to_json())
+        return "taken over"
+    raise ConcurrentRunError(
+        f"Run {holder.run_id!r} has been backing up to s3://{store.bucket}/{prefix} since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(holder.acquired_at))} and has not committed; "
+        f"this run ({run_id!r}) stops instead of writing twice. Wait for it, clear and re-run it, or (if it is "
+        "gone for good) re-run this one with force_unlock."
+    )
+
+
+def _create_if_absent(store: S3ObjectStore, key: str, data: bytes) -> bool:
+    try:
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=data, IfNoneMatch="*",
+                                ContentType="application/json", **store.extra_args)
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                           "ConditionalRequestConflict", "409"):
+            return False
+        raise
+
+
+def _read(store: S3ObjectStore, key: str) -> LockHolder:
+    body = json.loads(store.get_bytes(key))
+    return LockHolder(body["run_id"], float(body["acquired_at"]))
