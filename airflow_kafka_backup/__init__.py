@@ -22,7 +22,14 @@ def get_provider_info() -> dict:
              "tags": ["software"]},
         ],
         "operators": [
-            {"integration-name": "Kafka Backup", "python-modules": ["airflow_kafka_backup.operators.backup"]},
+            {"integration-name": "Kafka Backup", "python-modules": [
+                "airflow_kafka_backup.operators.backup", "airflow_kafka_backup.operators.restore"]},
+        ],
+        "sensors": [
+            {"integration-name": "Kafka Backup", "python-modules": ["airflow_kafka_backup.sensors.backlog"]},
+        ],
+        "triggers": [
+            {"integration-name": "Kafka Backup", "python-modules": ["airflow_kafka_backup.triggers.backlog"]},
         ],
         "hooks": [
             {"integration-name": "Kafka Backup", "python-modules": ["airflow_kafka_backup.hooks.kafka"]},
