@@ -22,6 +22,7 @@ from airflow_kafka_backup.operators.backup import (
     KafkaBackupRetentionOperator,
 )
 from airflow_kafka_backup.operators.restore import (
+    KafkaRestoreGroupOffsetsOperator,
     KafkaRestoreOperator,
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
@@ -58,6 +59,7 @@ def backup_params(
     rotate_schedule_interval_ms: int | None = None,
     timezone: str = "UTC",
     retention_days: int | None = None,
+    consumer_groups: str | list[str] | None = "*",
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The backup DAG's Params. Bounds the form can check are in the schema; the plan task
@@ -88,6 +90,9 @@ def backup_params(
             description="Cut segments at clock-aligned boundaries of this length in `timezone`, "
                         "judged on record timestamps (e.g. 3600000: on the hour)."),
         "timezone": Param(timezone, type="string", description="IANA timezone for rotate_schedule_interval_ms."),
+        "consumer_groups": Param(consumer_groups, type=["null", "string", "array"],
+                                 description="Consumer groups whose offsets to record: '*' (all), a list of ids, "
+                                             "or 're:<pattern>'; null for none."),
         "force_unlock": Param(False, type="boolean",
                               description="Take over the writer lock of a run that died without committing."),
         "retention_days": Param(retention_days, type=["null", "integer"],
@@ -173,6 +178,7 @@ def backup_dag(
             rotate_schedule_interval_ms="{{ params.rotate_schedule_interval_ms }}",
             timezone="{{ params.timezone }}",
             force_unlock="{{ params.force_unlock }}",
+            consumer_groups="{{ params.consumer_groups }}",
             **s3,
         )
         retention >> plan
@@ -207,6 +213,8 @@ def restore_params(
     topic_configs: dict[str, str] | None = None,
     dry_run: bool = False,
     max_work_units: int = 16,
+    restore_consumer_groups: bool = False,
+    group_mapping: dict[str, str] | None = None,
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The restore DAG's Params; the plan task validates them all before anything is written."""
@@ -235,6 +243,12 @@ def restore_params(
                                description='Configs for topics the restore creates, e.g. {"retention.ms": "-1"}.'),
         "dry_run": Param(dry_run, type="boolean", description="Plan and log only; write nothing."),
         "max_work_units": Param(max_work_units, type="integer", description="Most parallel restore tasks."),
+        "restore_consumer_groups": Param(
+            restore_consumer_groups, type="boolean",
+            description="Move the consumer groups the backup recorded to the translated offsets "
+                        "(groups must have no active members)."),
+        "group_mapping": Param(group_mapping or {}, type="object",
+                               description='Rename groups on restore: {"billing": "billing-restored"}.'),
         **s3_params(**s3_defaults),
     }
 
@@ -270,12 +284,16 @@ def restore_dag(
             topic_configs="{{ params.topic_configs }}",
             dry_run="{{ params.dry_run }}",
             max_work_units="{{ params.max_work_units }}",
+            restore_consumer_groups="{{ params.restore_consumer_groups }}",
+            group_mapping="{{ params.group_mapping }}",
             **common,
         )
         restore = KafkaRestoreOperator.partial(task_id="restore", **common).expand(work_unit=plan.output)
         verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
                                             asset_alias=f"kafka-restore:{dag_id}", **common)
-        restore >> verify
+        groups = KafkaRestoreGroupOffsetsOperator(task_id="restore_consumer_groups",
+                                                  groups=XComArg(plan, key="groups"), **common)
+        restore >> verify >> groups
     return dag
 
 

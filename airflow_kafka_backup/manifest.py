@@ -78,6 +78,10 @@ class RunManifest:
     # How the run's objects are encrypted: {"sse": "AES256" | "aws:kms" | "SSE-C", "kms_key_id": ...,
     # "sse_c_key_fingerprint": ...}; never a key.
     encryption: dict[str, str] = field(default_factory=dict)
+    # Captured at plan time: [{topic, partitions, replication_factor, configs}] and
+    # {group: {topic: {partition: committed offset}}} (offsets at or below the run's cut).
+    topics: list[dict] = field(default_factory=list)
+    consumer_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
@@ -86,6 +90,8 @@ class RunManifest:
             "run_id": self.run_id,
             "settings": asdict(self.settings),
             "encryption": dict(self.encryption),
+            "topics": sorted(self.topics, key=lambda t: t["topic"]),
+            "consumer_groups": self.consumer_groups,
             "ranges": [asdict(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
             "segments": [
                 asdict(s) for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
@@ -102,6 +108,8 @@ class RunManifest:
             ranges=[PartitionRange(**r) for r in body["ranges"]],
             segments=[SegmentInfo(**s) for s in body["segments"]],
             encryption=body.get("encryption", {}),
+            topics=body.get("topics", []),
+            consumer_groups=body.get("consumer_groups", {}),
             format_version=body["format_version"],
         )
 

@@ -84,6 +84,10 @@ class OffsetMap:
     def records(self) -> int:
         return sum(n for _, _, n in self.runs)
 
+    def end_target(self) -> int:
+        """The target offset right after the last restored record (0 when nothing was restored)."""
+        return max((t + n for _, t, n in self.runs), default=0)
+
     def first_target_at_or_after(self, source_offset: int) -> int | None:
         """Target offset of the first restored record whose source offset is >= ``source_offset``."""
         i = bisect_right(self.runs, (source_offset, float("inf"), 0)) - 1

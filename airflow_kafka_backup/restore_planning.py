@@ -82,6 +82,9 @@ class RestorePlan:
     partitions: list[PartitionRestore]
     partition_counts: dict[str, int]  # source topic -> partitions in the backup
     topic_mapping: dict[str, str]
+    # From the newest manifest covering each topic / partition:
+    topic_metadata: dict[str, dict] = field(default_factory=dict)  # source topic -> TopicMetadata dict
+    group_offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,35 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             ))
         plan.append(restore)
     counts = {t: 1 + max(p for tt, p in ranges if tt == t) for t in settings.topics}
-    return RestorePlan(plan, counts, dict(settings.topic_mapping))
+    metadata, groups = _newest_captures(manifests, settings.topics)
+    return RestorePlan(plan, counts, dict(settings.topic_mapping), metadata, groups)
+
+
+def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) -> tuple[dict, dict]:
+    """Topic metadata and group offsets as the newest backup run (furthest end offset) saw them."""
+    def reach(manifest: RunManifest, topic: str, partition: int | None = None) -> int:
+        ends = [r.end for r in manifest.ranges if r.topic == topic and partition in (None, r.partition)]
+        return max(ends, default=-1)
+
+    metadata: dict[str, dict] = {}
+    groups: dict[str, dict[str, dict[str, int]]] = {}
+    best: dict[tuple, int] = {}
+    for manifest in manifests:
+        for md in manifest.topics:
+            topic = md["topic"]
+            if topic in topics and reach(manifest, topic) > best.get((topic,), -2):
+                best[(topic,)] = reach(manifest, topic)
+                metadata[topic] = md
+        for group, by_topic in manifest.consumer_groups.items():
+            for topic, offsets in by_topic.items():
+                if topic not in topics:
+                    continue
+                for partition, offset in offsets.items():
+                    key = (group, topic, partition)
+                    if reach(manifest, topic, int(partition)) > best.get(key, -2):
+                        best[key] = reach(manifest, topic, int(partition))
+                        groups.setdefault(group, {}).setdefault(topic, {})[partition] = offset
+    return metadata, groups
 
 
 def _existing_keys(store: S3ObjectStore, prefix: str, topics: Sequence[str]) -> set[str]:

@@ -29,12 +29,39 @@ def missing_target_topics(admin, needed_partitions: Mapping[str, int], create: b
     return missing
 
 
-def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, str] | None = None,
-                  replication_factor: int = -1) -> None:
-    """Create topics and wait until every partition has a leader (produce fails before that)."""
+def refused_configs(admin, topic: str, partitions: int, replication_factor: int,
+                    configs: Mapping[str, str]) -> dict[str, str]:
+    """The configs the broker would refuse for a new topic, each with the broker's reason."""
+    refused = {}
+    for name, value in sorted(configs.items()):
+        probe = NewTopic(topic, partitions, replication_factor, config={name: value})
+        future = admin.create_topics([probe], validate_only=True, operation_timeout=ADMIN_TIMEOUT_S)[topic]
+        try:
+            future.result()
+        except Exception as error:
+            refused[name] = str(error)
+    return refused
+
+
+def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, Mapping[str, str]] | None = None,
+                  replication_factors: Mapping[str, int] | None = None) -> None:
+    """Create topics with their configs and wait until every partition has a leader.
+
+    Replication factors are capped at the number of brokers. Configs the broker refuses
+    fail the restore, named one by one, before any topic is created: never silently dropped.
+    """
     if not partitions:
         return
-    new = [NewTopic(t, n, replication_factor, config=dict(configs or {})) for t, n in sorted(partitions.items())]
+    brokers = len(admin.list_topics(timeout=ADMIN_TIMEOUT_S).brokers)
+    factors = {t: max(1, min((replication_factors or {}).get(t, brokers), brokers)) for t in partitions}
+    problems = []
+    for topic, n in sorted(partitions.items()):
+        refused = refused_configs(admin, topic, n, factors[topic], (configs or {}).get(topic, {}))
+        problems += [f"{topic}: {name} ({reason})" for name, reason in refused.items()]
+    if problems:
+        raise ConfigurationError("The broker refuses these topic configs: " + "; ".join(problems)
+                                 + ". Override them with topic_configs.")
+    new = [NewTopic(t, n, factors[t], config=dict((configs or {}).get(t, {}))) for t, n in sorted(partitions.items())]
     for topic, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S).items():
         try:
             future.result()

@@ -96,7 +96,15 @@ def produce_compacted_with_gaps(bootstrap: str, topic: str, timeout: float = 60)
         time.sleep(0.3)
         offsets = [r.offset for r in read_kafka(bootstrap, [topic])[(topic, 0)]]
         if wave > 3 and len(offsets) < offsets[-1] + 1:
-            # Compaction happened; wait until the cleaner has nothing left to do (two reads agree).
+            # Compaction left gaps. Freeze the topic (no more cleaning), then wait until two reads agree.
+            from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+                ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("retention.ms", "-1", incremental_operation=AlterConfigOpType.SET)])
+            for future in admin.incremental_alter_configs([resource]).values():
+                future.result()
             before = read_kafka(bootstrap, [topic])
             while time.monotonic() < deadline:
                 time.sleep(1.5)

@@ -39,6 +39,7 @@ from airflow_kafka_backup.s3_settings import (
     validate_retention_days,
 )
 from airflow_kafka_backup.settings import BackupSettings
+from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups
 from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
-        "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock",
+        "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
     )
 
     def __init__(
@@ -112,9 +113,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         timezone: str = "UTC",
         force_unlock: bool | str = False,
         lock_lease_s: float = DEFAULT_LEASE_S,
+        consumer_groups: str | list[str] | None = "*",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.consumer_groups = consumer_groups
         self.force_unlock = force_unlock
         self.lock_lease_s = lock_lease_s
         self.rotate_interval_ms = rotate_interval_ms
@@ -146,10 +149,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
+            captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups}
             generation_id = None  # rewriting its own committed bytes: nothing new to lock
         else:
             keys = list_manifest_keys(self.store, settings.prefix)
-            ranges = self._plan_fresh(settings, keys)
+            ranges, captured = self._plan_fresh(settings, keys)
             segment_settings = settings.segments
             generation_id = generation(keys)
             how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
@@ -162,7 +166,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             for unit in group_work_units(ranges, max_units)
         ]
         plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
-                "generation": generation_id}
+                "generation": generation_id, **captured}
         context["ti"].xcom_push(key="plan", value=plan)
         todo = [r for r in ranges if not r.is_empty]
         log.info(
@@ -172,7 +176,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         )
         return units
 
-    def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> list[PartitionRange]:
+    def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> tuple[list[PartitionRange], dict]:
+        """Ranges from the checkpoints to the end offsets, and the topic metadata and group offsets
+        captured just before those end offsets (so every group offset is at or below the cut)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         partitions = partitions_of(admin, settings.topics)
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
@@ -180,9 +186,15 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
         if recovered:
             log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
+        groups = select_groups(admin, self.consumer_groups)
+        captured = {
+            "topics": [m.to_dict() for m in describe_topics(admin, settings.topics)],
+            "consumer_groups": committed_group_offsets(admin, groups, settings.topics),
+        }
         tps = [(t, p) for t, n in partitions.items() for p in range(n)]
         bounds = snapshot_offsets(admin, tps, settings.isolation_level)
-        return plan_ranges(bounds, checkpoints, settings.allow_data_loss)
+        log.info("Captured the committed offsets of %d consumer groups", len(captured["consumer_groups"]))
+        return plan_ranges(bounds, checkpoints, settings.allow_data_loss), captured
 
 
 class KafkaBackupOperator(S3BackupBaseOperator):
@@ -250,7 +262,9 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
             return {"manifest": None, "segments": 0, "records": 0}
         manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
-                               encryption=self.s3_settings.manifest_encryption())
+                               encryption=self.s3_settings.manifest_encryption(),
+                               topics=self.plan.get("topics", []),
+                               consumer_groups=self.plan.get("consumer_groups", {}))
         self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
         key = write_manifest(self.store, prefix, manifest)
         log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))

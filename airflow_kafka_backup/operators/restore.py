@@ -14,12 +14,13 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.group_offsets import check_groups_inactive, commit_translations, target_groups, translate
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
 from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
-from airflow_kafka_backup.planning import balance
+from airflow_kafka_backup.planning import balance, snapshot_offsets
 from airflow_kafka_backup.restore import committed_progress, progress_group, restore_partition, transactional_id
-from airflow_kafka_backup.restore_manifest import verify_restore, write_restore_manifest
+from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore, restore_prefix
 from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
 
@@ -43,6 +44,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
+        "restore_consumer_groups", "group_mapping",
     )
 
     def __init__(
@@ -58,9 +60,13 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         topic_configs: dict[str, str] | str | None = None,
         dry_run: bool | str = False,
         max_work_units: int | str = 16,
+        restore_consumer_groups: bool | str = False,
+        group_mapping: dict[str, str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.restore_consumer_groups = restore_consumer_groups
+        self.group_mapping = group_mapping
         self.topics = topics
         self.topic_mapping = topic_mapping
         self.kafka_conn_id = kafka_conn_id
@@ -92,14 +98,41 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
+        groups = self._groups_to_restore(admin, plan)
         self._log_plan(plan.partitions, missing, dry_run)
+        context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
+            "groups": {} if dry_run else groups, "offsets": {g: plan.group_offsets[g] for g in groups},
+            "topic_mapping": plan.topic_mapping})
+        if groups:
+            rows = translate(plan.group_offsets, groups, plan.topic_mapping, None)
+            log.info("Consumer groups to move%s:", " (dry run)" if dry_run else "")
+            for r in rows:
+                log.info("  %s -> %s  %s[%d] source offset %d -> the first restored record at or after it",
+                         r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         if dry_run:
             return []
-        create_topics(admin, {t: needed[t] for t in missing}, {k: str(v) for k, v in configs.items()})
+        source_of = {target: source for source, target in plan.topic_mapping.items()}
+        metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
+        create_topics(
+            admin, {t: needed[t] for t in missing},
+            {t: {**metadata[t].get("configs", {}), **{k: str(v) for k, v in configs.items()}} for t in missing},
+            {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
+        )
         max_units = min(int(self.max_work_units), _max_map_length())
         units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
                         max_units)
         return [[p.to_dict() for p in unit] for unit in units]
+
+    def _groups_to_restore(self, admin, plan) -> dict[str, str]:
+        """Source group -> target group, when asked; refuses groups with active members up front."""
+        if not _as_bool("restore_consumer_groups", self.restore_consumer_groups):
+            return {}
+        mapping = self.group_mapping or {}
+        if not isinstance(mapping, dict):
+            raise ConfigurationError(f"group_mapping must map group ids to new ids, got {mapping!r}.")
+        groups = target_groups(plan.group_offsets, mapping)
+        check_groups_inactive(admin, sorted(set(groups.values())))
+        return groups
 
     def _log_plan(self, partitions: list[PartitionRestore], missing: list[str], dry_run: bool) -> None:
         log.info("%sRestore plan (%d partitions):", "DRY RUN - nothing will be written. " if dry_run else "",
@@ -204,3 +237,38 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
                 events.add(Asset(f"kafka://{server}/{topic}"), extra={"restore_id": restore_id, "records": count})
         return {"restored": sum(by_topic.values()), "partitions": len(summaries), "by_topic": by_topic,
                 "manifest": key}
+
+
+class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
+    """After a verified restore: move the chosen consumer groups to the translated offsets.
+
+    A group that had consumed up to source offset X resumes at the first restored record
+    whose source offset is >= X (see :mod:`airflow_kafka_backup.group_offsets`).
+    """
+
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "groups", "kafka_conn_id")
+
+    def __init__(self, *, groups: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.groups = groups
+        self.kafka_conn_id = kafka_conn_id
+
+    def execute(self, context: Context) -> list[dict]:
+        selection = self.groups or {}
+        if not selection.get("groups"):
+            log.info("No consumer groups to restore (restore_consumer_groups is off, or none were recorded).")
+            return []
+        admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+        check_groups_inactive(admin, sorted(set(selection["groups"].values())))
+        target_prefix = restore_prefix(self.prefix.strip("/"), context["run_id"])
+        involved = sorted({(selection["topic_mapping"][topic], int(p))
+                           for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
+                           if topic in selection["topic_mapping"] for p in offsets})
+        offset_maps = {tp: load_offset_map(self.store, target_prefix, *tp) for tp in involved}
+        ends = {tp: b.end for tp, b in snapshot_offsets(admin, involved, "read_uncommitted").items()}
+        rows = translate(selection["offsets"], selection["groups"], selection["topic_mapping"], offset_maps, ends)
+        commit_translations(admin, rows)
+        for r in rows:
+            log.info("%s -> %s  %s[%d]: source offset %d -> target offset %d", r.source_group, r.target_group,
+                     r.target_topic, r.partition, r.source_offset, r.target_offset)
+        return [r.to_dict() for r in rows]

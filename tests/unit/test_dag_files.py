@@ -27,7 +27,7 @@ def test_backup_and_restore_shapes():
         "backup": ["commit"], "commit": []}
     assert backup.params["topics"] == ["t"] and backup.params["flush_size"] == 10_000
     restore = restore_dag("shape_restore")
-    assert sorted(t.task_id for t in restore.tasks) == ["plan", "restore", "verify"]
+    assert sorted(t.task_id for t in restore.tasks) == ["plan", "restore", "restore_consumer_groups", "verify"]
     assert restore.schedule is None if hasattr(restore, "schedule") else True
 
 

@@ -1,0 +1,103 @@
+"""Consumer-group offsets after a restore, translated exactly through the offset map.
+
+A group that had consumed up to source offset ``X`` (its committed offset: the next
+record it would read) resumes at the first restored record whose source offset is
+``>= X``. No scanning of the target topic, no guessing by timestamp. When no restored
+record is at or after ``X`` (the group was at the end, or beyond a point-in-time cut),
+it resumes right after the last restored record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
+from airflow_kafka_backup.offset_map import OffsetMap
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class GroupTranslation:
+    source_group: str
+    target_group: str
+    source_topic: str
+    target_topic: str
+    partition: int
+    source_offset: int
+    target_offset: int | None  # None in a dry run: nothing restored yet
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def target_groups(group_offsets: Mapping[str, object], group_mapping: Mapping[str, str]) -> dict[str, str]:
+    unknown = sorted(set(group_mapping) - set(group_offsets))
+    if unknown:
+        raise ConfigurationError(f"group_mapping names groups the backup recorded no offsets for: {unknown}.")
+    return {g: group_mapping.get(g, g) for g in sorted(group_offsets)}
+
+
+def check_groups_inactive(admin, groups: list[str]) -> None:
+    """Refuse to move the offsets of a group that has members: they would overwrite them."""
+    if not groups:
+        return
+    active = []
+    for group, future in admin.describe_consumer_groups(groups, request_timeout=ADMIN_TIMEOUT_S).items():
+        try:
+            description = future.result()
+        except Exception:  # an unknown group has no members
+            continue
+        if description.members:
+            active.append(f"{group} ({len(description.members)} members)")
+    if active:
+        raise ConfigurationError(
+            f"Consumer group(s) {', '.join(active)} have active members; stop those consumers before restoring "
+            "their offsets."
+        )
+
+
+def translate(group_offsets: Mapping[str, Mapping[str, Mapping[str, int]]], groups: Mapping[str, str],
+              topic_mapping: Mapping[str, str], offset_maps: Mapping[tuple[str, int], OffsetMap] | None,
+              target_ends: Mapping[tuple[str, int], int] | None = None) -> list[GroupTranslation]:
+    """One row per group and partition.
+
+    ``offset_maps`` by (target topic, partition), ``None`` for a dry run; ``target_ends``: the
+    target partitions' end offsets, for partitions into which nothing was restored.
+    """
+    rows = []
+    for group, target_group in groups.items():
+        for topic, offsets in sorted(group_offsets[group].items()):
+            if topic not in topic_mapping:
+                continue
+            target_topic = topic_mapping[topic]
+            for partition, source_offset in sorted(offsets.items(), key=lambda kv: int(kv[0])):
+                p = int(partition)
+                target = None
+                if offset_maps is not None:
+                    offset_map = offset_maps.get((target_topic, p), OffsetMap(()))
+                    target = offset_map.first_target_at_or_after(source_offset)
+                    if target is None:
+                        target = offset_map.end_target() if offset_map.runs else (target_ends or {}).get(
+                            (target_topic, p), 0)
+                rows.append(GroupTranslation(group, target_group, topic, target_topic, p, source_offset, target))
+    return rows
+
+
+def commit_translations(admin, rows: list[GroupTranslation]) -> None:
+    by_group: dict[str, list[TopicPartition]] = {}
+    for row in rows:
+        if row.target_offset is not None:
+            by_group.setdefault(row.target_group, []).append(
+                TopicPartition(row.target_topic, row.partition, row.target_offset))
+    requests = [ConsumerGroupTopicPartitions(g, tps) for g, tps in sorted(by_group.items())]
+    # The admin API alters one group per request.
+    for request in requests:
+        for group, future in admin.alter_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S).items():
+            result = future.result()
+            failed = [tp for tp in result.topic_partitions if tp.error is not None]
+            if failed:
+                raise KafkaBackupError(f"Setting offsets of group {group} failed: {failed}")
