@@ -20,6 +20,7 @@ from airflow_kafka_backup.operators.backup import (
     KafkaBackupOperator,
     KafkaBackupPlanOperator,
     KafkaBackupRetentionOperator,
+    KafkaBackupVerifyOperator,
 )
 from airflow_kafka_backup.operators.restore import (
     KafkaRestoreGroupOffsetsOperator,
@@ -136,12 +137,14 @@ def backup_dag(
     *,
     schedule: Any = None,
     wait_for_backlog: dict[str, Any] | None = None,
+    verify: bool = False,
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
     """Build the backup DAG: ``[wait_for_backlog ->] retention -> plan -> backup (mapped) -> commit``.
 
     ``param_defaults`` are the Params' defaults (see :func:`backup_params`).
+    ``verify`` adds a :class:`KafkaBackupVerifyOperator` last (deep: downloads every segment).
     ``wait_for_backlog`` adds a :class:`KafkaBacklogSensor` first, with these arguments
     (e.g. ``{"min_records": 100_000, "max_age_s": 3600, "deferrable": True}``).
     Each run emits an asset event ``s3://<bucket>/<prefix>/<topic>`` per topic it backed up,
@@ -194,10 +197,12 @@ def backup_dag(
             isolation_level="{{ params.isolation_level }}",
             **s3,
         ).expand(work_unit=plan.output)
-        KafkaBackupCommitOperator(
+        commit = KafkaBackupCommitOperator(
             task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output,
             asset_alias=f"kafka-backup:{dag_id}", **s3,
         )
+        if verify:
+            commit >> KafkaBackupVerifyOperator(task_id="verify", topics="{{ params.topics }}", **s3)
     return dag
 
 

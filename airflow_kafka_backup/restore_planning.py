@@ -189,7 +189,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
     plan: list[PartitionRestore] = []
     for tp in sorted(ranges):
         topic, partition = tp
-        _check_chain(topic, partition, ranges[tp])
+        check_chain(topic, partition, ranges[tp])
         start, end = settings.offset_bounds.get(topic, {}).get(partition, (None, None))
         restore = PartitionRestore(
             topic, settings.topic_mapping[topic], partition, start_offset=start or 0, end_offset=end,
@@ -257,7 +257,7 @@ def _outside(seg: SegmentInfo, r: PartitionRestore) -> bool:
     return r.from_timestamp is not None and seg.max_timestamp < r.from_timestamp
 
 
-def _check_chain(topic: str, partition: int, ranges: list[PartitionRange]) -> None:
+def check_chain(topic: str, partition: int, ranges: list[PartitionRange]) -> None:
     """The committed ranges of a partition must join up, apart from recorded data loss."""
     position: int | None = None
     for r in sorted({(r.start, r.end, r.lost_start, r.lost_end): r for r in ranges}.values(),

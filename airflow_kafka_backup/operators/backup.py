@@ -38,8 +38,9 @@ from airflow_kafka_backup.retention import ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
     validate_retention_days,
 )
-from airflow_kafka_backup.settings import BackupSettings
+from airflow_kafka_backup.settings import BackupSettings, validate_topics
 from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups
+from airflow_kafka_backup.verify import require_ok, verify_backup
 from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
 
 log = logging.getLogger(__name__)
@@ -317,3 +318,37 @@ def _check_segments_match_plan(ranges: list[PartitionRange], segments: list[Segm
         if s.first_offset < last_end.get(r.tp, -1):
             raise IntegrityError(f"Segment {s.key} overlaps the segment before it.")
         last_end[r.tp] = s.last_offset + 1
+
+
+class KafkaBackupVerifyOperator(S3BackupBaseOperator):
+    """Verify the backup: every committed segment present with its size and sha256, every chain whole.
+
+    Usable as the last task of a backup DAG (``backup_dag(verify=True)``) or on its own
+    schedule. Fails listing every problem; returns a small summary per topic.
+
+    :param deep: download and hash every segment (default) instead of comparing the
+        checksum stored with each object at upload.
+    """
+
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "topics", "deep")
+
+    def __init__(self, *, topics: Sequence[str] | str | None = None, deep: bool | str = True, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        super().__init__(**kwargs)
+        self.topics = topics
+        self.deep = deep
+
+    def execute(self, context: Context) -> dict:
+        prefix = self.prefix.strip("/")
+        self.store.check_bucket()
+        manifests = list(load_manifests(self.store, prefix))
+        for m in manifests:
+            self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
+        topics = validate_topics(self.topics) if self.topics else None
+        report = verify_backup(self.store, prefix, topics, deep=str(self.deep).lower() != "false",
+                               manifests=manifests)
+        for line in report.table().splitlines():
+            log.info("%s", line)
+        require_ok(report)
+        log.info("Verified %d segments of %d manifests: OK", report.segments_checked, report.manifests)
+        return report.summary()

@@ -6,3 +6,4 @@ deferred = backup_dag("kafka_backup_on_backlog", wait_for_backlog={
     "min_records": 50, "deferrable": True, "poke_interval": 1, "timeout": 300})
 poking = backup_dag("kafka_backup_on_backlog_poke", wait_for_backlog={
     "min_records": 50, "mode": "poke", "poke_interval": 1, "timeout": 300})
+verified = backup_dag("kafka_backup_verified", verify=True)

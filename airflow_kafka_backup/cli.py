@@ -1,0 +1,153 @@
+"""``kafka-backup``: look at a backup without Airflow.
+
+    kafka-backup ls      --bucket B [--prefix P]                    topics in the backup
+    kafka-backup verify  --bucket B [--prefix P] [--topic T] [--quick]
+    kafka-backup inspect --bucket B KEY [--limit N]                 one segment, as JSON lines
+
+S3 access comes from the usual AWS environment (profile, region, credentials) plus
+``--endpoint-url`` for S3-compatible stores. An SSE-C key is read from the environment
+variable named by ``--sse-customer-key-env``, never from the command line (where
+``ps`` would show it).
+
+Exit codes: 0 ok; 1 the backup has problems (verify) or the segment is damaged
+(inspect); 2 bad usage or configuration (missing bucket, key, wrong encryption key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from base64 import b64encode
+from collections.abc import Sequence
+
+from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.manifest import load_manifests
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.s3_settings import S3WriteSettings
+from airflow_kafka_backup.segment_codec import HashingReader, get_format
+from airflow_kafka_backup.verify import verify_backup
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kafka-backup", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--bucket", required=True)
+    common.add_argument("--prefix", default="kafka-backup")
+    common.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
+    common.add_argument("--region", default=None)
+    common.add_argument("--profile", default=None)
+    common.add_argument("--sse-customer-key-env", metavar="VAR",
+                        help="name of an environment variable holding the SSE-C key")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", parents=[common], help="list backed-up topics")
+    verify = sub.add_parser("verify", parents=[common], help="check every committed segment and offset chain")
+    verify.add_argument("--topic", action="append", dest="topics", help="only these topics (repeatable)")
+    verify.add_argument("--quick", action="store_true", help="compare stored checksums instead of downloading")
+    inspect = sub.add_parser("inspect", parents=[common], help="decode one segment to JSON lines")
+    inspect.add_argument("key", help="the segment's object key")
+    inspect.add_argument("--limit", type=int, default=None, help="print at most this many records")
+    return parser
+
+
+def _store(args: argparse.Namespace) -> tuple[S3ObjectStore, S3WriteSettings]:
+    import boto3
+
+    key = None
+    if args.sse_customer_key_env:
+        key = os.environ.get(args.sse_customer_key_env)
+        if not key:
+            raise ConfigurationError(f"Environment variable {args.sse_customer_key_env} is not set.")
+    settings = S3WriteSettings.create(sse_customer_key=key)
+    session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    client = session.client("s3", endpoint_url=args.endpoint_url)
+    store = S3ObjectStore(client=client, bucket=args.bucket, extra_args=settings.extra_args(),
+                          read_args=settings.read_args())
+    store.check_bucket()
+    return store, settings
+
+
+def _check_encryption(store: S3ObjectStore, settings: S3WriteSettings, prefix: str) -> list:
+    manifests = list(load_manifests(store, prefix))
+    for m in manifests:
+        settings.check_can_read(m.encryption, f"backup run {m.run_id}")
+    return manifests
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store, settings = _store(args)
+    manifests = _check_encryption(store, settings, args.prefix)
+    topics: dict[str, dict] = {}
+    for m in manifests:
+        for r in m.ranges:
+            t = topics.setdefault(r.topic, {"partitions": set(), "records": 0, "segments": 0})
+            t["partitions"].add(r.partition)
+        for s in m.segments:
+            topics[s.topic]["records"] += s.records
+            topics[s.topic]["segments"] += 1
+    print(f"{'topic':<40} {'partitions':>10} {'segments':>9} {'records':>12}")
+    for name, t in sorted(topics.items()):
+        print(f"{name:<40} {len(t['partitions']):>10} {t['segments']:>9} {t['records']:>12}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store, settings = _store(args)
+    manifests = _check_encryption(store, settings, args.prefix)
+    report = verify_backup(store, args.prefix, args.topics, deep=not args.quick, manifests=manifests)
+    print(report.table())
+    print(f"\n{report.manifests} manifests, {report.segments_checked} segments "
+          f"{'hashed' if not args.quick else 'checked'}: {'OK' if report.ok else 'PROBLEMS'}")
+    for problem in report.problems:
+        print(f"  PROBLEM {problem}")
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store, settings = _store(args)
+    manifests = _check_encryption(store, settings, args.prefix)
+    found = [(m, s) for m in manifests for s in m.segments if s.key == args.key]
+    if not found:
+        raise ConfigurationError(f"No committed manifest under {args.prefix} names the segment {args.key!r}.")
+    manifest, seg = found[0]
+    reader = HashingReader(store.open_stream(seg.key))
+    fmt, codec = get_format(manifest.settings.segment_format), get_compression(manifest.settings.compression)
+    for n, record in enumerate(fmt.decode(reader, codec)):
+        if args.limit is not None and n >= args.limit:
+            return EXIT_OK
+        print(json.dumps({
+            "partition": record.partition, "offset": record.offset, "timestamp": record.timestamp,
+            "timestamp_type": record.timestamp_type, "key": _b64(record.key), "value": _b64(record.value),
+            "headers": [[name, _b64(v)] for name, v in record.headers],
+        }))
+    if reader.sha256.hexdigest() != seg.sha256:
+        raise IntegrityError(f"s3://{store.bucket}/{seg.key}: sha256 {reader.sha256.hexdigest()}, "
+                             f"the manifest says {seg.sha256}")
+    return EXIT_OK
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else b64encode(data).decode("ascii")
+
+
+COMMANDS = {"ls": cmd_ls, "verify": cmd_verify, "inspect": cmd_inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigurationError as error:
+        print(f"kafka-backup: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (IntegrityError, KafkaBackupError) as error:
+        print(f"kafka-backup: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
