@@ -66,28 +66,28 @@ def backup_params(
     """The backup DAG's Params. Bounds the form can check are in the schema; the plan task
     re-validates everything (run conf may bypass the form) before anything is written."""
     return {
-        "topics": Param(list(topics), type="array", items={"type": "string"},
+        "topics": Param(list(topics), type="array", items={"type": "string", "minLength": 1},
                         description="Kafka topics to back up."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket to write to."),
         "prefix": Param(prefix, type="string", description="Key prefix of this backup in the bucket."),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
-        "flush_size": Param(flush_size, type="integer", description="Most records per segment file."),
+        "flush_size": Param(flush_size, type="integer", minimum=1, description="Most records per segment file."),
         "compression": Param(compression, enum=sorted(COMPRESSIONS), description="Segment compression."),
         "segment_format": Param(segment_format, enum=sorted(FORMATS), description="Segment file format."),
-        "offset_pad_width": Param(offset_pad_width, type="integer",
+        "offset_pad_width": Param(offset_pad_width, type="integer", minimum=0, maximum=20,
                                   description="Zero-pad offsets in segment names to this many digits."),
         "isolation_level": Param(isolation_level, enum=list(ISOLATION_LEVELS),
                                  description="read_committed skips aborted transactions."),
         "allow_data_loss": Param(allow_data_loss, type="boolean",
                                  description="Continue when retention deleted records never backed up; "
                                              "the gap is recorded in the manifest."),
-        "max_work_units": Param(max_work_units, type="integer",
+        "max_work_units": Param(max_work_units, type="integer", minimum=1,
                                 description="Most parallel backup tasks (capped by [core] max_map_length)."),
-        "rotate_interval_ms": Param(rotate_interval_ms, type=["null", "integer"],
+        "rotate_interval_ms": Param(rotate_interval_ms, type=["null", "integer"], minimum=1,
                                     description="Most record time one segment spans (by record timestamps)."),
         "rotate_schedule_interval_ms": Param(
-            rotate_schedule_interval_ms, type=["null", "integer"],
+            rotate_schedule_interval_ms, type=["null", "integer"], minimum=1,
             description="Cut segments at clock-aligned boundaries of this length in `timezone`, "
                         "judged on record timestamps (e.g. 3600000: on the hour)."),
         "timezone": Param(timezone, type="string", description="IANA timezone for rotate_schedule_interval_ms."),
@@ -96,7 +96,7 @@ def backup_params(
                                              "or 're:<pattern>'; null for none."),
         "force_unlock": Param(False, type="boolean",
                               description="Take over the writer lock of a run that died without committing."),
-        "retention_days": Param(retention_days, type=["null", "integer"],
+        "retention_days": Param(retention_days, type=["null", "integer"], minimum=1,
                                 description="Expire backup objects after this many days (S3 lifecycle rule)."),
         **s3_params(**s3_defaults),
     }
@@ -247,7 +247,7 @@ def restore_params(
         "topic_configs": Param(topic_configs or {}, type="object",
                                description='Configs for topics the restore creates, e.g. {"retention.ms": "-1"}.'),
         "dry_run": Param(dry_run, type="boolean", description="Plan and log only; write nothing."),
-        "max_work_units": Param(max_work_units, type="integer", description="Most parallel restore tasks."),
+        "max_work_units": Param(max_work_units, type="integer", minimum=1, description="Most parallel restore tasks."),
         "restore_consumer_groups": Param(
             restore_consumer_groups, type="boolean",
             description="Move the consumer groups the backup recorded to the translated offsets "

@@ -42,3 +42,18 @@ def test_provider_info_lists_what_it_ships():
         for entry in info[group]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
+
+
+def test_params_schema_refuses_what_the_form_can_check():
+    import copy
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from airflow_kafka_backup.dag_factories import backup_params
+
+    params = backup_params(topics=["t"], bucket="b")
+    ParamsDict(params).validate()  # the defaults are valid
+    for name, bad in [("flush_size", 0), ("compression", "lz4"), ("offset_pad_width", 99), ("retention_days", 0),
+                      ("acl", "everyone"), ("part_size", 1024), ("topics", [""]), ("flush_size", "ten")]:
+        with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError, whatever its module
+            copy.deepcopy(params[name]).resolve(bad)
