@@ -55,11 +55,15 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# A SASL/PLAIN listener, so tests can show that SASL passwords never leak.
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+  required user_{sasl_user}="{sasl_password}";
 log.dirs={log_dir}
 num.partitions=1
 # One node: internal topics and transactions must work with a single replica.
@@ -80,11 +84,20 @@ auto.create.topics.enable=false
 """
 
 
+SASL_USER = "alice"
+SASL_PASSWORD = "alice-s3cret-" + uuid.uuid4().hex  # new per process: a leak check can search for it
+
+
 @dataclass
 class KafkaBroker:
-    """A broker process we started; ``stop()`` kills it and removes its data."""
+    """A broker process we started; ``stop()`` kills it and removes its data.
+
+    ``sasl_bootstrap`` is the SASL/PLAIN listener (user ``SASL_USER``, ``SASL_PASSWORD``);
+    ``None`` for an external broker (``KAFKA_BOOTSTRAP``).
+    """
 
     bootstrap: str
+    sasl_bootstrap: str | None = None
     process: subprocess.Popen | None = None
     workdir: Path | None = None
     log_path: Path | None = None
@@ -147,11 +160,12 @@ def start_broker(timeout: float = 90.0) -> KafkaBroker:
         return KafkaBroker(bootstrap=os.environ["KAFKA_BOOTSTRAP"])
     libs = fetch_kafka_jars()
     workdir = Path(tempfile.mkdtemp(prefix="akb-kafka-"))
-    port, controller_port = free_port(), free_port()
+    port, controller_port, sasl_port = free_port(), free_port(), free_port()
     config = workdir / "server.properties"
-    config.write_text(
-        SERVER_PROPERTIES.format(port=port, controller_port=controller_port, log_dir=workdir / "data")
-    )
+    config.write_text(SERVER_PROPERTIES.format(
+        port=port, controller_port=controller_port, sasl_port=sasl_port, log_dir=workdir / "data",
+        sasl_user=SASL_USER, sasl_password=SASL_PASSWORD,
+    ))
     log4j = workdir / "log4j2.properties"
     log4j.write_text(
         "rootLogger.level=WARN\nrootLogger.appenderRef.out.ref=OUT\n"
@@ -174,7 +188,8 @@ def start_broker(timeout: float = 90.0) -> KafkaBroker:
             start_new_session=True,
         )
     broker = KafkaBroker(
-        bootstrap=f"127.0.0.1:{port}", process=process, workdir=workdir, log_path=log_path
+        bootstrap=f"127.0.0.1:{port}", sasl_bootstrap=f"127.0.0.1:{sasl_port}", process=process,
+        workdir=workdir, log_path=log_path,
     )
     try:
         _wait_for_port(port, process, log_path, timeout)

@@ -49,7 +49,8 @@ def airflow_stack(kafka_broker, s3_server):
     env = {**_AIRFLOW_ENV, **connection_env(kafka_broker.bootstrap, s3_server.endpoint_url)}
     os.environ.update(env)
     migrate(env)
-    return {"env": env, "bootstrap": kafka_broker.bootstrap, "endpoint_url": s3_server.endpoint_url}
+    return {"env": env, "bootstrap": kafka_broker.bootstrap, "endpoint_url": s3_server.endpoint_url,
+            "sasl_bootstrap": kafka_broker.sasl_bootstrap}
 
 
 @pytest.fixture

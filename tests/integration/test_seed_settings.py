@@ -261,3 +261,31 @@ def test_expect_continue_and_path_style_addressing_seen_by_the_proxy(corpus, buc
     assert all((r.headers.get("expect") == "100-continue") is expect_continue for r in uploads)
     # Path-style: the bucket is the first path segment, never a host name.
     assert all(urlsplit(r.url).path.startswith(f"/{bucket}") for r in proxy.requests)
+
+
+def test_sasl_password_never_reaches_logs_xcom_templates_or_s3(corpus, bucket, s3, airflow_stack, monkeypatch,
+                                                                capfd, caplog):
+    from devstack.kafka_broker import SASL_PASSWORD, SASL_USER
+
+    if not airflow_stack["sasl_bootstrap"]:
+        pytest.skip("KAFKA_BOOTSTRAP points at an external broker without the test SASL listener")
+    caplog.set_level("INFO")
+    extra = {"bootstrap.servers": airflow_stack["sasl_bootstrap"], "security.protocol": "SASL_PLAINTEXT",
+             "sasl.mechanism": "PLAIN", "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD,
+             "group.id": "airflow-kafka-backup"}
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_SASL", json.dumps({"conn_type": "kafka", "extra": extra}))
+    topic = corpus["tricky"][1]
+    assert run_dag("kafka_backup", _conf([topic], bucket, kafka_conn_id="kafka_sasl")).state == "success"
+    target = f"{topic}-sasl-{uuid.uuid4().hex[:4]}"
+    conf = {"topics": [topic], "bucket": bucket, "prefix": "seed", "topic_mapping": {topic: target},
+            "topic_configs": {"retention.ms": "-1"}, "kafka_conn_id": "kafka_sasl"}
+    assert run_dag("kafka_restore", conf).state == "success"
+    assert len(read_kafka(corpus["bootstrap"], [target])[(target, 0)]) > 0
+
+    output = "".join(capfd.readouterr()) + caplog.text
+    assert "Committed seed/_manifests/" in output
+    everything_in_s3 = "".join(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode(errors="replace")
+                               for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    for place, text in [("logs", output), ("XCom and rendered templates", _everything_airflow_stored(
+            airflow_stack["env"])), ("S3 objects", everything_in_s3)]:
+        assert SASL_PASSWORD not in text, f"the SASL password leaked into {place}"
