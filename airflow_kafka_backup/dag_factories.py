@@ -94,6 +94,14 @@ def backup_params(
         "consumer_groups": Param(consumer_groups, type=["null", "string", "array"],
                                  description="Consumer groups whose offsets to record: '*' (all), a list of ids, "
                                              "or 're:<pattern>'; null for none."),
+        "ranges": Param({}, type="object",
+                        description='Manual/backfill run: re-back-up offsets still in Kafka, end exclusive: '
+                                    '{"orders": {"0": [100, 200]}}.'),
+        "from_timestamp": Param(None, type=["null", "string", "integer"],
+                                description="Manual/backfill run: re-back-up records from this time "
+                                            "(ISO-8601 or epoch ms)."),
+        "until_timestamp": Param(None, type=["null", "string", "integer"],
+                                 description="Manual/backfill run: ... until this time (exclusive)."),
         "force_unlock": Param(False, type="boolean",
                               description="Take over the writer lock of a run that died without committing."),
         "retention_days": Param(retention_days, type=["null", "integer"], minimum=1,
@@ -182,6 +190,9 @@ def backup_dag(
             timezone="{{ params.timezone }}",
             force_unlock="{{ params.force_unlock }}",
             consumer_groups="{{ params.consumer_groups }}",
+            ranges="{{ params.ranges }}",
+            from_timestamp="{{ params.from_timestamp }}",
+            until_timestamp="{{ params.until_timestamp }}",
             **s3,
         )
         retention >> plan

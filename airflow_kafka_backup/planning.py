@@ -40,11 +40,13 @@ def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
     return {t: len(metadata[t].partitions) for t in topics}
 
 
-def snapshot_offsets(admin, tps: Sequence[TP], isolation_level: str) -> dict[TP, OffsetBounds]:
+def isolation_level(name: str) -> IsolationLevel:
+    return IsolationLevel.READ_COMMITTED if name == "read_committed" else IsolationLevel.READ_UNCOMMITTED
+
+
+def snapshot_offsets(admin, tps: Sequence[TP], isolation_level_name: str) -> dict[TP, OffsetBounds]:
     """Log start offset and end offset of every partition, from the partition leaders."""
-    isolation = (
-        IsolationLevel.READ_COMMITTED if isolation_level == "read_committed" else IsolationLevel.READ_UNCOMMITTED
-    )
+    isolation = isolation_level(isolation_level_name)
 
     def query(spec) -> dict[TP, int]:
         futures = admin.list_offsets(

@@ -144,10 +144,14 @@ def read_kafka(bootstrap: str, topics: list[str], isolation: str = "read_committ
 def read_backup(store: S3ObjectStore, prefix: str) -> dict[TP, list[Record]]:
     """Every record the committed manifests name, decoded from S3 after checking each sha256."""
     out: dict[TP, list[Record]] = defaultdict(list)
+    seen: set[str] = set()  # manual runs name segments the scheduled runs committed too
     for manifest in load_manifests(store, prefix):
         fmt = get_format(manifest.settings.segment_format)
         codec = get_compression(manifest.settings.compression)
         for seg in manifest.segments:
+            if seg.key in seen:
+                continue
+            seen.add(seg.key)
             hashing = HashingReader(store.open_stream(seg.key))
             records = list(fmt.decode(hashing, codec))
             assert hashing.sha256.hexdigest() == seg.sha256, seg.key

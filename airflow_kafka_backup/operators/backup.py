@@ -14,10 +14,11 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context, TriggerRule, Variable
+from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
-from airflow_kafka_backup.errors import IntegrityError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.key_layout import manifest_key
 from airflow_kafka_backup.manifest import (
@@ -32,8 +33,16 @@ from airflow_kafka_backup.manifest import (
     read_manifest,
     write_manifest,
 )
+from airflow_kafka_backup.manual_ranges import offsets_for_times, parse_manual_ranges, resolve_manual_ranges
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, is_template
-from airflow_kafka_backup.planning import group_work_units, partitions_of, plan_ranges, snapshot_offsets
+from airflow_kafka_backup.planning import (
+    group_work_units,
+    isolation_level,
+    partitions_of,
+    plan_ranges,
+    snapshot_offsets,
+)
+from airflow_kafka_backup.restore_planning import parse_timestamp
 from airflow_kafka_backup.retention import ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
     validate_retention_days,
@@ -95,6 +104,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
+        "ranges", "from_timestamp", "until_timestamp",
     )
 
     def __init__(
@@ -115,10 +125,16 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         force_unlock: bool | str = False,
         lock_lease_s: float = DEFAULT_LEASE_S,
         consumer_groups: str | list[str] | None = "*",
+        ranges: dict | str | None = None,
+        from_timestamp: str | int | None = None,
+        until_timestamp: str | int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.consumer_groups = consumer_groups
+        self.ranges = ranges
+        self.from_timestamp = from_timestamp
+        self.until_timestamp = until_timestamp
         self.force_unlock = force_unlock
         self.lock_lease_s = lock_lease_s
         self.rotate_interval_ms = rotate_interval_ms
@@ -143,9 +159,18 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,
             timezone=self.timezone,
         )
+        requested = parse_manual_ranges(self.ranges)
+        window = (parse_timestamp("from_timestamp", self.from_timestamp),
+                  parse_timestamp("until_timestamp", self.until_timestamp))
+        if requested and window != (None, None):
+            raise ConfigurationError("Give either ranges or a from/until timestamp window, not both.")
+        unknown = sorted({t for t, _ in requested} - set(settings.topics))
+        if unknown:
+            raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")
         self.store.check_bucket()
         run_id = context["run_id"]
         committed = read_manifest(self.store, settings.prefix, run_id)
+        cuts: dict[str, list[int]] = {}
         if committed is not None:
             self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
@@ -154,8 +179,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             generation_id = None  # rewriting its own committed bytes: nothing new to lock
         else:
             keys = list_manifest_keys(self.store, settings.prefix)
-            ranges, captured = self._plan_fresh(settings, keys)
-            segment_settings = settings.segments
+            if requested or window != (None, None):
+                ranges, segment_settings, cuts, captured = self._plan_manual(settings, keys, requested, window)
+            else:
+                ranges, captured = self._plan_fresh(settings, keys)
+                segment_settings = settings.segments
             generation_id = generation(keys)
             how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
                           force=str(self.force_unlock).lower() == "true")
@@ -163,7 +191,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                      generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
         units = [
-            {"ranges": unit, "settings": asdict(segment_settings)}
+            {"ranges": unit, "settings": asdict(segment_settings),
+             "cuts": {k: v for k, v in cuts.items() if k in {f"{r['topic']}[{r['partition']}]" for r in unit}}}
             for unit in group_work_units(ranges, max_units)
         ]
         plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
@@ -176,6 +205,47 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             ", ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end}" for r in todo[:50]) or "nothing new",
         )
         return units
+
+    def _plan_manual(self, settings: BackupSettings, manifest_keys: list[str], requested: dict,
+                     window: tuple[int | None, int | None]) -> tuple[list[PartitionRange], SegmentSettings,
+                                                                       dict[str, list[int]], dict]:
+        """A manual or backfill run: explicit ranges or a time window, rebuilt on the committed segments'
+        boundaries and settings (see :mod:`airflow_kafka_backup.manual_ranges`)."""
+        admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+        partitions = partitions_of(admin, settings.topics)
+        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        bounds = snapshot_offsets(admin, tps, settings.isolation_level)
+        if not requested:
+            since, until = window
+            isolation = isolation_level(settings.isolation_level)
+            starts = offsets_for_times(admin, tps, since, isolation) if since is not None else {}
+            ends = offsets_for_times(admin, tps, until, isolation) if until is not None else {}
+            requested = {}
+            for tp in tps:
+                start = starts.get(tp, bounds[tp].log_start) if since is not None else bounds[tp].log_start
+                end = ends.get(tp) if until is not None else bounds[tp].end
+                start = bounds[tp].end if start is None else start
+                end = bounds[tp].end if end is None else end
+                if start < end:
+                    requested[tp] = (start, end)
+        cached = Variable.get(checkpoint_variable_key(settings.bucket, settings.prefix), default=None,
+                              deserialize_json=True)
+        checkpoints, _ = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
+        manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
+        for m in manifests:
+            self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
+        manual = resolve_manual_ranges(requested, bounds, checkpoints, manifests, settings.allow_data_loss)
+        kinds = {m.settings for m in manual if m.settings is not None}
+        if len(kinds) > 1:
+            raise ConfigurationError(
+                "The requested offsets span backups written with different segment settings; "
+                "split the request so each part lies within runs of one setting."
+            )
+        segment_settings = kinds.pop() if kinds else settings.segments
+        cuts = {f"{m.range.topic}[{m.range.partition}]": list(m.cuts) for m in manual if m.cuts}
+        log.info("Manual run: %d ranges below the checkpoints, rebuilt on committed segment boundaries.", len(manual))
+        captured = {"topics": [md.to_dict() for md in describe_topics(admin, settings.topics)], "consumer_groups": {}}
+        return [m.range for m in manual], segment_settings, cuts, captured
 
     def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> tuple[list[PartitionRange], dict]:
         """Ranges from the checkpoints to the end offsets, and the topic metadata and group offsets
@@ -227,13 +297,34 @@ class KafkaBackupOperator(S3BackupBaseOperator):
                 committed_keys = {s.key for m in load_manifests(self.store, prefix) for s in m.segments}
             return key in committed_keys
 
+        segments: list[SegmentInfo] = []
         try:
-            result = back_up_ranges(consumer, self.store, prefix, ranges, settings, is_committed)
+            for ranges_of_pass in split_at_cuts(ranges, self.work_unit.get("cuts", {})):
+                result = back_up_ranges(consumer, self.store, prefix, ranges_of_pass, settings, is_committed)
+                segments += result.segments
+                for partition, count in result.per_partition.items():
+                    log.info("%s: %d records", partition, count)
+                # A finished partition stays paused; a later assign() of it would never fetch.
+                consumer.resume([TopicPartition(r.topic, r.partition) for r in ranges_of_pass])
+                consumer.unassign()
         finally:
             consumer.close()
-        for partition, count in result.per_partition.items():
-            log.info("%s: %d records", partition, count)
-        return [asdict(s) for s in result.segments]
+        return [asdict(s) for s in segments]
+
+
+def split_at_cuts(ranges: list[PartitionRange], cuts: dict[str, list[int]]) -> list[list[PartitionRange]]:
+    """Passes of at most one range per partition, cut where a manual run must start a new segment.
+
+    Scheduled runs have no cuts: one pass with the ranges as they are. A manual run rebuilds
+    each committed segment in a pass of its own, so each comes out whole, with its own key.
+    """
+    pieces: dict[tuple[str, int], list[PartitionRange]] = {}
+    for r in ranges:
+        bounds = [r.start, *sorted(c for c in cuts.get(f"{r.topic}[{r.partition}]", []) if r.start < c < r.end),
+                  r.end]
+        pieces[r.tp] = [PartitionRange(r.topic, r.partition, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    passes = max((len(p) for p in pieces.values()), default=0)
+    return [[p[i] for p in pieces.values() if i < len(p)] for i in range(passes)]
 
 
 class KafkaBackupCommitOperator(S3BackupBaseOperator):

@@ -41,3 +41,34 @@ def test_work_units_respect_the_limit_balance_and_are_deterministic():
 
 def test_empty_ranges_make_no_work_units():
     assert group_work_units(plan_ranges({("t", 0): OffsetBounds(4, 4)}, {}, False), 8) == []
+
+
+def test_manual_ranges_clamp_to_the_checkpoint_and_snap_to_committed_segments():
+    from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
+    from airflow_kafka_backup.manual_ranges import parse_manual_ranges, resolve_manual_ranges
+
+    settings = SegmentSettings("jsonl", "gzip", 100, 10)
+    segs = [SegmentInfo(f"k{first}", "t", 0, first, first + 99, 100, 0, 0, 1, "x") for first in (0, 100, 200)]
+    manifest = RunManifest("r", settings, [PartitionRange("t", 0, 0, 300)], segs)
+    requested = parse_manual_ranges({"t": {"0": [150, 1000]}, "u": {"0": [0, 5]}})
+    bounds = {("t", 0): OffsetBounds(0, 400), ("u", 0): OffsetBounds(0, 9)}
+    (only,) = resolve_manual_ranges(requested, bounds, {("t", 0): 300}, [manifest], False)
+    assert (only.range.start, only.range.end, only.cuts, only.settings) == (100, 300, (200,), settings)
+
+
+def test_manual_range_below_the_log_start_is_data_loss():
+    from airflow_kafka_backup.manual_ranges import resolve_manual_ranges
+
+    with pytest.raises(DataLossError, match=r"t\[0\] offsets 0\.\.9"):
+        resolve_manual_ranges({("t", 0): (0, 50)}, {("t", 0): OffsetBounds(10, 60)}, {("t", 0): 60}, [], False)
+
+
+def test_split_at_cuts_makes_one_pass_per_segment():
+    from airflow_kafka_backup.manifest import PartitionRange
+    from airflow_kafka_backup.operators.backup import split_at_cuts
+
+    ranges = [PartitionRange("t", 0, 100, 400), PartitionRange("t", 1, 0, 50)]
+    passes = split_at_cuts(ranges, {"t[0]": [200, 300, 999]})
+    assert [[(r.partition, r.start, r.end) for r in p] for p in passes] == [
+        [(0, 100, 200), (1, 0, 50)], [(0, 200, 300)], [(0, 300, 400)]]
+    assert split_at_cuts(ranges, {}) == [ranges]
