@@ -65,6 +65,9 @@ class TopicPartitionWriter:
         self._extension = self._format.file_extension(self._compression)
         self._rotation = TimeRotation(settings.rotate_interval_ms, settings.rotate_schedule_interval_ms,
                                       settings.timezone)
+        # Looked up once: _append runs for every record.
+        self._rotates_on_time = self._rotation.enabled
+        self._flush_size = settings.flush_size
         self._on_segment = on_segment
         self._spool_dir = spool_dir
         self.state = WriterState.IDLE
@@ -77,6 +80,7 @@ class TopicPartitionWriter:
         self._path = ""
         self._hashing: HashingWriter | None = None
         self._encoder: SegmentEncoder | None = None
+        self._write_fields: Callable[..., None] | None = None  # the open encoder's write_fields
         self._first_offset = -1
         self._last_offset = -1
         self._count = 0
@@ -95,13 +99,12 @@ class TopicPartitionWriter:
 
     def _append(self, offset: int, ts: int, ts_type: int, key: bytes | None, value: bytes | None,
                 headers: list | None) -> None:
-        if self.state is WriterState.WRITING and self._rotation.enabled and self._rotation.cuts_before(
-                self._min_ts, self._max_ts, self._window, ts):
-            self._close()
         if self.state is WriterState.IDLE:
-            self._open(offset)
-            self._window = self._rotation.window(ts)
-        self._encoder.write_fields(self.partition, offset, ts, ts_type, key, value, headers)
+            self._open(offset, ts)
+        elif self._rotates_on_time and self._rotation.cuts_before(self._min_ts, self._max_ts, self._window, ts):
+            self._close()
+            self._open(offset, ts)
+        self._write_fields(self.partition, offset, ts, ts_type, key, value, headers)
         self._last_offset = offset
         if self._count == 0:
             self._min_ts = self._max_ts = ts
@@ -112,7 +115,7 @@ class TopicPartitionWriter:
         self._count += 1
         self.records_written += 1
         self.payload_bytes += (len(key) if key else 0) + (len(value) if value else 0)
-        if self._count >= self.settings.flush_size:
+        if self._count >= self._flush_size:
             self._close()
 
     def finish(self) -> None:
@@ -128,12 +131,14 @@ class TopicPartitionWriter:
         self._reset_segment()
         self.state = WriterState.IDLE
 
-    def _open(self, first_offset: int) -> None:
+    def _open(self, first_offset: int, first_timestamp: int) -> None:
         fd, self._path = tempfile.mkstemp(prefix=f"{self.topic}+{self.partition}+", dir=self._spool_dir)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hashing = HashingWriter(self._file)
         self._encoder = self._format.encoder(self._hashing, self._compression)
+        self._write_fields = self._encoder.write_fields
         self._first_offset = first_offset
+        self._window = self._rotation.window(first_timestamp)
         self.state = WriterState.WRITING
 
     def _close(self) -> None:

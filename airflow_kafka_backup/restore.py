@@ -16,6 +16,11 @@ pattern with S3 as the source:
 
 A retry reads that committed offset and skips every segment below it, so a restore
 killed at any point and retried produces each record exactly once.
+
+While segment k is produced, segment k+1 is downloaded and verified on one background
+thread (:class:`_Prefetcher`), so at most one spool file waits beside the one being
+produced. Step 1 still completes before step 2 for every segment: a segment's records
+are produced only after its own download has been verified.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from confluent_kafka import TopicPartition
@@ -32,10 +40,9 @@ from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
 from airflow_kafka_backup.key_layout import safe_run_id
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, chunk_key
-from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun, chunk_key
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
-from airflow_kafka_backup.segment_codec import HashingWriter, get_format
+from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ PRODUCER_OVERRIDES: dict[str, object] = {
 }
 KAFKA_TIMEOUT_S = 60.0
 _COPY_CHUNK = 1 << 20
+# Serve delivery reports this often while producing, so they do not pile up until flush().
+_POLL_EVERY = 1000
 
 
 def transactional_id(restore_id: str, target_topic: str, partition: int) -> str:
@@ -76,14 +85,25 @@ class PartitionRestoreResult:
         return asdict(self)
 
 
-def download_verified(store: S3ObjectStore, seg: PlannedSegment, spool_dir: str | None = None) -> str:
-    """Stream a segment to a local file; fails naming the object unless size and sha256 match."""
+class _Cancelled(Exception):
+    """A prefetch that is no longer wanted (the restore failed or ended) stopped early."""
+
+
+def download_verified(store: S3ObjectStore, seg: PlannedSegment, spool_dir: str | None = None,
+                      cancelled: threading.Event | None = None) -> str:
+    """Stream a segment to a local file; fails naming the object unless size and sha256 match.
+
+    ``cancelled`` lets a background prefetch stop between chunks instead of finishing a
+    download nobody will read.
+    """
     fd, path = tempfile.mkstemp(prefix="restore-", dir=spool_dir)
     try:
         with os.fdopen(fd, "wb") as out:
             hashing = HashingWriter(out)
             body = store.open_stream(seg.key)
             while chunk := body.read(_COPY_CHUNK):
+                if cancelled is not None and cancelled.is_set():
+                    raise _Cancelled(seg.key)
                 hashing.write(chunk)
         actual = hashing.sha256.hexdigest()
         if hashing.size != seg.bytes or actual != seg.sha256:
@@ -105,18 +125,52 @@ def committed_progress(group_consumer, target_topic: str, partition: int) -> int
     return tp.offset if tp.offset >= 0 else None
 
 
-class _Deliveries:
-    """Collects delivery reports; within one partition they arrive in produce order."""
+class _Prefetcher:
+    """Iterates ``(segment, verified spool file)`` in order, downloading one segment ahead.
 
-    def __init__(self) -> None:
-        self.offsets: list[int] = []
-        self.errors: list[str] = []
+    Downloads run on a single background thread: while the caller produces segment k,
+    segment k+1 is downloaded and verified. A segment's file is handed out only after
+    its own sha256 and size matched (else its :class:`IntegrityError`, naming the object,
+    is raised in its turn), and at most one more file exists beside the one being
+    produced from. The caller deletes the files it is handed; :meth:`close` stops the
+    download still in flight and deletes its file.
+    """
 
-    def __call__(self, error, message) -> None:
-        if error is not None:
-            self.errors.append(str(error))
-        else:
-            self.offsets.append(message.offset())
+    def __init__(self, store: S3ObjectStore, segments: Sequence[PlannedSegment], spool_dir: str | None) -> None:
+        self._store = store
+        self._segments = segments
+        self._spool_dir = spool_dir
+        self._in_flight: Future[str] | None = None
+        self._cancelled = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-prefetch")
+
+    def __enter__(self) -> _Prefetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _download(self, seg: PlannedSegment) -> Future[str]:
+        return self._executor.submit(download_verified, self._store, seg, self._spool_dir, self._cancelled)
+
+    def __iter__(self) -> Iterator[tuple[PlannedSegment, str]]:
+        for i, seg in enumerate(self._segments):
+            current = self._in_flight if self._in_flight is not None else self._download(seg)
+            # Queued behind ``current`` on the one worker thread, so it downloads while the
+            # caller produces ``seg``.
+            has_next = i + 1 < len(self._segments)
+            self._in_flight = self._download(self._segments[i + 1]) if has_next else None
+            yield seg, current.result()  # re-raises the download's IntegrityError
+
+    def close(self) -> None:
+        self._cancelled.set()
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.cancel():
+            try:
+                os.unlink(in_flight.result())
+            except Exception:  # stopped or failed: download_verified removed its own file
+                pass
+        self._executor.shutdown(wait=True)
 
 
 def restore_partition(
@@ -139,59 +193,74 @@ def restore_partition(
     if resume is not None:
         log.info("%s[%d]: resuming after a previous attempt at source offset %d",
                  unit.target_topic, unit.partition, resume)
-    restored = filtered = done = skipped = 0
+    todo = [seg for seg in unit.segments if resume is None or seg.last_offset >= resume]
+    skipped = len(unit.segments) - len(todo)
+    restored = filtered = done = 0
     last_log = time.monotonic()
-    for seg in unit.segments:
-        if resume is not None and seg.last_offset < resume:
-            skipped += 1
-            continue
-        path = download_verified(store, seg, spool_dir)
-        try:
-            n_restored, n_filtered = _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
-                                                      path)
-        finally:
-            os.unlink(path)
-        restored += n_restored
-        filtered += n_filtered
-        done += 1
-        if time.monotonic() - last_log >= 10:
-            last_log = time.monotonic()
-            log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition, restored,
-                     done + skipped, len(unit.segments))
+    with _Prefetcher(store, todo, spool_dir) as downloads:
+        for seg, path in downloads:
+            try:
+                n_restored, n_filtered = _restore_segment(producer, group_metadata, store, restore_prefix, unit,
+                                                          seg, path)
+            finally:
+                os.unlink(path)
+            restored += n_restored
+            filtered += n_filtered
+            done += 1
+            if time.monotonic() - last_log >= 10:
+                last_log = time.monotonic()
+                log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition,
+                         restored, done + skipped, len(unit.segments))
     return PartitionRestoreResult(unit.source_topic, unit.target_topic, unit.partition, restored, filtered, done,
                                   skipped, resume, time.monotonic() - started)
 
 
 def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg, path) -> tuple[int, int]:
     fmt, codec = get_format(seg.segment_format), get_compression(seg.compression)
-    deliveries = _Deliveries()
-    sources: list[int] = []
+    sources: list[int] = []  # source offsets, in produce order
+    targets: list[int] = []  # target offsets from the delivery reports, in the same order
+    errors: list[str] = []
+
+    def on_delivery(error, message) -> None:
+        # Within one partition, delivery reports arrive in produce order.
+        if error is None:
+            targets.append(message.offset())
+        else:
+            errors.append(str(error))
+
     filtered = 0
-    keep = _filter(unit)
+    keep = _filter(unit, seg)
+    produce, poll = producer.produce, producer.poll
+    topic, partition = unit.target_topic, unit.partition
+    add_source = sources.append
     producer.begin_transaction()
     try:
         with open(path, "rb") as raw:
-            for record in fmt.decode(raw, codec):
-                if not keep(record):
+            for _, offset, timestamp, _, key, value, headers in decode_fields(fmt, raw, codec):
+                if keep is not None and not keep(offset, timestamp):
                     filtered += 1
                     continue
-                _produce(producer, unit, record, deliveries)
-                sources.append(record.offset)
-                if len(sources) % 1000 == 0:
-                    producer.poll(0)
+                # Positional arguments (topic, value, key, partition, callback, on_delivery,
+                # timestamp, headers) spare a keyword dict per record. Timestamp 0 lets the
+                # producer stamp the record, as it would without one; None means no headers.
+                try:
+                    produce(topic, value, key, partition, on_delivery, None, timestamp if timestamp > 0 else 0,
+                            headers or None)
+                except BufferError:
+                    _produce_when_room(producer, topic, value, key, partition, on_delivery, timestamp, headers)
+                add_source(offset)
+                if len(sources) % _POLL_EVERY == 0:
+                    poll(0)
         producer.flush(KAFKA_TIMEOUT_S)
-        if deliveries.errors or len(deliveries.offsets) != len(sources):
+        if errors or len(targets) != len(sources):
             raise KafkaBackupError(
                 f"Producing {seg.key} to {unit.target_topic}[{unit.partition}] failed: "
-                f"{deliveries.errors[:3] or 'missing delivery reports'}"
+                f"{errors[:3] or 'missing delivery reports'}"
             )
-        builder = OffsetMapBuilder()
-        for source, target in zip(sources, deliveries.offsets, strict=True):
-            builder.add(source, target)
         store.put_bytes(
             chunk_key(restore_prefix, unit.target_topic, unit.partition, seg.first_offset),
             OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, seg.key, seg.sha256,
-                           len(sources), filtered, tuple(builder.to_runs())).to_json(),
+                           len(sources), filtered, tuple(_offset_runs(sources, targets))).to_json(),
         )
         producer.send_offsets_to_transaction(
             [TopicPartition(unit.target_topic, unit.partition, seg.last_offset + 1)], group_metadata,
@@ -207,30 +276,55 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
     return len(sources), filtered
 
 
-def _filter(unit: PartitionRestore):
+def _produce_when_room(producer, topic: str, value: bytes | None, key: bytes | None, partition: int,
+                       on_delivery: Callable, timestamp: int, headers: list | None) -> None:
+    """Produce once the producer's queue has room (it raised BufferError): serve reports until it does."""
+    while True:
+        producer.poll(0.05)
+        try:
+            producer.produce(topic, value, key, partition, on_delivery, None, timestamp if timestamp > 0 else 0,
+                             headers or None)
+            return
+        except BufferError:
+            continue
+
+
+def _filter(unit: PartitionRestore, seg: PlannedSegment) -> Callable[[int, int], bool] | None:
+    """``keep(offset, timestamp)`` for the records of ``seg``, or ``None`` when every record is kept.
+
+    ``None`` when the segment lies wholly inside the offset bounds and there is no time
+    window: the manifest's first and last offsets are those of the segment's first and
+    last records, and the segment's bytes were just verified against that manifest.
+    """
     start, end = unit.start_offset, unit.end_offset
     since, until = unit.from_timestamp, unit.until_timestamp
+    if since is None and until is None and seg.first_offset >= start and (end is None or seg.last_offset < end):
+        return None
 
-    def keep(record: Record) -> bool:
-        if record.offset < start or (end is not None and record.offset >= end):
+    def keep(offset: int, timestamp: int) -> bool:
+        if offset < start or (end is not None and offset >= end):
             return False
-        if until is not None and record.timestamp >= until:
+        if until is not None and timestamp >= until:
             return False
-        return since is None or record.timestamp >= since
+        return since is None or timestamp >= since
 
     return keep
 
 
-def _produce(producer, unit: PartitionRestore, record: Record, deliveries: _Deliveries) -> None:
-    kwargs = {"partition": unit.partition, "key": record.key, "value": record.value,
-              "on_delivery": deliveries}
-    if record.headers:
-        kwargs["headers"] = record.headers
-    if record.timestamp > 0:
-        kwargs["timestamp"] = record.timestamp
-    while True:
-        try:
-            producer.produce(unit.target_topic, **kwargs)
-            return
-        except BufferError:
-            producer.poll(0.05)
+def _offset_runs(sources: list[int], targets: list[int]) -> list[OffsetRun]:
+    """The offset map runs of one transaction (as :class:`OffsetMapBuilder` builds them).
+
+    A plain topic restores as one run: both lists are then consecutive integers, which
+    two list comparisons (in C) confirm far faster than adding pair by pair.
+    """
+    if sources and _consecutive(sources) and _consecutive(targets):
+        return [(sources[0], targets[0], len(sources))]
+    builder = OffsetMapBuilder()
+    for source, target in zip(sources, targets, strict=True):
+        builder.add(source, target)
+    return builder.to_runs()
+
+
+def _consecutive(numbers: list[int]) -> bool:
+    """``numbers`` is ``n, n + 1, n + 2, ...`` (non-empty)."""
+    return numbers == list(range(numbers[0], numbers[0] + len(numbers)))

@@ -9,6 +9,12 @@ Lines, one record an object, bytes as base64 so ``zcat seg.jsonl.gz | jq`` reads
 ``null`` is a null key/value/header value; ``""`` is the empty byte string. The
 encoding is deterministic (fixed field order, no whitespace), so the same records
 always give the same bytes. New formats implement :class:`SegmentFormat`.
+
+Speed: base64 is most of the CPU time on both sides, so it goes through ``pybase64``
+(SIMD) when that is installed, else ``binascii``; both give the same bytes. Decoding
+cuts key and value out of the fixed layout the encoder writes instead of running a
+JSON parser over them, and falls back to :func:`json.loads` for any line that does not
+follow that layout exactly (see :func:`_parse_line`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,14 @@ import hashlib
 import io
 import json
 import queue
+import re
+import sys
 import threading
 from base64 import b64decode
-from binascii import b2a_base64
-from collections.abc import Iterator
+from binascii import a2b_base64, b2a_base64
+from collections.abc import Callable, Iterator
+from functools import partial
+from json.encoder import encode_basestring
 from typing import BinaryIO, Protocol
 
 from airflow_kafka_backup.compression import Compression
@@ -28,6 +38,11 @@ from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, TIMESTAMP_TYPES, Record
 
 _READ_CHUNK = 1 << 20
+
+# A decoded record as plain fields, in :class:`Record`'s order (``timestamp_type`` by name):
+# (partition, offset, timestamp, timestamp_type, key, value, headers). Restore reads these
+# instead of Records because building a frozen dataclass per record costs more than decoding it.
+RecordFields = tuple[int, int, int, str, "bytes | None", "bytes | None", "list[tuple[str, bytes | None]]"]
 
 
 class SegmentEncoder(Protocol):
@@ -52,22 +67,70 @@ class SegmentFormat(Protocol):
     def decode(self, raw: BinaryIO, compression: Compression) -> Iterator[Record]: ...
 
 
-def _unb64(text: str | None) -> bytes | None:
-    return None if text is None else b64decode(text, validate=True)
+def _binascii_b64encode(data: bytes) -> bytes:
+    return b2a_base64(data, newline=False)
+
+
+# Strict decoding: any byte outside the base64 alphabet (a JSON escape, whitespace) is an
+# error, never silently dropped. The fast decode path relies on this to detect lines it
+# must hand to the JSON parser instead.
+if sys.version_info >= (3, 11):
+    _binascii_b64decode: Callable[[bytes | str], bytes] = partial(a2b_base64, strict_mode=True)
+else:  # no strict_mode before 3.11; b64decode checks the alphabet with a regex first
+    _binascii_b64decode = partial(b64decode, validate=True)
+
+try:
+    import pybase64
+except ImportError:  # optional: same bytes through binascii, only slower
+    pybase64 = None
+
+if pybase64 is not None:
+    _b64encode: Callable[[bytes], bytes] = pybase64.b64encode
+    # As strict as binascii's strict mode on every encoding our encoder can write (it
+    # rejects a few odd paddings, such as data after "==", that binascii lets through).
+    _b64decode: Callable[[bytes | str], bytes] = partial(pybase64.b64decode, validate=True)
+else:
+    _b64encode = _binascii_b64encode
+    _b64decode = _binascii_b64decode
+
+
+def _unb64(text: str | bytes | None) -> bytes | None:
+    return None if text is None else _b64decode(text)
 
 
 def _b64_header(value: bytes | None) -> str | None:
-    return None if value is None else b2a_base64(value, newline=False).decode("ascii")
+    return None if value is None else _b64encode(value).decode("ascii")
+
+
+def _headers_json(headers: list) -> bytes:
+    """A non-empty header list as JSON, byte for byte what the encoder has always written.
+
+    That is ``json.dumps([[name, base64 or None], ...], separators=(",", ":"),
+    ensure_ascii=False)``, built here from ``encode_basestring`` (the very function
+    json.dumps quotes strings with when ``ensure_ascii=False``) at under half the cost.
+    A name that is not a ``str`` (never the case for a Kafka header) goes through
+    json.dumps itself, so even that is written as before.
+    """
+    items = []
+    for name, value in headers:
+        if type(name) is not str:
+            return json.dumps([[name, _b64_header(v)] for name, v in headers],
+                              separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        encoded = "null" if value is None else '"' + _b64encode(value).decode("ascii") + '"'
+        items.append("[" + encode_basestring(name) + "," + encoded + "]")
+    return ("[" + ",".join(items) + "]").encode("utf-8")
 
 
 _TIMESTAMP_TYPES = tuple(name.encode() for name in TIMESTAMP_TYPES)
 _HEAD = b'{"partition":%d,"offset":%d,"timestamp":%d,"timestamp_type":"%s",'
-# One template per (key is null, value is null): the hot path formats a line in one step.
-_TAIL = {
-    (False, False): b'"key":"%s","value":"%s","headers":%s}\n',
-    (True, False): b'"key":%snull,"value":"%s","headers":%s}\n',
-    (False, True): b'"key":"%s","value":null%s,"headers":%s}\n',
-    (True, True): b'"key":%snull,"value":null%s,"headers":%s}\n',
+# One template per (key is null, value is null), so the hot path formats a whole line in
+# one step. A null field still takes its (empty) argument, so every template takes the
+# same seven.
+_LINE = {
+    (False, False): _HEAD + b'"key":"%s","value":"%s","headers":%s}\n',
+    (True, False): _HEAD + b'"key":%snull,"value":"%s","headers":%s}\n',
+    (False, True): _HEAD + b'"key":"%s","value":null%s,"headers":%s}\n',
+    (True, True): _HEAD + b'"key":%snull,"value":null%s,"headers":%s}\n',
 }
 
 
@@ -121,6 +184,7 @@ class JsonLinesEncoder:
         # A fixed-size buffer in front of the codec: bounded memory, few codec calls.
         self._out = io.BufferedWriter(self._offload, buffer_size=256 * 1024)
         self._write = self._out.write
+        self._b64encode = _b64encode
 
     def write(self, record: Record) -> None:
         self.write_fields(record.partition, record.offset, record.timestamp,
@@ -129,15 +193,12 @@ class JsonLinesEncoder:
     def write_fields(self, partition: int, offset: int, timestamp: int, timestamp_type: int,
                      key: bytes | None, value: bytes | None, headers: list | None) -> None:
         """The hot path: fields straight from a Kafka message, no intermediate objects."""
-        if headers:
-            encoded = json.dumps([[name, _b64_header(v)] for name, v in headers],
-                                 separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        else:
-            encoded = b"[]"
-        self._write(_HEAD % (partition, offset, timestamp, _TIMESTAMP_TYPES[timestamp_type]))
-        self._write(_TAIL[key is None, value is None] % (
-            b"" if key is None else b2a_base64(key, newline=False),
-            b"" if value is None else b2a_base64(value, newline=False),
+        encoded = _headers_json(headers) if headers else b"[]"
+        b64encode = self._b64encode
+        self._write(_LINE[key is None, value is None] % (
+            partition, offset, timestamp, _TIMESTAMP_TYPES[timestamp_type],
+            b"" if key is None else b64encode(key),
+            b"" if value is None else b64encode(value),
             encoded,
         ))
 
@@ -157,18 +218,110 @@ class JsonLinesFormat:
         return JsonLinesEncoder(raw, compression)
 
     def decode(self, raw: BinaryIO, compression: Compression) -> Iterator[Record]:
+        for fields in self.decode_fields(raw, compression):
+            yield Record(*fields)
+
+    def decode_fields(self, raw: BinaryIO, compression: Compression) -> Iterator[RecordFields]:
+        """Like :meth:`decode`, as plain tuples (the restore hot path)."""
         stream = io.BufferedReader(compression.reader(raw), buffer_size=_READ_CHUNK)
         for line in stream:
-            obj = json.loads(line)
-            yield Record(
-                partition=obj["partition"],
-                offset=obj["offset"],
-                timestamp=obj["timestamp"],
-                timestamp_type=obj["timestamp_type"],
-                key=_unb64(obj["key"]),
-                value=_unb64(obj["value"]),
-                headers=[(name, _unb64(value)) for name, value in obj["headers"]],
-            )
+            fields = _parse_line(line)
+            yield fields if fields is not None else _parse_line_as_json(line)
+
+
+# What the encoder writes before the key, with the JSON number grammar (no leading zeros,
+# no fraction or exponent) so that int() reads exactly what json.loads would.
+_INT = rb"(-?(?:0|[1-9][0-9]*))"
+_FAST_HEAD = re.compile(
+    rb'\{"partition":' + _INT + rb',"offset":' + _INT + rb',"timestamp":' + _INT
+    + rb',"timestamp_type":"(' + b"|".join(_TIMESTAMP_TYPES) + rb')","key":'
+)
+_QUOTE = ord('"')
+
+
+def _parse_line(line: bytes) -> RecordFields | None:
+    """Decode a line laid out exactly as :class:`JsonLinesEncoder` writes it, or return ``None``.
+
+    Equal to :func:`_parse_line_as_json` wherever it returns a result. The head (fixed
+    keys, integers, one of three timestamp type names) is matched by a regex; key and
+    value are cut out between their quotes, which is safe because the base64 alphabet has
+    neither ``"`` nor ``\\``: a JSON string holding an escape shows up as a backslash in
+    the cut, which strict base64 decoding rejects, and the line goes to the JSON parser.
+    Only a non-empty headers array is parsed as JSON, on its own slice. ``None`` means
+    "not our layout" (another writer, hand-edited, damaged); the caller then parses the
+    line as JSON, which decodes it or raises exactly as before this fast path existed.
+    """
+    head = _FAST_HEAD.match(line)
+    if head is None:
+        return None
+    try:
+        pos = head.end()
+        if line[pos] == _QUOTE:
+            end = line.index(b'"', pos + 1)
+            key = _b64decode(line[pos + 1:end])
+            pos = end + 1
+        elif line.startswith(b"null", pos):
+            key = None
+            pos += 4
+        else:
+            return None
+        if not line.startswith(b',"value":', pos):
+            return None
+        pos += 9
+        if line[pos] == _QUOTE:
+            end = line.index(b'"', pos + 1)
+            value = _b64decode(line[pos + 1:end])
+            pos = end + 1
+        elif line.startswith(b"null", pos):
+            value = None
+            pos += 4
+        else:
+            return None
+        if not line.startswith(b',"headers":', pos):
+            return None
+        pos += 11
+        if line.endswith(b"}\n"):
+            headers_json = line[pos:-2]
+        elif line.endswith(b"}"):  # a last line without its newline
+            headers_json = line[pos:-1]
+        else:
+            return None
+        if headers_json == b"[]":
+            headers = []
+        else:
+            # Decoded as json.loads decodes a whole line (UTF-8, surrogatepass) rather than
+            # left to json.loads' own guess at the encoding of a bytes slice.
+            parsed = json.loads(headers_json.decode("utf-8", "surrogatepass"))
+            if not isinstance(parsed, list):
+                return None
+            headers = [(name, _unb64(v)) for name, v in parsed]
+    except (ValueError, IndexError, TypeError):  # bad base64, unbalanced quote, odd headers
+        return None
+    partition, offset, timestamp, timestamp_type = head.groups()
+    return int(partition), int(offset), int(timestamp), timestamp_type.decode("ascii"), key, value, headers
+
+
+def _parse_line_as_json(line: bytes) -> RecordFields:
+    """The reference decoding of one line: any JSON object with the seven fields."""
+    obj = json.loads(line)
+    return (
+        obj["partition"],
+        obj["offset"],
+        obj["timestamp"],
+        obj["timestamp_type"],
+        _unb64(obj["key"]),
+        _unb64(obj["value"]),
+        [(name, _unb64(value)) for name, value in obj["headers"]],
+    )
+
+
+def decode_fields(fmt: SegmentFormat, raw: BinaryIO, compression: Compression) -> Iterator[RecordFields]:
+    """A segment's records as :data:`RecordFields`, through the format's fast path where it has one."""
+    fast = getattr(fmt, "decode_fields", None)
+    if fast is not None:
+        return fast(raw, compression)
+    return ((r.partition, r.offset, r.timestamp, r.timestamp_type, r.key, r.value, r.headers)
+            for r in fmt.decode(raw, compression))
 
 
 def _formats() -> dict[str, SegmentFormat]:

@@ -1,0 +1,274 @@
+"""Unit tests: the restore loop's fast paths (prefetch, filter skip, offset runs) against fakes.
+
+The fakes stand in for S3 and the Kafka clients; the integration tests run the same code
+against the real broker and S3 endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import re
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.errors import IntegrityError
+from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
+from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.restore import _filter, _offset_runs, _Prefetcher, restore_partition
+from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
+from airflow_kafka_backup.segment_codec import get_format
+
+
+class FakeStore:
+    bucket = "bucket"
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = dict(objects)
+        self.written: dict[str, bytes] = {}
+        self.opened: list[str] = []
+
+    def open_stream(self, key: str):
+        self.opened.append(key)
+        return io.BytesIO(self.objects[key])
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.written[key] = data
+
+
+class FakeMessage:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeProducer:
+    """Mirrors ``confluent_kafka.Producer.produce``'s positional order; offsets start at ``first_offset``."""
+
+    def __init__(self, first_offset: int = 0) -> None:
+        self.next_offset = first_offset
+        self.produced: list[dict] = []
+        self._undelivered: list = []
+        self.transactions: list[str] = []
+
+    def init_transactions(self, timeout=None) -> None:
+        pass
+
+    def begin_transaction(self) -> None:
+        self.transactions.append("begin")
+
+    def produce(self, topic, value=None, key=None, partition=-1, callback=None, on_delivery=None, timestamp=0,
+                headers=None) -> None:
+        self.produced.append({"topic": topic, "value": value, "key": key, "partition": partition,
+                              "timestamp": timestamp, "headers": headers})
+        self._undelivered.append(callback or on_delivery)
+
+    def poll(self, timeout=None) -> int:
+        delivered, self._undelivered = self._undelivered, []
+        for callback in delivered:
+            callback(None, FakeMessage(self.next_offset))
+            self.next_offset += 1
+        return len(delivered)
+
+    def flush(self, timeout=None) -> int:
+        self.poll()
+        return 0
+
+    def send_offsets_to_transaction(self, positions, group_metadata, timeout=None) -> None:
+        self.transactions.append(f"offsets {positions[0].offset}")
+
+    def commit_transaction(self, timeout=None) -> None:
+        self.transactions.append("commit")
+
+    def abort_transaction(self, timeout=None) -> None:
+        self.transactions.append("abort")
+
+
+class FakeGroup:
+    def __init__(self, committed: int | None = None) -> None:
+        self._committed = committed
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def committed(self, partitions, timeout=None):
+        (tp,) = partitions
+        return [TopicPartition(tp.topic, tp.partition, -1001 if self._committed is None else self._committed)]
+
+
+def _segment(records: list[Record], compression: str = "none") -> tuple[PlannedSegment, bytes]:
+    raw = io.BytesIO()
+    encoder = get_format("jsonl").encoder(raw, get_compression(compression))
+    for r in records:
+        encoder.write(r)
+    encoder.close()
+    data = raw.getvalue()
+    key = f"bk/t/partition=0/t+0+{records[0].offset:010d}.jsonl"
+    return PlannedSegment(key, records[0].offset, records[-1].offset, len(records), len(data),
+                          hashlib.sha256(data).hexdigest(), "jsonl", compression), data
+
+
+def _records(offsets, timestamp_base: int = 1000) -> list[Record]:
+    return [Record(0, o, timestamp_base + o, "CreateTime", b"k%d" % o, None if o % 7 == 0 else b"v%d" % o,
+                   [("h", b"%d" % o)] if o % 3 == 0 else []) for o in offsets]
+
+
+@pytest.mark.parametrize("sources,targets", [
+    ([], []),
+    ([5], [9]),
+    (list(range(10, 20)), list(range(100, 110))),
+    ([0, 1, 2, 5, 6, 9], list(range(6))),  # compacted source
+    (list(range(6)), [0, 1, 2, 10, 11, 12]),  # another writer interleaved in the target
+    ([3, 2, 1], [0, 1, 2]),  # not increasing: no single run, however the ends look
+    ([0, 2, 1, 3], [0, 1, 2, 3]),
+])
+def test_offset_runs_equal_the_offset_map_builder(sources, targets):
+    builder = OffsetMapBuilder()
+    for s, t in zip(sources, targets, strict=True):
+        builder.add(s, t)
+    assert _offset_runs(sources, targets) == builder.to_runs()
+
+
+def test_offset_runs_equal_the_builder_on_random_gaps():
+    rng = random.Random(4)
+    for _ in range(200):
+        n = rng.randrange(1, 60)
+        sources = sorted(rng.sample(range(n * 2), n)) if rng.random() < 0.5 else list(range(7, 7 + n))
+        targets = list(range(3, 3 + n)) if rng.random() < 0.5 else sorted(rng.sample(range(n * 2), n))
+        builder = OffsetMapBuilder()
+        for s, t in zip(sources, targets, strict=True):
+            builder.add(s, t)
+        assert _offset_runs(sources, targets) == builder.to_runs()
+
+
+def _old_keep(unit: PartitionRestore, offset: int, timestamp: int) -> bool:
+    """The filter as it was: applied to every record."""
+    if offset < unit.start_offset or (unit.end_offset is not None and offset >= unit.end_offset):
+        return False
+    if unit.until_timestamp is not None and timestamp >= unit.until_timestamp:
+        return False
+    return unit.from_timestamp is None or timestamp >= unit.from_timestamp
+
+
+@pytest.mark.parametrize("bounds", [
+    (0, None, None, None), (10, None, None, None), (0, 20, None, None), (10, 20, None, None),
+    (15, 16, None, None), (0, None, 1012, None), (0, None, None, 1018), (12, 30, 1005, 1025),
+])
+def test_filter_is_skipped_only_when_it_would_keep_every_record(bounds):
+    start, end, since, until = bounds
+    unit = PartitionRestore("t", "t2", 0, [], start, end, since, until)
+    for first, last in [(0, 9), (10, 19), (12, 18), (20, 29), (5, 25)]:
+        seg = PlannedSegment("k", first, last, last - first + 1, 1, "x", "jsonl", "none")
+        keep = _filter(unit, seg)
+        for offset in range(first, last + 1):
+            expected = _old_keep(unit, offset, 1000 + offset)
+            assert (keep is None and expected) or (keep is not None and keep(offset, 1000 + offset) == expected)
+
+
+def _spool_files(path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def test_prefetcher_yields_verified_files_in_order_one_ahead_at_most(tmp_path):
+    segments, objects = [], {}
+    for first in range(0, 50, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    store = FakeStore(objects)
+    with _Prefetcher(store, segments, str(tmp_path)) as downloads:
+        for seg, path in downloads:
+            with open(path, "rb") as f:
+                assert f.read() == objects[seg.key]
+            assert len(_spool_files(tmp_path)) <= 2  # this one and the next
+            os.unlink(path)
+    assert _spool_files(tmp_path) == []
+    assert store.opened == [s.key for s in segments]
+
+
+def test_prefetcher_raises_for_a_damaged_segment_in_its_turn_and_cleans_up(tmp_path):
+    segments, objects = [], {}
+    for first in range(0, 40, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    objects[segments[2].key] = objects[segments[2].key][:-1] + b"x"
+    handed_out = []
+    with pytest.raises(IntegrityError, match=re.escape(f"s3://bucket/{segments[2].key} is corrupted")):
+        with _Prefetcher(FakeStore(objects), segments, str(tmp_path)) as downloads:
+            for seg, path in downloads:
+                handed_out.append(seg.key)
+                os.unlink(path)
+    assert handed_out == [segments[0].key, segments[1].key]  # the ones before it, not it
+    assert _spool_files(tmp_path) == []
+
+
+def test_prefetcher_close_mid_way_removes_the_prefetched_file(tmp_path):
+    segments, objects = [], {}
+    for first in range(0, 30, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    with pytest.raises(RuntimeError, match="producing failed"):
+        with _Prefetcher(FakeStore(objects), segments, str(tmp_path)) as downloads:
+            for _seg, path in downloads:
+                os.unlink(path)
+                raise RuntimeError("producing failed")
+    assert _spool_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compression):
+    offsets = [o for o in range(0, 60) if o % 11 != 5]  # a compacted source
+    chunks = [offsets[i:i + 20] for i in range(0, len(offsets), 20)]
+    segments, objects = [], {}
+    for chunk in chunks:
+        seg, data = _segment(_records(chunk), compression)
+        segments.append(seg)
+        objects[seg.key] = data
+    store = FakeStore(objects)
+    producer = FakeProducer(first_offset=1000)
+    unit = PartitionRestore("t", "t2", 0, segments)
+    result = restore_partition(producer, FakeGroup(), store, "bk/_restores/r", unit, spool_dir=str(tmp_path))
+
+    assert result.records_restored == len(offsets) and result.records_filtered == 0
+    assert result.segments_restored == len(segments)
+    expected = _records(offsets)
+    assert [(p["key"], p["value"], p["headers"] or [], p["timestamp"]) for p in producer.produced] == [
+        (r.key, r.value, r.headers, r.timestamp) for r in expected]
+    assert {p["topic"] for p in producer.produced} == {"t2"} and {p["partition"] for p in producer.produced} == {0}
+    assert all(p["headers"] is None or p["headers"] for p in producer.produced)  # never an empty list
+    assert producer.transactions == [
+        step for seg in segments for step in ("begin", f"offsets {seg.last_offset + 1}", "commit")]
+    maps = [OffsetMapChunk.from_json(data) for _, data in sorted(store.written.items())]
+    target = iter(range(1000, 2000))
+    for chunk, offset_map in zip(chunks, maps, strict=True):  # one map chunk per transaction
+        builder = OffsetMapBuilder()
+        for o in chunk:
+            builder.add(o, next(target))
+        assert offset_map.runs == tuple(builder.to_runs())
+        assert offset_map.records_restored == len(chunk)
+    assert _spool_files(tmp_path) == []
+
+
+def test_restore_partition_filters_and_resumes(tmp_path):
+    segments, objects = [], {}
+    for first in range(0, 40, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    store = FakeStore(objects)
+    producer = FakeProducer()
+    unit = PartitionRestore("t", "t2", 0, segments, start_offset=5, end_offset=35, until_timestamp=1033)
+    result = restore_partition(producer, FakeGroup(committed=10), store, "r", unit, spool_dir=str(tmp_path))
+    assert result.resumed_from == 10 and result.segments_skipped_as_done == 1
+    assert store.opened == [s.key for s in segments[1:]]  # the finished segment is not even downloaded
+    kept = [r.key for r in _records(range(10, 40)) if r.offset < 33]
+    assert [p["key"] for p in producer.produced] == kept
+    assert result.records_restored == len(kept) and result.records_filtered == 30 - len(kept)
