@@ -185,10 +185,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 ranges, captured = self._plan_fresh(settings, keys)
                 segment_settings = settings.segments
             generation_id = generation(keys)
-            how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
-                          force=str(self.force_unlock).lower() == "true")
-            log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
-                     generation_id, how)
+            if any(not r.is_empty or r.lost_start is not None for r in ranges):  # nothing to write: no lock
+                how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
+                              force=str(self.force_unlock).lower() == "true")
+                log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
+                         generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
         units = [
             {"ranges": unit, "settings": asdict(segment_settings),
