@@ -114,3 +114,24 @@ def test_a_group_with_active_members_is_refused(corpus, bucket):
 
 def _topic_exists(admin: AdminClient, topic: str) -> bool:
     return topic in admin.list_topics(timeout=10).topics
+
+
+def test_configs_the_broker_refuses_are_named_before_anything_is_created(corpus, bucket):
+    from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+    topic = corpus["tricky"][0]
+    assert run_dag("kafka_backup", {"topics": [topic], "bucket": bucket, "prefix": "cfg"}).state == "success"
+    target = f"{topic}-badcfg-{uuid.uuid4().hex[:4]}"
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=[topic], bucket=bucket, prefix="cfg",
+                                    topic_mapping={topic: target},
+                                    topic_configs={"cleanup.policy": "shred", "retention.ms": "-1"})
+    with pytest.raises(ConfigurationError, match=f"refuses these topic configs: {target}: cleanup.policy"):
+        plan.execute({"run_id": "manual__badcfg", "ti": _NoXCom()})
+    assert not _topic_exists(AdminClient({"bootstrap.servers": corpus["bootstrap"]}), target)
+
+
+class _NoXCom:
+    """The plan pushes its group selection to XCom; outside a task there is nowhere to push it."""
+
+    def xcom_push(self, key, value) -> None:
+        pass
