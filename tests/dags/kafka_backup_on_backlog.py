@@ -7,3 +7,5 @@ deferred = backup_dag("kafka_backup_on_backlog", wait_for_backlog={
 poking = backup_dag("kafka_backup_on_backlog_poke", wait_for_backlog={
     "min_records": 50, "mode": "poke", "poke_interval": 1, "timeout": 300})
 verified = backup_dag("kafka_backup_verified", verify=True)
+rescheduling = backup_dag("kafka_backup_on_backlog_reschedule", wait_for_backlog={
+    "min_records": 50, "mode": "reschedule", "poke_interval": 1, "timeout": 300})

@@ -23,7 +23,8 @@ def _asset_events(env: dict) -> list[tuple[str, dict]]:
     return [(uri, json.loads(extra) if isinstance(extra, str) else extra) for uri, extra in rows]
 
 
-@pytest.mark.parametrize("dag_id", ["kafka_backup_on_backlog", "kafka_backup_on_backlog_poke"])
+@pytest.mark.parametrize("dag_id", ["kafka_backup_on_backlog", "kafka_backup_on_backlog_poke",
+                                    "kafka_backup_on_backlog_reschedule"])
 def test_sensor_waits_for_the_backlog_then_the_backup_emits_an_asset_event(airflow_stack, bucket, dag_id):
     bootstrap = airflow_stack["bootstrap"]
     topic = f"backlog-{uuid.uuid4().hex[:6]}"
