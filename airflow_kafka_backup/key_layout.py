@@ -2,6 +2,9 @@
 
     <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment
     <prefix>/_manifests/run=<run id>.json                                           run manifest
+    <prefix>/_locks/generation=<digest>.json                                        writer lock
+    <prefix>/_restores/<run id>/restore-manifest.json                               restore manifest
+    <prefix>/_restores/<run id>/offset-map/<target>/partition=<p>/<offset>.json     offset-map chunk
 
 Zero-padding (the seed's ``filename.offset.zero.pad.width``) keeps lexicographic order
 equal to offset order for offsets of up to that many digits.
@@ -25,6 +28,11 @@ def segment_key(prefix: str, topic: str, partition: int, first_offset: int, pad_
     return _join(prefix, topic, f"partition={partition}", name)
 
 
+def topic_prefix(prefix: str, topic: str) -> str:
+    """Where a topic's segments live: every partition's folder is below it."""
+    return _join(prefix, topic) + "/"
+
+
 def manifests_prefix(prefix: str) -> str:
     return _join(prefix, MANIFESTS_DIR) + "/"
 
@@ -36,3 +44,23 @@ def safe_run_id(run_id: str) -> str:
 
 def manifest_key(prefix: str, run_id: str) -> str:
     return manifests_prefix(prefix) + f"run={safe_run_id(run_id)}.json"
+
+
+def restore_prefix(prefix: str, restore_id: str) -> str:
+    return _join(prefix, "_restores", safe_run_id(restore_id))
+
+
+def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) -> str:
+    return _join(restore_prefix, "offset-map", target_topic, f"partition={partition}") + "/"
+
+
+def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_source_offset: int) -> str:
+    return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}.json"
+
+
+def restore_manifest_key(restore_prefix: str) -> str:
+    return _join(restore_prefix, "restore-manifest.json")
+
+
+def lock_key(prefix: str, generation_id: str) -> str:
+    return _join(prefix, "_locks", f"generation={generation_id}.json")

@@ -18,8 +18,6 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from airflow_kafka_backup.key_layout import _join
-
 OffsetRun = tuple[int, int, int]  # source_start, target_start, count
 
 
@@ -37,14 +35,6 @@ class OffsetMapBuilder:
 
     def to_runs(self) -> list[OffsetRun]:
         return [tuple(r) for r in self.runs]  # type: ignore[misc]
-
-
-def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) -> str:
-    return _join(restore_prefix, "offset-map", target_topic, f"partition={partition}") + "/"
-
-
-def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_source_offset: int) -> str:
-    return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}.json"
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
-from airflow_kafka_backup.key_layout import safe_run_id
+from airflow_kafka_backup.key_layout import chunk_key, safe_run_id
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun, chunk_key
+from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
 

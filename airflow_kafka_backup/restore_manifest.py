@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from airflow_kafka_backup.errors import IntegrityError
-from airflow_kafka_backup.key_layout import _join
+from airflow_kafka_backup.key_layout import offset_map_prefix, restore_manifest_key
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.offset_map import OffsetMap, OffsetMapChunk, offset_map_prefix
+from airflow_kafka_backup.offset_map import OffsetMap, OffsetMapChunk
 from airflow_kafka_backup.restore_planning import PartitionRestore
 
 
@@ -29,10 +29,6 @@ class PartitionSummary:
     records_filtered: int
     next_source_offset: int | None
     offset_map_prefix: str
-
-
-def restore_manifest_key(restore_prefix: str) -> str:
-    return _join(restore_prefix, "restore-manifest.json")
 
 
 def load_offset_map_chunks(store: S3ObjectStore, restore_prefix: str, target_topic: str,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
-from airflow_kafka_backup.key_layout import _join, safe_run_id
+from airflow_kafka_backup.key_layout import topic_prefix
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.settings import validate_topics
@@ -144,10 +144,6 @@ def _parse_offset_bounds(value: object, topics: Sequence[str]) -> dict[str, dict
     return out
 
 
-def restore_prefix(prefix: str, restore_id: str) -> str:
-    return _join(prefix, "_restores", safe_run_id(restore_id))
-
-
 def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
                  check_manifest: Callable[[RunManifest], None] | None = None) -> RestorePlan:
     """Build the restore plan; raises before anything is written if the backup is unusable.
@@ -244,7 +240,7 @@ def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) ->
 def _existing_keys(store: S3ObjectStore, prefix: str, topics: Sequence[str]) -> set[str]:
     keys: set[str] = set()
     for topic in topics:
-        keys.update(store.list_keys(_join(prefix, topic) + "/"))
+        keys.update(store.list_keys(topic_prefix(prefix, topic)))
     return keys
 
 

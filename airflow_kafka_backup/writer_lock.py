@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.errors import KafkaBackupError
-from airflow_kafka_backup.key_layout import _join
+from airflow_kafka_backup.key_layout import lock_key
 from airflow_kafka_backup.object_store import S3ObjectStore
 
 DEFAULT_LEASE_S = 12 * 3600
@@ -39,10 +39,6 @@ def generation(manifest_keys: Iterable[str]) -> str:
     """Identifies the committed state of a backup: changes with every commit."""
     digest = hashlib.sha256("\n".join(sorted(manifest_keys)).encode()).hexdigest()
     return digest[:20]
-
-
-def lock_key(prefix: str, generation_id: str) -> str:
-    return _join(prefix, "_locks", f"generation={generation_id}.json")
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,10 @@ def phase_restore(
     """Restore the backup under ``prefix`` into ``target`` with the engine, as the operator would (minus Airflow)."""
     from confluent_kafka import Consumer, Producer
 
+    from airflow_kafka_backup.key_layout import restore_prefix
     from airflow_kafka_backup.object_store import S3ObjectStore
     from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
-    from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore, restore_prefix
+    from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 
     restore_id = f"bench-restore-{uuid.uuid4().hex[:8]}"
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)

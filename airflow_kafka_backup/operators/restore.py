@@ -16,12 +16,13 @@ from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.group_offsets import check_groups_inactive, commit_translations, target_groups, translate
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
+from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.planning import balance, snapshot_offsets
 from airflow_kafka_backup.restore import committed_progress, progress_group, restore_partition, transactional_id
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
-from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore, restore_prefix
+from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
 
 log = logging.getLogger(__name__)

@@ -375,9 +375,10 @@ class RestoreHung(AssertionError):
     "2.16 ignores that timeout once its cached group coordinator broker was decommissioned (librdkafka #5456, "
     "#5511), and the restore relies on it; the task neither finishes nor fails"))
 def test_broker_restart_during_restore(restartable_broker, airflow_stack, bucket, s3):
+    from airflow_kafka_backup.key_layout import restore_prefix
     from airflow_kafka_backup.restore import KAFKA_TIMEOUT_S
     from airflow_kafka_backup.restore_manifest import verify_restore
-    from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore, restore_prefix
+    from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 
     broker = restartable_broker
     bootstrap = broker.bootstrap

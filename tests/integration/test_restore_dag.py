@@ -16,10 +16,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore
-from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore, restore_prefix
+from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,10 @@ import uuid
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from airflow_kafka_backup.key_layout import lock_key
 from airflow_kafka_backup.manifest import list_manifest_keys
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.writer_lock import ConcurrentRunError, acquire, generation, lock_key
+from airflow_kafka_backup.writer_lock import ConcurrentRunError, acquire, generation
 from tests.helpers import create_topics, produce_tricky, run_dag
 
 pytestmark = pytest.mark.integration
