@@ -21,3 +21,7 @@ class IntegrityError(KafkaBackupError):
 
 class ConflictError(KafkaBackupError):
     """Writing would replace committed backup bytes with different bytes."""
+
+
+class ProducerStuckError(KafkaBackupError):
+    """A Kafka client call outlived its own timeout; the client is abandoned (see ``restore.bounded_call``)."""

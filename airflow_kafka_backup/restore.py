@@ -17,6 +17,14 @@ pattern with S3 as the source:
 A retry reads that committed offset and skips every segment below it, so a restore
 killed at any point and retried produces each record exactly once.
 
+Every blocking transactional call runs under a watchdog (:func:`bounded_call`): librdkafka
+can ignore the timeout of ``send_offsets_to_transaction`` and ``init_transactions`` once
+its cached coordinator broker went away (librdkafka #5456, #5511), which would leave the
+task hanging for ever. When a call outlives its timeout, the producer is abandoned and a
+new one is built with the same ``transactional.id``: its ``init_transactions`` fences the
+stuck one and aborts its open transaction, and the restore resumes from the committed
+progress, exactly as a retried task would.
+
 While segment k is produced, segment k+1 is downloaded and verified on one background
 thread (:class:`_Prefetcher`), so at most one spool file waits beside the one being
 produced. Step 1 still completes before step 2 for every segment: a segment's records
@@ -33,11 +41,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
+from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError, ProducerStuckError
 from airflow_kafka_backup.key_layout import chunk_key, safe_run_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
@@ -45,6 +54,7 @@ from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegme
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PRODUCER_OVERRIDES: dict[str, object] = {
     "enable.idempotence": True,
@@ -55,6 +65,10 @@ PRODUCER_OVERRIDES: dict[str, object] = {
     "queue.buffering.max.kbytes": 65_536,
 }
 KAFKA_TIMEOUT_S = 60.0
+# How long past its own timeout a transactional call may run before the watchdog gives up on it.
+WATCHDOG_GRACE_S = 10.0
+# Producers replaced (each after a stuck call) before a partition's restore fails.
+MAX_PRODUCER_REPLACEMENTS = 3
 _COPY_CHUNK = 1 << 20
 # Serve delivery reports this often while producing, so they do not pile up until flush().
 _POLL_EVERY = 1000
@@ -173,29 +187,100 @@ class _Prefetcher:
         self._executor.shutdown(wait=True)
 
 
+def bounded_call(call: Callable[..., T], *args: object) -> T:
+    """``call(*args, KAFKA_TIMEOUT_S)``, given up on when it outlives that timeout by :data:`WATCHDOG_GRACE_S`.
+
+    For librdkafka's blocking transactional calls, which take a timeout but can ignore it
+    (librdkafka #5456, #5511). The call runs on a daemon thread (confluent-kafka releases
+    the GIL while it waits); when it does not return in time, :class:`ProducerStuckError`
+    is raised here and the thread is left behind with its producer, which the caller must
+    then stop using. A daemon thread, not an executor's: a stuck executor thread would
+    hold up interpreter exit.
+    """
+    timeout = KAFKA_TIMEOUT_S
+    outcome: list = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args, timeout)))
+        except BaseException as error:  # handed to the caller below
+            outcome.append((False, error))
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name=f"kafka-{getattr(call, '__name__', 'call')}", daemon=True).start()
+    if not finished.wait(timeout + WATCHDOG_GRACE_S):
+        raise ProducerStuckError(
+            f"The Kafka producer's {getattr(call, '__name__', 'call')} did not return within its {timeout:.0f}s "
+            "timeout (a librdkafka coordinator bug after a broker restart, librdkafka #5456/#5511)."
+        )
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def restore_partition(
-    producer,
+    new_producer: Callable[[], Any],
     group_consumer,
     store: S3ObjectStore,
     restore_prefix: str,
     unit: PartitionRestore,
     spool_dir: str | None = None,
 ) -> PartitionRestoreResult:
-    """Restore one partition with a transactional producer whose ``transactional.id`` is unique to it.
+    """Restore one partition with transactional producers whose ``transactional.id`` is unique to it.
 
-    ``group_consumer`` is a consumer of the restore's progress group (see :func:`progress_group`);
-    it is only used for its committed offsets and group metadata, never subscribed.
+    ``new_producer()`` builds a producer with that ``transactional.id``; a second one is built
+    only when a transactional call of the first got stuck (see :func:`bounded_call`), up to
+    :data:`MAX_PRODUCER_REPLACEMENTS` times. ``group_consumer`` is a consumer of the restore's
+    progress group (see :func:`progress_group`); it is only used for its committed offsets
+    and group metadata, never subscribed.
     """
     started = time.monotonic()
-    producer.init_transactions(KAFKA_TIMEOUT_S)
+    totals = _Totals()
+    for replacement in range(MAX_PRODUCER_REPLACEMENTS + 1):
+        try:
+            _restore_with_producer(new_producer(), group_consumer, store, restore_prefix, unit, spool_dir, totals)
+            break
+        except ProducerStuckError as stuck:
+            if replacement == MAX_PRODUCER_REPLACEMENTS:
+                raise ProducerStuckError(
+                    f"{unit.target_topic}[{unit.partition}]: {stuck} It happened {replacement + 1} times; "
+                    "giving up. A retry of the task resumes from the committed progress."
+                ) from None
+            log.warning("%s[%d]: %s Replacing the producer (the new one fences the stuck one and aborts its "
+                        "open transaction) and resuming from the committed progress.",
+                        unit.target_topic, unit.partition, stuck)
+    return PartitionRestoreResult(unit.source_topic, unit.target_topic, unit.partition, totals.restored,
+                                  totals.filtered, totals.segments, totals.skipped or 0, totals.resumed_from,
+                                  time.monotonic() - started)
+
+
+@dataclass
+class _Totals:
+    """What one partition's restore did, summed over its producers (the first one's resume point counts)."""
+
+    restored: int = 0
+    filtered: int = 0
+    segments: int = 0
+    skipped: int | None = None
+    resumed_from: int | None = None
+
+
+def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, restore_prefix: str,
+                           unit: PartitionRestore, spool_dir: str | None, totals: _Totals) -> None:
+    """Restore what the committed progress says is left of ``unit`` with ``producer``, adding to ``totals``."""
+    bounded_call(producer.init_transactions)
     group_metadata = group_consumer.consumer_group_metadata()
     resume = committed_progress(group_consumer, unit.target_topic, unit.partition)
-    if resume is not None:
+    first_attempt = totals.skipped is None
+    if resume is not None and first_attempt:
         log.info("%s[%d]: resuming after a previous attempt at source offset %d",
                  unit.target_topic, unit.partition, resume)
     todo = [seg for seg in unit.segments if resume is None or seg.last_offset >= resume]
-    skipped = len(unit.segments) - len(todo)
-    restored = filtered = done = 0
+    if first_attempt:
+        totals.skipped, totals.resumed_from = len(unit.segments) - len(todo), resume
     last_log = time.monotonic()
     with _Prefetcher(store, todo, spool_dir) as downloads:
         for seg, path in downloads:
@@ -204,15 +289,13 @@ def restore_partition(
                                                           seg, path)
             finally:
                 os.unlink(path)
-            restored += n_restored
-            filtered += n_filtered
-            done += 1
+            totals.restored += n_restored
+            totals.filtered += n_filtered
+            totals.segments += 1
             if time.monotonic() - last_log >= 10:
                 last_log = time.monotonic()
                 log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition,
-                         restored, done + skipped, len(unit.segments))
-    return PartitionRestoreResult(unit.source_topic, unit.target_topic, unit.partition, restored, filtered, done,
-                                  skipped, resume, time.monotonic() - started)
+                         totals.restored, totals.segments + totals.skipped, len(unit.segments))
 
 
 def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg, path) -> tuple[int, int]:
@@ -262,14 +345,14 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
             OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, seg.key, seg.sha256,
                            len(sources), filtered, tuple(_offset_runs(sources, targets))).to_json(),
         )
-        producer.send_offsets_to_transaction(
-            [TopicPartition(unit.target_topic, unit.partition, seg.last_offset + 1)], group_metadata,
-            KAFKA_TIMEOUT_S,
-        )
-        producer.commit_transaction(KAFKA_TIMEOUT_S)
+        bounded_call(producer.send_offsets_to_transaction,
+                     [TopicPartition(unit.target_topic, unit.partition, seg.last_offset + 1)], group_metadata)
+        bounded_call(producer.commit_transaction)
+    except ProducerStuckError:
+        raise  # nothing more to ask of this producer: the next one aborts its transaction
     except BaseException:
         try:
-            producer.abort_transaction(KAFKA_TIMEOUT_S)
+            bounded_call(producer.abort_transaction)
         except Exception:  # the original failure is the one to report
             log.exception("Aborting the restore transaction failed")
         raise

@@ -149,13 +149,14 @@ def phase_restore(
     if unit.upper_bound_records != end:
         raise RuntimeError(f"the plan holds {unit.upper_bound_records} records, expected {end}")
     group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
-    producer = Producer({
+    config = {
         "bootstrap.servers": bootstrap, **PRODUCER_OVERRIDES,
         "transactional.id": transactional_id(restore_id, target, unit.partition),
-    })
+    }
     base = bench.peak_rss_kib()
     result, seconds = bench.timed(
-        lambda: restore_partition(producer, group, store, restore_prefix(prefix, restore_id), unit), profile_path
+        lambda: restore_partition(lambda: Producer(config), group, store, restore_prefix(prefix, restore_id), unit),
+        profile_path,
     )
     group.close()
     if result.records_restored != end or result.records_filtered:

@@ -166,11 +166,13 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
         try:
             for data in self.work_unit:
                 unit = PartitionRestore.from_dict(data)
-                producer = KafkaTransactionalProducerHook(
-                    self.kafka_conn_id,
-                    transactional_id=transactional_id(restore_id, unit.target_topic, unit.partition),
-                ).get_conn
-                result = restore_partition(producer, group, self.store, target_prefix, unit)
+                tx_id = transactional_id(restore_id, unit.target_topic, unit.partition)
+
+                def new_producer(tx_id: str = tx_id):
+                    # A new hook, so a new client: the engine asks again only when one got stuck.
+                    return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id).get_conn
+
+                result = restore_partition(new_producer, group, self.store, target_prefix, unit)
                 log.info("%s[%d] -> %s[%d]: %d records restored, %d filtered out, in %.1fs",
                          unit.source_topic, unit.partition, unit.target_topic, unit.partition,
                          result.records_restored, result.records_filtered, result.seconds)

@@ -28,10 +28,10 @@ def main(args: dict) -> None:
     plan = plan_restore(store, args["prefix"], settings)
     group = Consumer({"bootstrap.servers": args["bootstrap"], "group.id": progress_group(args["restore_id"])})
     for unit in plan.partitions:
-        producer = Producer({"bootstrap.servers": args["bootstrap"], **PRODUCER_OVERRIDES,
-                             "transactional.id": transactional_id(args["restore_id"], unit.target_topic,
-                                                                  unit.partition)})
-        result = restore_partition(producer, group, store, restore_prefix(args["prefix"], args["restore_id"]), unit)
+        config = {"bootstrap.servers": args["bootstrap"], **PRODUCER_OVERRIDES,
+                  "transactional.id": transactional_id(args["restore_id"], unit.target_topic, unit.partition)}
+        result = restore_partition(lambda config=config: Producer(config), group, store,
+                                   restore_prefix(args["prefix"], args["restore_id"]), unit)
         print(json.dumps(result.to_dict()), flush=True)
     group.close()
 

@@ -11,6 +11,8 @@ import io
 import os
 import random
 import re
+import threading
+import time
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -235,7 +237,8 @@ def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compr
     store = FakeStore(objects)
     producer = FakeProducer(first_offset=1000)
     unit = PartitionRestore("t", "t2", 0, segments)
-    result = restore_partition(producer, FakeGroup(), store, "bk/_restores/r", unit, spool_dir=str(tmp_path))
+    result = restore_partition(lambda: producer, FakeGroup(), store, "bk/_restores/r", unit,
+                               spool_dir=str(tmp_path))
 
     assert result.records_restored == len(offsets) and result.records_filtered == 0
     assert result.segments_restored == len(segments)
@@ -266,9 +269,92 @@ def test_restore_partition_filters_and_resumes(tmp_path):
     store = FakeStore(objects)
     producer = FakeProducer()
     unit = PartitionRestore("t", "t2", 0, segments, start_offset=5, end_offset=35, until_timestamp=1033)
-    result = restore_partition(producer, FakeGroup(committed=10), store, "r", unit, spool_dir=str(tmp_path))
+    result = restore_partition(lambda: producer, FakeGroup(committed=10), store, "r", unit, spool_dir=str(tmp_path))
     assert result.resumed_from == 10 and result.segments_skipped_as_done == 1
     assert store.opened == [s.key for s in segments[1:]]  # the finished segment is not even downloaded
     kept = [r.key for r in _records(range(10, 40)) if r.offset < 33]
     assert [p["key"] for p in producer.produced] == kept
     assert result.records_restored == len(kept) and result.records_filtered == 30 - len(kept)
+
+
+class CommittingProducer(FakeProducer):
+    """Commits move the transaction's records to a shared log and its offset to the group; it can get stuck.
+
+    ``stuck_at``: the n-th ``send_offsets_to_transaction`` (from 1) never returns, as librdkafka's
+    did after a broker restart (librdkafka #5456).
+    """
+
+    def __init__(self, log: list, group: FakeGroup, first_offset: int, stuck_at: int | None = None) -> None:
+        super().__init__(first_offset)
+        self.log, self.group, self.stuck_at = log, group, stuck_at
+        self.sends = 0
+        self.pending_offset = None
+        self.never = threading.Event()
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.pending: list = []
+
+    def produce(self, topic, value=None, key=None, *args) -> None:
+        super().produce(topic, value, key, *args)
+        self.pending.append(key)
+
+    def send_offsets_to_transaction(self, positions, group_metadata, timeout=None) -> None:
+        self.sends += 1
+        if self.sends == self.stuck_at:
+            self.never.wait()  # ignores its timeout
+        self.pending_offset = positions[0].offset
+
+    def commit_transaction(self, timeout=None) -> None:
+        super().commit_transaction()
+        self.log.extend(self.pending)
+        self.group._committed = self.pending_offset
+
+
+def test_a_stuck_transactional_call_is_given_up_on_and_a_new_producer_resumes_exactly(tmp_path, monkeypatch):
+    import airflow_kafka_backup.restore as restore
+
+    monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.1)
+    segments, objects = [], {}
+    for first in range(0, 50, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    group, committed_keys, producers = FakeGroup(), [], []
+
+    def new_producer() -> CommittingProducer:
+        # The first producer gets stuck in its 3rd transaction, the second in its 1st; the third finishes.
+        stuck_at = {0: 3, 1: 1}.get(len(producers))
+        producers.append(CommittingProducer(committed_keys, group, 100 * len(producers), stuck_at))
+        return producers[-1]
+
+    unit = PartitionRestore("t", "t2", 0, segments)
+    started = time.monotonic()
+    result = restore_partition(new_producer, group, FakeStore(objects), "r", unit, spool_dir=str(tmp_path))
+    assert time.monotonic() - started < 5
+    assert len(producers) == 3
+    assert committed_keys == [r.key for r in _records(range(50))]  # each record once, in order
+    assert group._committed == 50
+    assert result.records_restored == 50 and result.segments_restored == 5
+    assert result.segments_skipped_as_done == 0 and result.resumed_from is None
+    assert _spool_files(tmp_path) == []
+
+
+def test_a_producer_that_keeps_getting_stuck_fails_the_partition_with_a_clear_error(tmp_path, monkeypatch):
+    import airflow_kafka_backup.restore as restore
+    from airflow_kafka_backup.errors import ProducerStuckError
+
+    monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.05)
+    monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.05)
+    seg, data = _segment(_records(range(10)))
+    group, built = FakeGroup(), []
+
+    def new_producer() -> CommittingProducer:
+        built.append(CommittingProducer([], group, 0, stuck_at=1))
+        return built[-1]
+
+    with pytest.raises(ProducerStuckError, match=r"t2\[0\].*send_offsets_to_transaction.*giving up"):
+        restore_partition(new_producer, group, FakeStore({seg.key: data}), "r", PartitionRestore("t", "t2", 0, [seg]),
+                          spool_dir=str(tmp_path))
+    assert len(built) == restore.MAX_PRODUCER_REPLACEMENTS + 1
