@@ -298,16 +298,41 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
                          totals.restored, totals.segments + totals.skipped, len(unit.segments))
 
 
+class _Interleaved(Exception):
+    """Another producer wrote into the target partition during a transaction (see :func:`_restore_segment`)."""
+
+
 def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg, path) -> tuple[int, int]:
+    """Restore one verified segment in one transaction; returns (records restored, records filtered out).
+
+    Only the first and the last record produced carry a delivery callback (a Python call
+    per record would cost as much as the produce itself). Offsets within a partition
+    grow in produce order, so when the last target offset minus the first is n - 1 the n
+    records sit at consecutive offsets and the offset map is exact. When it is not, a
+    record of another producer landed between ours: the transaction is aborted and the
+    segment restored again with a delivery report per record. A record that fails
+    delivery fails the commit (a transactional producer's guarantee), so two reports
+    are enough to know every record landed.
+    """
+    try:
+        return _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg, path, False)
+    except _Interleaved:
+        log.info("%s[%d]: another producer wrote to the partition while %s was restored; restoring it again "
+                 "with a delivery report per record", unit.target_topic, unit.partition, seg.key)
+        return _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg, path, True)
+
+
+def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg, path,
+                     report_every_record: bool) -> tuple[int, int]:
     fmt, codec = get_format(seg.segment_format), get_compression(seg.compression)
     sources: list[int] = []  # source offsets, in produce order
-    targets: list[int] = []  # target offsets from the delivery reports, in the same order
+    reported: list[int] = []  # target offsets from the delivery reports, in produce order
     errors: list[str] = []
 
     def on_delivery(error, message) -> None:
         # Within one partition, delivery reports arrive in produce order.
         if error is None:
-            targets.append(message.offset())
+            reported.append(message.offset())
         else:
             errors.append(str(error))
 
@@ -316,6 +341,10 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
     produce, poll = producer.produce, producer.poll
     topic, partition = unit.target_topic, unit.partition
     add_source = sources.append
+    # Each record is produced when the next one has been read, so that the last one is
+    # known when it is produced: it gets the second delivery callback.
+    callback = on_delivery
+    held: tuple | None = None
     producer.begin_transaction()
     try:
         with open(path, "rb") as raw:
@@ -323,23 +352,38 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
                 if keep is not None and not keep(offset, timestamp):
                     filtered += 1
                     continue
-                # Positional arguments (topic, value, key, partition, callback, on_delivery,
-                # timestamp, headers) spare a keyword dict per record. Timestamp 0 lets the
-                # producer stamp the record, as it would without one; None means no headers.
-                try:
-                    produce(topic, value, key, partition, on_delivery, None, timestamp if timestamp > 0 else 0,
-                            headers or None)
-                except BufferError:
-                    _produce_when_room(producer, topic, value, key, partition, on_delivery, timestamp, headers)
+                if held is not None:
+                    # Positional arguments (topic, value, key, partition, callback, on_delivery,
+                    # timestamp, headers) spare a keyword dict per record. Timestamp 0 lets the
+                    # producer stamp the record, as it would without one; None means no headers.
+                    try:
+                        produce(topic, held[0], held[1], partition, callback, None, held[2], held[3])
+                    except BufferError:
+                        _produce_when_room(producer, topic, *held, partition, callback)
+                    if not report_every_record:
+                        callback = None
+                held = (value, key, timestamp if timestamp > 0 else 0, headers or None)
                 add_source(offset)
                 if len(sources) % _POLL_EVERY == 0:
                     poll(0)
+            if held is not None:
+                try:
+                    produce(topic, held[0], held[1], partition, on_delivery, None, held[2], held[3])
+                except BufferError:
+                    _produce_when_room(producer, topic, *held, partition, on_delivery)
         producer.flush(KAFKA_TIMEOUT_S)
-        if errors or len(targets) != len(sources):
+        expected_reports = len(sources) if report_every_record else min(len(sources), 2)
+        if errors or len(reported) != expected_reports:
             raise KafkaBackupError(
                 f"Producing {seg.key} to {unit.target_topic}[{unit.partition}] failed: "
                 f"{errors[:3] or 'missing delivery reports'}"
             )
+        if report_every_record or not reported:
+            targets = reported
+        elif reported[-1] - reported[0] == len(sources) - 1:
+            targets = list(range(reported[0], reported[-1] + 1))
+        else:
+            raise _Interleaved(seg.key)
         store.put_bytes(
             chunk_key(restore_prefix, unit.target_topic, unit.partition, seg.first_offset),
             OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, seg.key, seg.sha256,
@@ -359,14 +403,13 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
     return len(sources), filtered
 
 
-def _produce_when_room(producer, topic: str, value: bytes | None, key: bytes | None, partition: int,
-                       on_delivery: Callable, timestamp: int, headers: list | None) -> None:
+def _produce_when_room(producer, topic: str, value: bytes | None, key: bytes | None, timestamp: int,
+                       headers: list | None, partition: int, on_delivery: Callable | None) -> None:
     """Produce once the producer's queue has room (it raised BufferError): serve reports until it does."""
     while True:
         producer.poll(0.05)
         try:
-            producer.produce(topic, value, key, partition, on_delivery, None, timestamp if timestamp > 0 else 0,
-                             headers or None)
+            producer.produce(topic, value, key, partition, on_delivery, None, timestamp, headers)
             return
         except BufferError:
             continue

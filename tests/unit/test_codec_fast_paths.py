@@ -91,9 +91,10 @@ def _json_line(obj: dict, **dumps_options) -> bytes:
 _OBJ = {"partition": 1, "offset": 5, "timestamp": 7, "timestamp_type": "CreateTime", "key": "a2V5",
         "value": "dmFsdWU=", "headers": [["h", "eA=="], ["h", None]]}
 _COMPACT = {"separators": (",", ":")}
-# Valid JSON with the same fields that the fast layout does not cover: each must reach
-# the JSON parser and decode exactly as before.
-NOT_THE_FAST_LAYOUT = [
+# Valid JSON with the same fields, spelled otherwise than the encoder writes it: whichever
+# path takes each line (msgspec, or the JSON parser when msgspec refuses it), it must
+# decode exactly as before.
+OTHER_SPELLINGS = [
     _json_line(_OBJ),  # json.dumps' default separators (spaces)
     _json_line(dict(reversed(list(_OBJ.items()))), **_COMPACT),  # another field order
     _json_line(_OBJ, **_COMPACT).replace(b"dmFsdWU=", b"dmF\\u0073dWU="),  # a \\u escape in the value
@@ -105,6 +106,9 @@ NOT_THE_FAST_LAYOUT = [
     _json_line(_OBJ, **_COMPACT).replace(b"}\n", b"}\r\n"),  # CRLF
     _json_line(_OBJ, **_COMPACT).replace(b"}\n", b"} \n"),  # trailing space
     b"\xef\xbb\xbf" + _json_line(_OBJ, **_COMPACT),  # UTF-8 byte order mark
+    _json_line(_OBJ, **_COMPACT).replace(b'"offset":5', b'"offset":4,"offset":5'),  # a duplicate key: the last
+    _json_line({**_OBJ, "partition": True}, **_COMPACT),  # a boolean where an integer belongs
+    _json_line({**_OBJ, "headers": [["\ud800", None]]}, **_COMPACT),  # a lone surrogate in a header name
 ]
 # Headers are parsed as JSON even on the fast path, so any JSON spelling of them works there.
 HEADER_SPELLINGS = [
@@ -114,12 +118,31 @@ HEADER_SPELLINGS = [
 ]
 
 
-@pytest.mark.parametrize("line", NOT_THE_FAST_LAYOUT)
-def test_lines_off_the_fast_layout_go_to_the_json_parser_and_decode_as_before(line):
+@pytest.mark.parametrize("line", OTHER_SPELLINGS)
+def test_other_spellings_of_a_record_decode_as_before(line):
     reference = _reference_decode(line)
-    assert _parse_line(line) is None
+    assert _parse_line(line) in (None, reference)
     (decoded,) = decode_fields(get_format("jsonl"), io.BytesIO(line), get_compression("none"))
     assert decoded == reference
+    assert [type(v) for v in decoded] == [type(v) for v in reference]
+
+
+def test_msgspec_accepts_no_base64_the_reference_refuses_and_decodes_the_same_bytes():
+    rng = random.Random(5)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+    refused_by_both = 0
+    for _ in range(40_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(13)))
+        line = _json_line({**_OBJ, "value": text}, **_COMPACT)
+        fast = _parse_line(line)
+        try:
+            reference = _reference_decode(line)
+        except binascii.Error:
+            assert fast is None, text
+            refused_by_both += 1
+            continue
+        assert fast in (None, reference), text
+    assert refused_by_both > 1000  # the sample did hold invalid base64
 
 
 @pytest.mark.parametrize("line", HEADER_SPELLINGS)

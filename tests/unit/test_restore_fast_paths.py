@@ -70,13 +70,19 @@ class FakeProducer:
         self.produced.append({"topic": topic, "value": value, "key": key, "partition": partition,
                               "timestamp": timestamp, "headers": headers})
         self._undelivered.append(callback or on_delivery)
+        self.callbacks = getattr(self, "callbacks", 0) + ((callback or on_delivery) is not None)
 
     def poll(self, timeout=None) -> int:
         delivered, self._undelivered = self._undelivered, []
         for callback in delivered:
-            callback(None, FakeMessage(self.next_offset))
-            self.next_offset += 1
+            if callback is not None:  # like librdkafka: every record takes an offset, reported or not
+                callback(None, FakeMessage(self.next_offset))
+            self.next_offset += 1 + self.another_writer()
         return len(delivered)
+
+    def another_writer(self) -> int:
+        """Offsets another producer takes after each of ours (none here)."""
+        return 0
 
     def flush(self, timeout=None) -> int:
         self.poll()
@@ -358,3 +364,46 @@ def test_a_producer_that_keeps_getting_stuck_fails_the_partition_with_a_clear_er
         restore_partition(new_producer, group, FakeStore({seg.key: data}), "r", PartitionRestore("t", "t2", 0, [seg]),
                           spool_dir=str(tmp_path))
     assert len(built) == restore.MAX_PRODUCER_REPLACEMENTS + 1
+
+
+class InterleavedProducer(FakeProducer):
+    """Another producer's record lands after our 7th record of each of the first ``times`` transactions."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__(first_offset=500)
+        self.times = times
+        self.in_transaction = 0
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.in_transaction = 0
+
+    def another_writer(self) -> int:
+        self.in_transaction += 1
+        return int(self.in_transaction == 7 and self.transactions.count("begin") <= self.times)
+
+
+def test_only_the_first_and_last_record_of_a_transaction_carry_a_delivery_callback(tmp_path):
+    segments, objects = [], {}
+    for first in range(0, 30, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    producer = FakeProducer()
+    restore_partition(lambda: producer, FakeGroup(), FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
+                      spool_dir=str(tmp_path))
+    assert producer.callbacks == 2 * len(segments)
+
+
+def test_a_record_of_another_producer_between_ours_aborts_and_redoes_the_segment_with_exact_offsets(tmp_path):
+    seg, data = _segment(_records(range(0, 20)))
+    store = FakeStore({seg.key: data})
+    # Also during the redo, which has a report per record and so maps the gap instead of redoing again.
+    producer = InterleavedProducer(times=2)
+    result = restore_partition(lambda: producer, FakeGroup(), store, "r", PartitionRestore("t", "t2", 0, [seg]),
+                               spool_dir=str(tmp_path))
+    assert producer.transactions == ["begin", "abort", "begin", "offsets 20", "commit"]
+    (chunk,) = [OffsetMapChunk.from_json(v) for v in store.written.values()]
+    # The redo: 20 records from 521 on, with a foreign record after our 7th (at 528).
+    assert chunk.runs == ((0, 521, 7), (7, 529, 13))
+    assert result.records_restored == 20
