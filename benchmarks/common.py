@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ class PhaseResult:
     base_rss_kib: int
     segments: int = 0
     stored_bytes: int = 0
+    # CPU seconds of the phase's own process (all its threads, librdkafka's included) and of
+    # the broker and S3 server processes while the phase ran (see :func:`run_phase_in_child`).
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
 
     @property
     def records_per_s(self) -> float:
@@ -67,6 +72,22 @@ class PhaseResult:
     @property
     def peak_rss_mib(self) -> float:
         return self.peak_rss_kib / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process so far (``/proc/<pid>/stat``), or 0 without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_kib() -> int:
@@ -287,12 +308,13 @@ def report(result: PhaseResult) -> None:
 
 def run_phase_in_child(
     script: str, args: argparse.Namespace, phase: str, end: int, profiled_phase: str,
-    extra_args: list[str] | tuple[str, ...] = (), **options: str,
+    extra_args: list[str] | tuple[str, ...] = (), server_pids: Sequence[int] = (), **options: str,
 ) -> PhaseResult:
     """Re-invoke ``script`` for one phase; it prints its result as JSON on stdout (see :func:`report`).
 
     ``options`` become ``--name value`` (underscores as dashes); ``--profile`` is passed on
-    for the full-size run of ``profiled_phase``.
+    for the full-size run of ``profiled_phase``. The CPU time ``server_pids`` (the broker,
+    the S3 server) use while the child runs is added to its result as ``server_cpu_s``.
     """
     command = [
         sys.executable, str(Path(script).resolve()), "--phase", phase,
@@ -304,10 +326,12 @@ def run_phase_in_child(
         command += [f"--{name.replace('_', '-')}", value]
     if args.profile and phase == profiled_phase and end == args.records:
         command += ["--profile", args.profile]
+    servers_before = sum(map(process_cpu_seconds, server_pids))
     completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO)
+    servers = sum(map(process_cpu_seconds, server_pids)) - servers_before
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(PHASE_MARKER):
-            return PhaseResult(**json.loads(line[len(PHASE_MARKER):]))
+            return PhaseResult(**{**json.loads(line[len(PHASE_MARKER):]), "server_cpu_s": servers})
     raise RuntimeError(f"phase {phase} printed no result; stdout: {completed.stdout[-2000:]}")
 
 
@@ -339,15 +363,20 @@ def check_size_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def print_table(results: list[PhaseResult]) -> None:
-    header = f"{'phase':<20} {'records':>10} {'seconds':>8} {'records/s':>11} {'MB/s':>8} " \
-             f"{'segments':>8} {'stored MB':>9} {'base RSS MiB':>12} {'peak RSS MiB':>12}"
+    """One row a phase; the CPU columns (µs per record) appear when a phase measured them."""
+    with_cpu = any(r.client_cpu_s for r in results)
+    cpu_header = f" {'client CPU µs/rec':>17} {'server CPU µs/rec':>17}" if with_cpu else ""
+    header = f"{'phase':<24} {'records':>10} {'seconds':>8} {'records/s':>11} {'MB/s':>8} " \
+             f"{'segments':>8} {'stored MB':>9} {'base RSS MiB':>12} {'peak RSS MiB':>12}{cpu_header}"
     print(header)
     print("-" * len(header))
     for r in results:
+        cpu = (f" {r.client_cpu_s / r.records * 1e6:>17.1f} {r.server_cpu_s / r.records * 1e6:>17.1f}"
+               if with_cpu else "")
         print(
-            f"{r.phase:<20} {r.records:>10,} {r.seconds:>8.2f} {r.records_per_s:>11,.0f} {r.mb_per_s:>8.1f} "
+            f"{r.phase:<24} {r.records:>10,} {r.seconds:>8.2f} {r.records_per_s:>11,.0f} {r.mb_per_s:>8.1f} "
             f"{r.segments or '-':>8} {f'{r.stored_bytes / 1e6:.0f}' if r.segments else '-':>9} "
-            f"{r.base_rss_kib / 1024:>12.1f} {r.peak_rss_mib:>12.1f}"
+            f"{r.base_rss_kib / 1024:>12.1f} {r.peak_rss_mib:>12.1f}{cpu}"
         )
 
 
@@ -366,6 +395,13 @@ def print_summary(args: argparse.Namespace, phase: str, ratio_name: str, ceiling
     print()
     print(f"{phase}/ceiling (records/s): {ratio:.2f}; peak RSS at N/4 vs N: "
           f"{small.peak_rss_mib:.0f} MiB vs {full.peak_rss_mib:.0f} MiB")
+    if ceiling.client_cpu_s and full.client_cpu_s:
+        def per_record(r: PhaseResult) -> float:
+            return (r.client_cpu_s + r.server_cpu_s) / r.records * 1e6
+
+        print(f"CPU per record, client + broker + S3 server: ceiling {per_record(ceiling):.1f} µs, {phase} "
+              f"{per_record(full):.1f} µs (ratio {per_record(ceiling) / per_record(full):.2f}; on a machine whose "
+              f"cores are all busy this bounds the records/s ratio)")
     print(
         f"RESULT {ratio_name}={ratio:.2f} {phase}_rps={full.records_per_s:.0f} "
         f"ceiling_rps={ceiling.records_per_s:.0f} {phase}_peak_rss_mib={full.peak_rss_mib:.0f} "
