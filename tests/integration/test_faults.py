@@ -38,8 +38,8 @@ from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
 from airflow_kafka_backup.planning import partitions_of, plan_ranges, snapshot_offsets
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-from tests.s3_proxy import S3Proxy
 from tests.helpers import create_topics, produce_tricky, read_backup, read_kafka, run_dag, snapshot_bucket
+from tests.s3_proxy import S3Proxy
 
 pytestmark = pytest.mark.integration
 

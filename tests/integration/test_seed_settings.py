@@ -10,6 +10,7 @@ import re
 import sqlite3
 import uuid
 from datetime import datetime
+from itertools import pairwise
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,7 @@ from airflow_kafka_backup.manifest import RunManifest, list_manifest_keys, load_
 from airflow_kafka_backup.object_store import S3ObjectStore
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 from tests.helpers import create_topics, read_kafka, run_dag
-from tests.recording_proxy import RecordingProxy
+from tests.s3_proxy import S3Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,10 @@ def _conf(topics, bucket, **extra) -> dict:
     return {"topics": topics, "bucket": bucket, "prefix": "seed", "flush_size": 1000, **extra}
 
 
-def _proxy_connection(monkeypatch, endpoint_url: str, proxy_url: str) -> str:
+def _proxy_connection(monkeypatch, endpoint_url: str, proxy_url: str, **config_kwargs) -> str:
     conn_id = f"aws_proxy_{uuid.uuid4().hex[:6]}"
     extra = {"endpoint_url": endpoint_url, "region_name": REGION,
-             "config_kwargs": {"proxies": {"http": proxy_url}, "s3": {"addressing_style": "path"}}}
+             "config_kwargs": {"proxies": {"http": proxy_url}, "s3": {"addressing_style": "path"}, **config_kwargs}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
         {"conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY, "extra": extra}))
     return conn_id
@@ -66,7 +67,7 @@ def test_sse_c_backup_through_a_proxy_restores_only_with_its_key(corpus, bucket,
     variable = f"sse_key_{uuid.uuid4().hex[:6]}"
     Variable.set(variable, key_b64)
     topic = corpus["tricky"][0]
-    with RecordingProxy() as proxy:
+    with S3Proxy() as proxy:
         proxy_password = f"pw-{uuid.uuid4().hex}"
         conn_id = _proxy_connection(monkeypatch, airflow_stack["endpoint_url"],
                                     f"http://backup-user:{proxy_password}@127.0.0.1:{proxy.port}")
@@ -252,7 +253,7 @@ def test_avro_segments_restore_byte_exact(corpus, bucket, s3):
 @pytest.mark.parametrize("expect_continue", [True, False])
 def test_expect_continue_and_path_style_addressing_seen_by_the_proxy(corpus, bucket, airflow_stack, monkeypatch,
                                                                       expect_continue):
-    with RecordingProxy() as proxy:
+    with S3Proxy() as proxy:
         conn_id = _proxy_connection(monkeypatch, airflow_stack["endpoint_url"], f"http://127.0.0.1:{proxy.port}")
         conf = _conf([corpus["tricky"][2]], bucket, aws_conn_id=conn_id, expect_continue=expect_continue)
         assert run_dag("kafka_backup", conf).state == "success"
@@ -261,6 +262,34 @@ def test_expect_continue_and_path_style_addressing_seen_by_the_proxy(corpus, buc
     assert all((r.headers.get("expect") == "100-continue") is expect_continue for r in uploads)
     # Path-style: the bucket is the first path segment, never a host name.
     assert all(urlsplit(r.url).path.startswith(f"/{bucket}") for r in proxy.requests)
+
+
+def _is_manifest_put(method: str, url: str) -> bool:
+    return method == "PUT" and "/_manifests/" in url
+
+
+@pytest.mark.parametrize(("fault", "base_ms", "failures"), [
+    ("500", 250, 3),  # botocore's own base for a 500 is 50 ms: its first wait would be <= 50 ms, not 250
+    ("503", 1, 5),    # SlowDown is throttling, botocore's base 1 s: its waits would be up to 1, 2, 4, 8, 16 s
+])
+def test_s3_retry_backoff_ms_is_the_base_of_the_waits_between_retries(corpus, bucket, airflow_stack, monkeypatch,
+                                                                       fault, base_ms, failures):
+    from airflow_kafka_backup import s3_retry
+
+    monkeypatch.setattr(s3_retry, "jitter", lambda: 1.0)  # the top of every full-jitter draw: exact waits
+    topic = corpus["tricky"][2]
+    # The commit's manifest upload fails `failures` times, then S3 answers; nothing else fails.
+    with S3Proxy(share=1.0, faults=(fault,), only=_is_manifest_put, limit=failures) as proxy:
+        conn_id = _proxy_connection(monkeypatch, airflow_stack["endpoint_url"], proxy.url,
+                                    retries={"mode": "standard", "max_attempts": failures})  # retries, not attempts
+        conf = _conf([topic], bucket, aws_conn_id=conn_id, s3_retry_backoff_ms=base_ms)
+        assert run_dag("kafka_backup", conf).state == "success"
+    attempts = [r for r in proxy.requests if _is_manifest_put(r.method, r.url)]
+    assert [r.fault for r in attempts] == [fault] * failures + [None], "the connection's retries were all used"
+    gaps = [later.at - earlier.at for earlier, later in pairwise(attempts)]
+    waits = [base_ms / 1000 * 2 ** k for k in range(failures)]  # base * 2**(retry-1)
+    slack = 0.4  # the failed answer, botocore's handling and the next request (~50 ms here), on a busy machine
+    assert all(wait <= gap < wait + slack for gap, wait in zip(gaps, waits, strict=True)), (gaps, waits)
 
 
 def test_sasl_password_never_reaches_logs_xcom_templates_or_s3(corpus, bucket, s3, airflow_stack, monkeypatch,

@@ -1,8 +1,11 @@
-"""A forwarding HTTP proxy on loopback that injects S3 faults into a share of the requests it relays.
+"""A forwarding HTTP proxy on loopback in front of the S3 endpoint: records every request, optionally injects faults.
 
-Like :mod:`tests.recording_proxy` (botocore sends requests for an ``http://`` endpoint to
-an HTTP proxy in absolute form), but for a configurable share of requests it answers
-instead of S3:
+botocore sends requests for an ``http://`` endpoint to an HTTP proxy in absolute form, so
+the proxy sees exactly what S3 would see. Each request is recorded (method, URL, headers
+lower-cased, arrival time, the fault injected if any): SSE-C, ACL, proxy credentials and
+the spacing of retries can be checked from outside the client.
+
+With a ``share`` above 0, it answers a share of the requests instead of S3:
 
 - ``"500"``: ``500 InternalError`` with an S3-style XML error body;
 - ``"503"``: ``503 SlowDown`` (S3's throttling answer, ``<Code>SlowDown</Code>``);
@@ -14,8 +17,8 @@ instead of S3:
 Which requests fail is deterministic: of the requests the ``only`` filter accepts, the
 n-th (counting from 1) fails when ``floor(n * share)`` moves, so faults are spread
 evenly (``share=0.3`` fails 3 of every 10, never two in a row; ``share=1.0`` fails all),
-and the fault kinds take turns in the order given. The proxy binds 127.0.0.1 and only
-forwards to loopback targets.
+and the fault kinds take turns in the order given; ``limit`` caps how many faults are
+injected in all. The proxy binds 127.0.0.1 and only forwards to loopback targets.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import math
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -45,7 +49,9 @@ _ERRORS = {
 class RelayedRequest:
     method: str
     url: str
-    fault: str | None  # the fault injected, or None when forwarded and answered
+    fault: str | None  # the fault injected, or None when forwarded and answered ("refused": not loopback)
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
+    at: float = 0.0  # time.monotonic() when the request line and headers had arrived
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -57,16 +63,17 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-class FaultProxy:
-    """``with FaultProxy(share=0.3) as proxy: ... proxy.url``; ``proxy.requests`` lists what it saw.
+class S3Proxy:
+    """``with S3Proxy() as proxy: ... proxy.url``; ``proxy.requests`` lists what it saw.
 
-    :param share: fraction of the accepted requests that fail, 0.0 to 1.0.
+    :param share: fraction of the accepted requests that fail, 0.0 (default: a recording proxy) to 1.0.
     :param faults: fault kinds (see module doc), used in turn.
     :param only: ``only(method, url)`` picks the requests that may fail; the others always pass.
+    :param limit: most faults injected in all (``None``: no limit).
     """
 
-    def __init__(self, share: float = 0.3, faults: Sequence[str] = ("500", "503", "reset"),
-                 only: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(self, share: float = 0.0, faults: Sequence[str] = ("500", "503", "reset"),
+                 only: Callable[[str, str], bool] | None = None, limit: int | None = None) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share must be between 0 and 1, not {share}")
         unknown = set(faults) - set(FAULT_KINDS)
@@ -75,6 +82,7 @@ class FaultProxy:
         self.share = share
         self.faults = tuple(faults)
         self.only = only
+        self.limit = limit
         self.requests: list[RelayedRequest] = []
         self._lock = threading.Lock()
         self._eligible = 0
@@ -88,14 +96,16 @@ class FaultProxy:
                 pass
 
             def _relay(self) -> None:
+                arrived = time.monotonic()
                 target = urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 if not _is_loopback(target.hostname):
-                    proxy._record(self.command, self.path, "refused")
+                    proxy._record(RelayedRequest(self.command, self.path, "refused", headers, arrived))
                     self._answer(403, "Forbidden", b"this test proxy only forwards to loopback\n", "text/plain")
                     return
                 fault = proxy._next_fault(self.command, self.path)
-                proxy._record(self.command, self.path, fault)
+                proxy._record(RelayedRequest(self.command, self.path, fault, headers, arrived))
                 if fault in _ERRORS:
                     status, reason, code, message = _ERRORS[fault]
                     xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
@@ -168,6 +178,8 @@ class FaultProxy:
         with self._lock:
             if self.only is not None and not self.only(method, url):
                 return None
+            if self.limit is not None and self._injected >= self.limit:
+                return None
             self._eligible += 1
             n = self._eligible
             if math.floor(n * self.share + 1e-9) == math.floor((n - 1) * self.share + 1e-9):
@@ -176,9 +188,9 @@ class FaultProxy:
             self._injected += 1
             return fault
 
-    def _record(self, method: str, url: str, fault: str | None) -> None:
+    def _record(self, request: RelayedRequest) -> None:
         with self._lock:
-            self.requests.append(RelayedRequest(method, url, fault))
+            self.requests.append(request)
 
     def set_share(self, share: float) -> None:
         with self._lock:
@@ -188,7 +200,7 @@ class FaultProxy:
         with self._lock:
             return Counter(r.fault for r in self.requests)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> S3Proxy:
         self._thread.start()
         return self
 

@@ -1,0 +1,78 @@
+"""Unit tests: the seed's ``retry.backoff.ms`` lives in the ``kafka`` connection's extra and reaches every client.
+
+Each client the operators build (the range consumer of the backup and the backlog sensor,
+the group consumer and the transactional producer of the restore, the admin client of
+every plan) is built here from a connection, as the operators build it. librdkafka's own
+dump of the configuration it runs with (``debug: conf``, written to stderr when the
+client is created) shows what it took; an invalid value is refused by librdkafka, named.
+No broker is needed: creating a client does not wait for one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import pytest
+from confluent_kafka import KafkaException
+
+_DUMP_LINE = re.compile(r"\|CONF\|rdkafka#\w+-\d+\| \[thrd:app\]:\s+([\w.]+) = (.*)$")
+
+
+def _clients(conn_id: str) -> dict:
+    """Every kind of librdkafka client the operators build from a ``kafka`` connection, unbuilt."""
+    from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+
+    from airflow_kafka_backup.hooks.kafka import (
+        KafkaGroupConsumerHook,
+        KafkaRangeConsumerHook,
+        KafkaTransactionalProducerHook,
+    )
+
+    return {
+        "range consumer": lambda: KafkaRangeConsumerHook(conn_id, "read_committed").get_conn,
+        "group consumer": lambda: KafkaGroupConsumerHook(conn_id, group_id="g").get_conn,
+        "transactional producer": lambda: KafkaTransactionalProducerHook(conn_id, transactional_id="t").get_conn,
+        "admin client": lambda: KafkaAdminClientHook(kafka_config_id=conn_id).get_conn,
+    }
+
+
+def _kafka_connection(monkeypatch, **extra) -> str:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conn_id = "kafka_retry_backoff"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+        {"conn_type": "kafka", "extra": {"bootstrap.servers": f"127.0.0.1:{port}", **extra}}))
+    return conn_id
+
+
+def _close(client) -> None:
+    if hasattr(client, "close"):  # consumers; producers and admin clients go with their last reference
+        client.close()
+
+
+def test_retry_backoff_ms_from_the_connection_is_what_every_client_runs_with(monkeypatch, capfd):
+    # The seed's default, 5000 ms: above librdkafka's default retry.backoff.max.ms (1000), which would
+    # cap it (with a CONFWARN), so the connection raises that too.
+    conn_id = _kafka_connection(monkeypatch, **{"retry.backoff.ms": 5000, "retry.backoff.max.ms": 5000,
+                                                "debug": "conf"})
+    for kind, build in _clients(conn_id).items():
+        capfd.readouterr()
+        client = build()
+        dump = capfd.readouterr().err
+        _close(client)
+        effective = dict(m.groups() for m in map(_DUMP_LINE.search, dump.splitlines()) if m)
+        assert effective, f"{kind}: librdkafka dumped no configuration: {dump[-2000:]}"
+        assert effective.get("retry.backoff.ms") == "5000", f"{kind}: {effective.get('retry.backoff.ms')}"
+        assert effective.get("retry.backoff.max.ms") == "5000", kind
+        assert "CONFWARN" not in dump, dump
+
+
+def test_a_value_librdkafka_refuses_fails_every_client_naming_it(monkeypatch):
+    conn_id = _kafka_connection(monkeypatch, **{"retry.backoff.ms": 0})
+    for kind, build in _clients(conn_id).items():
+        with pytest.raises(KafkaException, match='"retry.backoff.ms" value 0 is outside allowed range'):
+            _close(build())
+            pytest.fail(f"{kind} accepted retry.backoff.ms 0")
