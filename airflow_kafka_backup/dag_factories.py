@@ -28,19 +28,25 @@ from airflow_kafka_backup.operators.restore import (
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
 )
+from airflow_kafka_backup.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import (
     CANNED_ACLS,
     DEFAULT_PART_SIZE,
+    MAX_OBJECT_LOCK_DAYS,
     MIN_PART_SIZE,
+    OBJECT_LOCK_MODES,
     PLACEHOLDER_CUSTOMER_KEY,
     SSE_ALGORITHMS,
     S3WriteSettings,
+    check_retention_covers_object_lock,
     validate_retention_days,
 )
 from airflow_kafka_backup.segment_codec import FORMATS
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
 from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
 
+# Backup only: the restore DAG's own objects (offset maps, restore manifests) are not locked.
+OBJECT_LOCK_ARGUMENTS = ("object_lock_mode", "object_lock_retention_days")
 
 def backup_params(
     *,
@@ -60,6 +66,8 @@ def backup_params(
     rotate_schedule_interval_ms: int | None = None,
     timezone: str = "UTC",
     retention_days: int | None = None,
+    object_lock_mode: str | None = None,
+    object_lock_retention_days: int | None = None,
     consumer_groups: str | list[str] | None = "*",
     **s3_defaults: Any,
 ) -> dict[str, Param]:
@@ -106,6 +114,12 @@ def backup_params(
                               description="Take over the writer lock of a run that died without committing."),
         "retention_days": Param(retention_days, type=["null", "integer"], minimum=1,
                                 description="Expire backup objects after this many days (S3 lifecycle rule)."),
+        "object_lock_mode": Param(object_lock_mode, type=["null", "string"], enum=[None, *OBJECT_LOCK_MODES],
+                                  description="S3 Object Lock mode for every object written (the bucket must have "
+                                              "Object Lock enabled); with object_lock_retention_days."),
+        "object_lock_retention_days": Param(
+            object_lock_retention_days, type=["null", "integer"], minimum=1, maximum=MAX_OBJECT_LOCK_DAYS,
+            description="Retain every object written this many days from its write (not deletable meanwhile)."),
         **s3_params(**s3_defaults),
     }
 
@@ -118,6 +132,7 @@ def s3_params(
     acl: str | None = None,
     part_size: int = DEFAULT_PART_SIZE,
     expect_continue: bool = True,
+    s3_retry_backoff_ms: int | None = None,
 ) -> dict[str, Param]:
     """Params for how objects are written and read: encryption, ACL, multipart part size."""
     return {
@@ -133,11 +148,16 @@ def s3_params(
                            description="Multipart part size in bytes (at least 5 MiB)."),
         "expect_continue": Param(expect_continue, type="boolean",
                                  description="Send uploads with 'Expect: 100-continue'."),
+        "s3_retry_backoff_ms": Param(
+            s3_retry_backoff_ms, type=["null", "integer"], minimum=0, maximum=MAX_RETRY_BACKOFF_MS,
+            description="Base of the exponential backoff between S3 retries, in ms (each wait is random, up to "
+                        "base * 2^(retry-1), at most 20 s); null keeps botocore's. Needs retry mode standard "
+                        "or adaptive."),
     }
 
 
 S3_ARGUMENTS = ("sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl", "part_size",
-                "expect_continue")
+                "expect_continue", "s3_retry_backoff_ms")
 
 
 def backup_dag(
@@ -171,7 +191,7 @@ def backup_dag(
         doc_md=__doc__,
         **(dag_kwargs or {}),
     ) as dag:
-        s3 = _s3_arguments()
+        s3 = _s3_arguments(*OBJECT_LOCK_ARGUMENTS)
         retention = KafkaBackupRetentionOperator(task_id="retention", retention_days="{{ params.retention_days }}",
                                                  **s3)
         plan = KafkaBackupPlanOperator(
@@ -313,21 +333,25 @@ def restore_dag(
     return dag
 
 
-def _s3_arguments() -> dict[str, str]:
+def _s3_arguments(*extra: str) -> dict[str, str]:
     """Operator arguments shared by every task: where the backup lives and how its objects are written."""
-    names = ("bucket", "prefix", "aws_conn_id", *S3_ARGUMENTS)
+    names = ("bucket", "prefix", "aws_conn_id", *S3_ARGUMENTS, *extra)
     return {name: "{{ params." + name + " }}" for name in names}
 
 
 def _validate_defaults(params: dict[str, Param]) -> None:
     """Refuse bad defaults when the DAG file is parsed, not at 3 a.m. when it runs."""
     values = {name: param.value for name, param in params.items()}
-    S3WriteSettings.create(
-        **{name: values[name] for name in S3_ARGUMENTS if name not in ("sse_customer_key_variable", "expect_continue")},
+    write_settings = S3WriteSettings.create(
+        **{name: values[name] for name in S3_ARGUMENTS
+           if name not in ("sse_customer_key_variable", "expect_continue", "s3_retry_backoff_ms")},
         sse_customer_key=PLACEHOLDER_CUSTOMER_KEY if values["sse_customer_key_variable"] else None,
+        **{name: values[name] for name in OBJECT_LOCK_ARGUMENTS if name in values},
     )
+    validate_retry_backoff_ms(values["s3_retry_backoff_ms"])
     if "retention_days" in values:
-        validate_retention_days(values["retention_days"])
+        check_retention_covers_object_lock(validate_retention_days(values["retention_days"]),
+                                           write_settings.object_lock_retention_days)
         BackupSettings.create(
             topics=values["topics"] or ["<any>"], bucket=values["bucket"] or "<any>",
             **{name: values[name] for name in (

@@ -8,7 +8,7 @@ upload. The engine itself never imports Airflow.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -21,13 +21,18 @@ SHA256_METADATA = "sha256"
 
 @dataclass
 class S3ObjectStore:
-    """One bucket. ``extra_args`` go with every write; ``read_args`` with every read."""
+    """One bucket. ``extra_args`` go with every write; ``read_args`` with every read.
+
+    ``object_lock_args``, when set, is called for every write and its result (Object Lock
+    mode and a retain-until date computed at that moment) goes with it too.
+    """
 
     client: Any
     bucket: str
     extra_args: dict[str, Any] = field(default_factory=dict)
     read_args: dict[str, Any] = field(default_factory=dict)
     transfer_config: Any = None
+    object_lock_args: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def from_s3_hook(cls, hook: Any, bucket: str, read_args: dict[str, Any] | None = None) -> S3ObjectStore:
@@ -68,6 +73,12 @@ class S3ObjectStore:
 
         self.client.meta.events.unregister("before-call.s3", handlers.add_expect_header)
 
+    def set_retry_backoff(self, base_ms: int, source: str = "the client") -> None:
+        """Back off from ``base_ms`` between S3 retries (the seed's ``s3.retry.backoff.ms``); see :mod:`.s3_retry`."""
+        from airflow_kafka_backup.s3_retry import set_retry_backoff
+
+        set_retry_backoff(self.client, base_ms, source=source)
+
     def check_bucket(self) -> None:
         """Fail with a message naming the bucket when it is missing or not ours to use."""
         try:
@@ -80,14 +91,39 @@ class S3ObjectStore:
                 raise ConfigurationError(f"Access to S3 bucket {self.bucket!r} is denied.") from None
             raise
 
+    def write_args(self) -> dict[str, Any]:
+        """Arguments for one write: ``extra_args``, plus Object Lock retention counted from now."""
+        return {**self.extra_args, **(self.object_lock_args() if self.object_lock_args else {})}
+
+    def check_object_lock(self) -> None:
+        """Fail, naming the bucket, unless Object Lock is enabled on it (else no object can be retained)."""
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("403", "AccessDenied"):
+                raise ConfigurationError(
+                    f"Reading the Object Lock configuration of S3 bucket {self.bucket!r} was denied: "
+                    "object_lock_mode needs s3:GetBucketObjectLockConfiguration on the bucket."
+                ) from None
+            if code not in ("ObjectLockConfigurationNotFoundError", "404"):
+                raise
+            config = {}
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise ConfigurationError(
+                f"S3 bucket {self.bucket!r} does not have Object Lock enabled, so object_lock_mode cannot retain "
+                "its objects. Object Lock needs a versioned bucket with Object Lock enabled (at creation, or later "
+                "with PutObjectLockConfiguration); use such a bucket or unset object_lock_mode."
+            )
+
     def put_file(self, key: str, path: str, sha256: str) -> None:
         """Upload a local file (multipart above the transfer config's threshold)."""
-        args = {**self.extra_args, "Metadata": {SHA256_METADATA: sha256}}
+        args = {**self.write_args(), "Metadata": {SHA256_METADATA: sha256}}
         self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.extra_args
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.write_args()
         )
 
     def head(self, key: str) -> dict[str, Any] | None:

@@ -2,6 +2,11 @@
 
 Idempotent and polite: our rule has a fixed ID per prefix, is added or updated in
 place, and every other rule on the bucket is put back exactly as it was.
+
+On a versioned bucket (Object Lock needs one) expiry only puts a delete marker on the
+current version; the versions themselves stay. With ``versioned`` the rule also expires a
+version a day after it stops being current, which S3 does only once its Object Lock
+retention has ended.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from botocore.exceptions import ClientError
 RULE_ID_PREFIX = "airflow-kafka-backup:"
 
 
-def retention_rule(prefix: str, days: int) -> dict[str, Any]:
-    return {
+def retention_rule(prefix: str, days: int, versioned: bool = False) -> dict[str, Any]:
+    rule = {
         "ID": f"{RULE_ID_PREFIX}{prefix}",
         "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
         "Status": "Enabled",
@@ -22,6 +27,9 @@ def retention_rule(prefix: str, days: int) -> dict[str, Any]:
         # Parts of uploads that died mid-way are not objects, so expiry alone never removes them.
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
     }
+    if versioned:
+        rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": 1}
+    return rule
 
 
 def current_rules(client, bucket: str) -> list[dict[str, Any]]:
@@ -33,12 +41,12 @@ def current_rules(client, bucket: str) -> list[dict[str, Any]]:
         raise
 
 
-def ensure_retention_rule(client, bucket: str, prefix: str, days: int) -> str:
+def ensure_retention_rule(client, bucket: str, prefix: str, days: int, versioned: bool = False) -> str:
     """Put our rule for ``prefix``; returns ``created``, ``updated`` or ``unchanged``."""
-    wanted = retention_rule(prefix, days)
+    wanted = retention_rule(prefix, days, versioned)
     rules = current_rules(client, bucket)
     ours = [r for r in rules if r.get("ID") == wanted["ID"]]
-    if ours and all(ours[0].get(k) == v for k, v in wanted.items()):
+    if ours and all(ours[0].get(k) == wanted.get(k) for k in {*wanted, "NoncurrentVersionExpiration"}):
         return "unchanged"
     others = [r for r in rules if r.get("ID") != wanted["ID"]]
     client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [*others, wanted]})

@@ -6,6 +6,10 @@ These are the seed connector's ``s3.ssea.name``, ``s3.sse.kms.key.id``,
 manifest), read arguments (SSE-C must be sent on every read too) and the transfer
 config (multipart). Validated when built, so a bad value fails before anything is written.
 
+Object Lock (``object_lock_mode`` + ``object_lock_retention_days``) is not in
+``extra_args``: its retain-until date is computed per write (:meth:`S3WriteSettings.object_lock_args`),
+so an object written late in a long task is still retained the full number of days.
+
 The SSE-C key is a secret: it is never in ``repr``, an exception message, a manifest or
 XCom. Manifests carry only a salted fingerprint, so a restore with a missing or wrong
 key fails with a clear message before it reads a segment.
@@ -17,6 +21,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_kafka_backup.errors import ConfigurationError
@@ -26,6 +31,8 @@ CANNED_ACLS = (
     "bucket-owner-read", "bucket-owner-full-control",
 )
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+MAX_OBJECT_LOCK_DAYS = 36_500  # S3's longest default retention: 100 years
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 DEFAULT_PART_SIZE = 26_214_400  # the seed's default
@@ -60,6 +67,8 @@ class S3WriteSettings:
     sse_customer_key: bytes | None = field(default=None, repr=False)
     acl: str | None = None
     part_size: int = DEFAULT_PART_SIZE
+    object_lock_mode: str | None = None
+    object_lock_retention_days: int | None = None
 
     @classmethod
     def create(
@@ -70,6 +79,8 @@ class S3WriteSettings:
         sse_customer_key: str | bytes | None = None,
         acl: object = None,
         part_size: object = DEFAULT_PART_SIZE,
+        object_lock_mode: object = None,
+        object_lock_retention_days: object = None,
     ) -> S3WriteSettings:
         algorithm = sse_algorithm or None
         if algorithm is not None and algorithm not in SSE_ALGORITHMS:
@@ -93,7 +104,9 @@ class S3WriteSettings:
             raise ConfigurationError(
                 f"part_size must be between {MIN_PART_SIZE} (5 MiB, S3's minimum) and {MAX_PART_SIZE}, got {size}."
             )
-        return cls(None if key is not None else algorithm, kms_key, key, acl or None, size)
+        lock_mode, lock_days = validate_object_lock(object_lock_mode, object_lock_retention_days)
+        return cls(None if key is not None else algorithm, kms_key, key, acl or None, size,
+                   object_lock_mode=lock_mode, object_lock_retention_days=lock_days)
 
     @property
     def customer_key_fingerprint(self) -> str | None:
@@ -138,9 +151,66 @@ class S3WriteSettings:
             args["ACL"] = self.acl
         return args
 
+    def object_lock_args(self, now: datetime | None = None) -> dict[str, Any]:
+        """Object Lock arguments for one write, retained until ``now`` + the retention days.
+
+        Called per write, never cached. S3 refuses an Object Lock PUT without a Content-MD5
+        or a checksum, so a CRC32 checksum is asked for explicitly: botocore then sends one
+        even when the connection sets ``request_checksum_calculation`` to ``when_required``.
+        """
+        if self.object_lock_mode is None or self.object_lock_retention_days is None:
+            return {}
+        now = datetime.now(UTC) if now is None else now
+        return {"ObjectLockMode": self.object_lock_mode,
+                "ObjectLockRetainUntilDate": now + timedelta(days=self.object_lock_retention_days),
+                "ChecksumAlgorithm": "CRC32"}
+
     def transfer_config_args(self) -> dict[str, int]:
         """Multipart above ``part_size``, in parts of ``part_size``, streamed from the spool file."""
         return {"multipart_threshold": self.part_size, "multipart_chunksize": self.part_size}
+
+
+def validate_object_lock(mode: object, days: object) -> tuple[str | None, int | None]:
+    """``object_lock_mode`` and ``object_lock_retention_days``: both or neither."""
+    mode = mode or None
+    days = None if days is None or days == "" else days
+    if (mode is None) != (days is None):
+        raise ConfigurationError(
+            "object_lock_mode and object_lock_retention_days go together: give both (e.g. GOVERNANCE and 35) "
+            "or neither."
+        )
+    if mode is None:
+        return None, None
+    if mode not in OBJECT_LOCK_MODES:
+        raise ConfigurationError(f"object_lock_mode must be one of {', '.join(OBJECT_LOCK_MODES)}, got {mode!r}.")
+    bad = ConfigurationError(
+        f"object_lock_retention_days must be a whole number of days from 1 to {MAX_OBJECT_LOCK_DAYS}, got {days!r}."
+    )
+    if isinstance(days, bool) or (isinstance(days, float) and not days.is_integer()):
+        raise bad
+    try:
+        count = int(days)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise bad from None
+    if not 1 <= count <= MAX_OBJECT_LOCK_DAYS:
+        raise bad
+    return str(mode), count
+
+
+def check_retention_covers_object_lock(retention_days: int | None, object_lock_retention_days: int | None) -> None:
+    """Refuse a lifecycle expiry shorter than the Object Lock window.
+
+    Expiry cannot remove a locked version; it would put a delete marker on top, so the
+    backup would look gone (readers list current objects) while its versions are kept and
+    billed until the lock ends. Better to say so before anything is written.
+    """
+    if retention_days is None or object_lock_retention_days is None or retention_days >= object_lock_retention_days:
+        return
+    raise ConfigurationError(
+        f"retention_days ({retention_days}) is shorter than object_lock_retention_days "
+        f"({object_lock_retention_days}): the lifecycle rule would hide objects S3 must still keep. Set "
+        "retention_days to at least object_lock_retention_days, or leave it unset."
+    )
 
 
 def validate_retention_days(value: object) -> int | None:

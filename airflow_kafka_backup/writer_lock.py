@@ -4,7 +4,9 @@ The lock is an S3 object created with ``If-None-Match: *`` (atomic: exactly one 
 creates it). Its key names the backup's *generation*: a digest of the committed
 manifest keys. A commit adds a manifest, so the next run locks a new generation and
 no lock is ever deleted (backup needs no ``s3:DeleteObject``); stale lock objects are
-tiny and expire with the retention rule.
+tiny and expire with the retention rule. With Object Lock they are retained like every
+other object the backup writes: nothing here deletes or rewrites a version (a takeover
+writes a new version of the key), so retention changes nothing for the lock.
 
 - The run holding the lock (the same run id: a retry or a re-run) proceeds.
 - Another run fails, naming the holder and when it took the lock.
@@ -75,7 +77,7 @@ def acquire(store: S3ObjectStore, prefix: str, generation_id: str, run_id: str, 
 def _create_if_absent(store: S3ObjectStore, key: str, data: bytes) -> bool:
     try:
         store.client.put_object(Bucket=store.bucket, Key=key, Body=data, IfNoneMatch="*",
-                                ContentType="application/json", **store.extra_args)
+                                ContentType="application/json", **store.write_args())
         return True
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",

@@ -45,6 +45,8 @@ from airflow_kafka_backup.planning import (
 from airflow_kafka_backup.restore_planning import parse_timestamp
 from airflow_kafka_backup.retention import ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
+    check_retention_covers_object_lock,
+    validate_object_lock,
     validate_retention_days,
 )
 from airflow_kafka_backup.settings import BackupSettings, validate_topics
@@ -71,7 +73,9 @@ def _max_map_length() -> int:
 class KafkaBackupRetentionOperator(S3BackupBaseOperator):
     """Setup task: a lifecycle rule expiring the backup prefix after ``retention_days`` (the seed's
     ``s3.retention.policy.days``). Merges with the bucket's other rules; without ``retention_days``
-    it changes nothing."""
+    it changes nothing. With Object Lock it first checks the bucket has it enabled (the head of
+    the DAG: before anything is written), refuses a ``retention_days`` shorter than the lock, and
+    also expires the versions that Object Lock keeps once they are no longer current."""
 
     template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "retention_days")
 
@@ -79,15 +83,24 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         super().__init__(**kwargs)
         self.retention_days = retention_days
         if not is_template(retention_days):
-            validate_retention_days(retention_days)
+            days = validate_retention_days(retention_days)
+            if not any(map(is_template, (self.object_lock_mode, self.object_lock_retention_days))):
+                check_retention_covers_object_lock(days, validate_object_lock(
+                    self.object_lock_mode, self.object_lock_retention_days)[1])
 
     def execute(self, context: Context) -> str:
         days = validate_retention_days(self.retention_days)
+        lock_mode, lock_days = validate_object_lock(self.object_lock_mode, self.object_lock_retention_days)
+        check_retention_covers_object_lock(days, lock_days)
+        if days is not None or lock_days is not None:
+            self.check_bucket()  # with Object Lock: the bucket has it enabled
+        if lock_days is not None:
+            log.info("Object Lock: every object written is retained %d days in %s mode.", lock_days, lock_mode)
         if days is None:
             log.info("No retention_days set: the bucket's lifecycle rules are left as they are.")
             return "unset"
-        self.store.check_bucket()
-        outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days)
+        outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days,
+                                        versioned=lock_days is not None)
         log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.prefix, days, outcome)
         return outcome
 
@@ -167,7 +180,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         unknown = sorted({t for t, _ in requested} - set(settings.topics))
         if unknown:
             raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")
-        self.store.check_bucket()
+        self.check_bucket()
         run_id = context["run_id"]
         committed = read_manifest(self.store, settings.prefix, run_id)
         cuts: dict[str, list[int]] = {}

@@ -91,7 +91,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
-        self.store.check_bucket()
+        self.check_bucket()
         prefix = self.prefix.strip("/")
         plan = plan_restore(self.store, prefix, settings, check_manifest=lambda m: self.s3_settings.check_can_read(
             m.encryption, f"backup run {m.run_id}"))

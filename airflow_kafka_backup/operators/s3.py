@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, Variable
 
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
 
 
@@ -44,11 +45,21 @@ class S3BackupBaseOperator(BaseOperator):
     offset maps). The SSE-C key is read at run time from the Airflow Variable named by
     ``sse_customer_key_variable`` (a secrets backend works too) and masked in logs; the
     key itself is never an argument, so it never reaches rendered templates.
+
+    ``object_lock_mode`` (``GOVERNANCE`` or ``COMPLIANCE``) with ``object_lock_retention_days``
+    retains every object written for that many days from its write (S3 Object Lock); the
+    bucket must have Object Lock enabled, which :meth:`check_bucket` checks before anything
+    is written.
+
+    ``s3_retry_backoff_ms`` sets the base of botocore's exponential backoff between S3
+    retries (``None``: botocore's own); the connection's retry mode must be ``standard``
+    or ``adaptive`` (see :mod:`airflow_kafka_backup.s3_retry`).
     """
 
     s3_template_fields: tuple[str, ...] = (
         "bucket", "prefix", "aws_conn_id", "sse_algorithm", "sse_kms_key_id", "sse_customer_key_variable", "acl",
-        "part_size", "expect_continue",
+        "part_size", "expect_continue", "object_lock_mode", "object_lock_retention_days",
+        "s3_retry_backoff_ms",
     )
 
     def __init__(
@@ -63,9 +74,17 @@ class S3BackupBaseOperator(BaseOperator):
         acl: str | None = None,
         part_size: int | str = DEFAULT_PART_SIZE,
         expect_continue: bool | str = True,
+        object_lock_mode: str | None = None,
+        object_lock_retention_days: int | str | None = None,
+        s3_retry_backoff_ms: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.s3_retry_backoff_ms = s3_retry_backoff_ms
+        if not is_template(s3_retry_backoff_ms):
+            validate_retry_backoff_ms(s3_retry_backoff_ms)  # when the DAG is parsed
+        self.object_lock_mode = object_lock_mode
+        self.object_lock_retention_days = object_lock_retention_days
         self.expect_continue = expect_continue
         self.bucket = bucket
         self.prefix = prefix
@@ -75,14 +94,16 @@ class S3BackupBaseOperator(BaseOperator):
         self.sse_customer_key_variable = sse_customer_key_variable
         self.acl = acl
         self.part_size = part_size
-        if not any(map(is_template, (sse_algorithm, sse_kms_key_id, acl, part_size, sse_customer_key_variable))):
+        if not any(map(is_template, (sse_algorithm, sse_kms_key_id, acl, part_size, sse_customer_key_variable,
+                                     object_lock_mode, object_lock_retention_days))):
             # Fail when the DAG is parsed, not when it runs.
             self._s3_write_settings(PLACEHOLDER_CUSTOMER_KEY if sse_customer_key_variable else None)
 
     def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
         return S3WriteSettings.create(
             sse_algorithm=self.sse_algorithm, sse_kms_key_id=self.sse_kms_key_id, sse_customer_key=customer_key,
-            acl=self.acl, part_size=self.part_size,
+            acl=self.acl, part_size=self.part_size, object_lock_mode=self.object_lock_mode,
+            object_lock_retention_days=self.object_lock_retention_days,
         )
 
     @cached_property
@@ -116,5 +137,16 @@ class S3BackupBaseOperator(BaseOperator):
         store = S3ObjectStore.from_s3_hook(self.s3_hook, self.bucket, read_args=self.s3_settings.read_args())
         if str(self.expect_continue).lower() == "false":
             store.disable_expect_continue()
+        backoff_ms = validate_retry_backoff_ms(self.s3_retry_backoff_ms)
+        if backoff_ms is not None:
+            store.set_retry_backoff(backoff_ms, source=f"connection {self.aws_conn_id!r}")
+        if self.s3_settings.object_lock_mode is not None:
+            store.object_lock_args = self.s3_settings.object_lock_args  # a retain-until date per write
         return store
+
+    def check_bucket(self) -> None:
+        """The bucket exists and is ours; with Object Lock asked for, the bucket has it enabled."""
+        self.store.check_bucket()
+        if self.s3_settings.object_lock_mode is not None:
+            self.store.check_object_lock()
 
