@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError, ProducerStuckError
@@ -298,8 +298,8 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
                          totals.restored, totals.segments + totals.skipped, len(unit.segments))
 
 
-class _Interleaved(Exception):
-    """Another producer wrote into the target partition during a transaction (see :func:`_restore_segment`)."""
+class _RedoWithReports(Exception):
+    """The transaction was aborted for a reason a delivery report per record resolves (see :func:`_restore_segment`)."""
 
 
 def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg, path) -> tuple[int, int]:
@@ -312,13 +312,15 @@ def _restore_segment(producer, group_metadata, store, restore_prefix, unit, seg,
     record of another producer landed between ours: the transaction is aborted and the
     segment restored again with a delivery report per record. A record that fails
     delivery fails the commit (a transactional producer's guarantee), so two reports
-    are enough to know every record landed.
+    are enough to know every record landed; when the commit fails that way, the segment
+    is restored again with a report per record too, so that a lasting failure is
+    reported with its own cause (record too large, not authorized, ...).
     """
     try:
         return _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg, path, False)
-    except _Interleaved:
-        log.info("%s[%d]: another producer wrote to the partition while %s was restored; restoring it again "
-                 "with a delivery report per record", unit.target_topic, unit.partition, seg.key)
+    except _RedoWithReports as redo:
+        log.info("%s[%d]: %s; restoring %s again with a delivery report per record", unit.target_topic,
+                 unit.partition, redo, seg.key)
         return _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg, path, True)
 
 
@@ -383,7 +385,7 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
         elif reported[-1] - reported[0] == len(sources) - 1:
             targets = list(range(reported[0], reported[-1] + 1))
         else:
-            raise _Interleaved(seg.key)
+            raise _RedoWithReports("another producer wrote to the partition during the transaction")
         store.put_bytes(
             chunk_key(restore_prefix, unit.target_topic, unit.partition, seg.first_offset),
             OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, seg.key, seg.sha256,
@@ -391,14 +393,23 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
         )
         bounded_call(producer.send_offsets_to_transaction,
                      [TopicPartition(unit.target_topic, unit.partition, seg.last_offset + 1)], group_metadata)
-        bounded_call(producer.commit_transaction)
+        try:
+            bounded_call(producer.commit_transaction)
+        except KafkaException as error:
+            if report_every_record or not error.args[0].txn_requires_abort():
+                raise
+            raise _RedoWithReports(f"the commit failed ({error.args[0].str()})") from error
     except ProducerStuckError:
         raise  # nothing more to ask of this producer: the next one aborts its transaction
-    except BaseException:
+    except BaseException as failure:
         try:
             bounded_call(producer.abort_transaction)
-        except Exception:  # the original failure is the one to report
-            log.exception("Aborting the restore transaction failed")
+        except ProducerStuckError as stuck:
+            raise stuck from failure  # replace the producer, as for any stuck call
+        except Exception as abort_failure:
+            if isinstance(failure, _RedoWithReports):
+                raise abort_failure from failure  # no redo on a producer that could not abort
+            log.exception("Aborting the restore transaction failed")  # the original failure is the one to report
         raise
     return len(sources), filtered
 

@@ -15,10 +15,10 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import IntegrityError
+from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.restore import _filter, _offset_runs, _Prefetcher, restore_partition
@@ -407,3 +407,81 @@ def test_a_record_of_another_producer_between_ours_aborts_and_redoes_the_segment
     # The redo: 20 records from 521 on, with a foreign record after our 7th (at 528).
     assert chunk.runs == ((0, 521, 7), (7, 529, 13))
     assert result.records_restored == 20
+
+
+class FailingCommitProducer(FakeProducer):
+    """The first commit fails as librdkafka's does when a record without a callback failed delivery;
+    with ``lasting``, the record at ``bad_index`` of every transaction fails, and its report says why."""
+
+    def __init__(self, lasting: bool, bad_index: int = 4) -> None:
+        super().__init__()
+        self.lasting, self.bad_index, self.commits = lasting, bad_index, 0
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.in_transaction = 0
+
+    def poll(self, timeout=None) -> int:
+        delivered, self._undelivered = self._undelivered, []
+        for callback in delivered:
+            failed = self.lasting and self.in_transaction == self.bad_index
+            self.in_transaction += 1
+            if callback is not None:
+                error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large") if failed else None
+                callback(error, FakeMessage(self.next_offset))
+            self.next_offset += 1
+        return len(delivered)
+
+    def commit_transaction(self, timeout=None) -> None:
+        self.commits += 1
+        if self.lasting or self.commits == 1:
+            raise KafkaException(KafkaError(KafkaError._INCONSISTENT, "1 message(s) failed delivery "
+                                            "(see individual delivery reports)", txn_requires_abort=True))
+        super().commit_transaction()
+
+
+def test_a_commit_failed_by_an_unreported_record_is_redone_with_a_report_per_record(tmp_path):
+    seg, data = _segment(_records(range(10)))
+    producer = FailingCommitProducer(lasting=False)
+    result = restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
+                               PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
+    assert producer.transactions == ["begin", "offsets 10", "abort", "begin", "offsets 10", "commit"]
+    assert result.records_restored == 10
+
+
+def test_a_lasting_delivery_failure_is_reported_with_its_own_cause(tmp_path):
+    seg, data = _segment(_records(range(10)))
+    producer = FailingCommitProducer(lasting=True)
+    with pytest.raises(KafkaBackupError, match="Message size too large"):
+        restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
+                          PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
+    assert producer.transactions == ["begin", "offsets 10", "abort", "begin", "abort"]
+
+
+class StuckAbortProducer(CommittingProducer):
+    """Its commit fails, and then its abort never returns (as after a broker restart)."""
+
+    def commit_transaction(self, timeout=None) -> None:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker: transport failure"))
+
+    def abort_transaction(self, timeout=None) -> None:
+        self.never.wait()
+
+
+def test_a_stuck_abort_replaces_the_producer_too(tmp_path, monkeypatch):
+    import airflow_kafka_backup.restore as restore
+
+    monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.1)
+    seg, data = _segment(_records(range(10)))
+    group, committed_keys, producers = FakeGroup(), [], []
+
+    def new_producer() -> CommittingProducer:
+        kind = StuckAbortProducer if not producers else CommittingProducer
+        producers.append(kind(committed_keys, group, 100 * len(producers)))
+        return producers[-1]
+
+    result = restore_partition(new_producer, group, FakeStore({seg.key: data}), "r",
+                               PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
+    assert [type(p) for p in producers] == [StuckAbortProducer, CommittingProducer]
+    assert committed_keys == [r.key for r in _records(range(10))] and result.records_restored == 10
