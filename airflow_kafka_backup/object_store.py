@@ -91,6 +91,16 @@ class S3ObjectStore:
                 raise ConfigurationError(f"Access to S3 bucket {self.bucket!r} is denied.") from None
             raise
 
+    def is_versioned(self) -> bool | None:
+        """Versioning is on (or suspended, so versions exist); ``None`` when not allowed to ask."""
+        try:
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code", "") in ("403", "AccessDenied"):
+                return None
+            raise
+        return status in ("Enabled", "Suspended")
+
     def write_args(self) -> dict[str, Any]:
         """Arguments for one write: ``extra_args``, plus Object Lock retention counted from now."""
         return {**self.extra_args, **(self.object_lock_args() if self.object_lock_args else {})}

@@ -172,8 +172,9 @@ class S3WriteSettings:
 
 def validate_object_lock(mode: object, days: object) -> tuple[str | None, int | None]:
     """``object_lock_mode`` and ``object_lock_retention_days``: both or neither."""
-    mode = mode or None
-    days = None if days is None or days == "" else days
+    # "None": a null Param rendered by a DAG without native rendering.
+    mode = None if mode in (None, "", "None") else mode
+    days = None if days in (None, "", "None") else days
     if (mode is None) != (days is None):
         raise ConfigurationError(
             "object_lock_mode and object_lock_retention_days go together: give both (e.g. GOVERNANCE and 35) "

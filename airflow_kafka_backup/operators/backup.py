@@ -99,8 +99,11 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         if days is None:
             log.info("No retention_days set: the bucket's lifecycle rules are left as they are.")
             return "unset"
+        # On a versioned bucket expiry only adds delete markers: the rule must expire old versions too,
+        # whether or not this run asks for Object Lock (an earlier one may have).
+        versioned = lock_days is not None or bool(self.store.is_versioned())
         outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days,
-                                        versioned=lock_days is not None)
+                                        versioned=versioned)
         log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.prefix, days, outcome)
         return outcome
 

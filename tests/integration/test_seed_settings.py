@@ -177,6 +177,13 @@ def test_retention_rule_is_added_beside_existing_rules(corpus, bucket, s3):
     assert rules["keep-logs"]["Expiration"] == {"Days": 30}
     assert rules["airflow-kafka-backup:seed"]["Expiration"] == {"Days": 3}
     assert rules["airflow-kafka-backup:seed"]["Filter"] == {"Prefix": "seed/"}
+    assert "NoncurrentVersionExpiration" not in rules["airflow-kafka-backup:seed"]
+    # On a versioned bucket expiry alone would leave every old version behind: the rule expires them too.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert run_dag("kafka_backup", conf).state == "success"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["airflow-kafka-backup:seed"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    assert rules["keep-logs"]["Expiration"] == {"Days": 30}
 
 
 def test_schedule_rotation_cuts_on_the_hour_in_zurich(corpus, bucket, s3):

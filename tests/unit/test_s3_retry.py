@@ -208,3 +208,23 @@ def test_it_is_a_param_of_both_dags_and_reaches_every_task():
             assert "s3_retry_backoff_ms" in task.template_fields, task.task_id
             assert getattr(task, "s3_retry_backoff_ms", None) == "{{ params.s3_retry_backoff_ms }}" or (
                 task.partial_kwargs.get("s3_retry_backoff_ms") == "{{ params.s3_retry_backoff_ms }}"), task.task_id
+
+
+def test_only_the_base_changes_a_retry_after_answer_is_still_honoured_as_botocore_does():
+    from types import SimpleNamespace
+
+    from botocore.retries import standard
+
+    backoff = s3_retry.BackoffFromBase(100, random=lambda: 0.5)
+    plain = standard.RetryContext(attempt_number=3, http_response=SimpleNamespace(headers={}))
+    assert backoff.delay_amount(plain) == pytest.approx(0.5 * 0.1 * 4)
+    hinted = standard.RetryContext(attempt_number=3, http_response=SimpleNamespace(
+        headers={"x-amz-retry-after": "3000"}))
+    assert backoff.delay_amount(hinted) == pytest.approx(3.0)
+
+
+def test_a_null_param_rendered_as_the_string_none_means_unset():
+    from airflow_kafka_backup.s3_settings import validate_object_lock
+
+    assert s3_retry.validate_retry_backoff_ms("None") is None
+    assert validate_object_lock("None", "None") == (None, None)
