@@ -19,7 +19,7 @@ from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore
+from airflow_kafka_backup.restore_manifest import load_offset_map, load_offset_map_chunks, verify_restore
 from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
 
@@ -200,3 +200,68 @@ def test_damaged_segment_fails_naming_the_object_and_produces_nothing_from_it(co
         named = re.escape(f"Segment s3://{bucket}/{first.key} is corrupted or truncated")
         with pytest.raises(IntegrityError, match=named):
             download_verified(store, unit.segments[0])
+
+
+def test_another_producer_writing_into_the_target_partition_leaves_the_restore_exact(airflow_stack, bucket, s3):
+    """Only the first and last record of a transaction carry a delivery report; a foreign record landing
+    between them is detected (the offsets are not consecutive) and that segment is redone with a report per
+    record, so the offset map stays exact."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
+
+    bootstrap = airflow_stack["bootstrap"]
+    topic = f"shared-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
+    produce_tricky(bootstrap, topic, 1, 10_000, seed=33)
+    _backup([topic], bucket, flush_size=2_500)
+    target = f"{topic}-restored"
+    create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
+
+    stop = threading.Event()
+
+    def foreign_writer() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        i = 0
+        while not stop.is_set():
+            producer.produce(target, value=b"foreign-%d" % i, partition=0, headers=[("foreign", b"1")])
+            producer.poll(0)
+            i += 1
+            time.sleep(0.001)
+        assert producer.flush(30) == 0
+
+    writer = threading.Thread(target=foreign_writer, daemon=True)
+    writer.start()
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
+    (unit,) = plan_restore(store, "bk", settings).partitions
+    restore_id = "shared-target"
+    group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
+    # Small batches sent at once: a segment's records go out in many produce requests, between which the
+    # broker appends the foreign writer's records.
+    config = {"bootstrap.servers": bootstrap, **PRODUCER_OVERRIDES, "batch.size": 4096, "linger.ms": 0,
+              "transactional.id": transactional_id(restore_id, target, 0)}
+    try:
+        result = restore_partition(lambda: Producer(config), group, store, restore_prefix("bk", restore_id), unit)
+    finally:
+        stop.set()
+        writer.join()
+        group.close()
+    assert result.records_restored == 10_000
+
+    source = read_kafka(bootstrap, [topic])[(topic, 0)]
+    landed = read_kafka(bootstrap, [target])[(target, 0)]
+    ours = [r for r in landed if ("foreign", b"1") not in r.headers]
+    assert len(landed) > len(ours), "the foreign writer wrote nothing"
+    assert [_fields(r) for r in ours] == [_fields(r) for r in source]
+    # The map sends each source offset to where its record landed, across the foreign records in between.
+    chunks = load_offset_map_chunks(store, restore_prefix("bk", restore_id), target, 0)
+    assert any(len(chunk.runs) > 1 for chunk in chunks.values()), "no transaction was interleaved"
+    offset_map = load_offset_map(store, restore_prefix("bk", restore_id), target, 0)
+    by_offset = {r.offset: r for r in landed}
+    assert [_fields(by_offset[offset_map.first_target_at_or_after(r.offset)]) for r in source] == [
+        _fields(r) for r in source]
+    (summary,) = verify_restore(store, restore_prefix("bk", restore_id), [unit])
+    assert summary.records_restored == 10_000
