@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fastavro import parse_schema, reader
 from fastavro.write import Writer
 
 from airflow_kafka_backup.compression import Compression
 from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, TIMESTAMP_TYPES, Record
+
+if TYPE_CHECKING:
+    from airflow_kafka_backup.segment_codec import RecordFields
 
 SCHEMA = parse_schema({
     "type": "record",
@@ -70,6 +73,12 @@ class AvroFormat:
         return AvroEncoder(raw, compression)
 
     def decode(self, raw: BinaryIO, compression: Compression) -> Iterator[Record]:
+        for fields in self.decode_fields(raw, compression):
+            yield Record(*fields)
+
+    def decode_fields(self, raw: BinaryIO, compression: Compression) -> Iterator[RecordFields]:
+        """Like :meth:`decode`, as plain tuples (the restore hot path: no Record per record)."""
         for obj in reader(raw):
-            yield Record(obj["partition"], obj["offset"], obj["timestamp"], obj["timestamp_type"], obj["key"],
-                         obj["value"], [(h["name"], h["value"]) for h in obj["headers"]])
+            headers = obj["headers"]
+            yield (obj["partition"], obj["offset"], obj["timestamp"], obj["timestamp_type"], obj["key"],
+                   obj["value"], [(h["name"], h["value"]) for h in headers] if headers else [])
