@@ -266,6 +266,9 @@ class _Totals:
     segments: int = 0
     skipped: int | None = None
     resumed_from: int | None = None
+    # (last source offset, records restored, records filtered) of the segment whose commit got stuck:
+    # it may have committed all the same, which the next producer's committed progress tells.
+    stuck_in_commit: tuple[int, int, int] | None = None
 
 
 def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, restore_prefix: str,
@@ -281,12 +284,22 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
     todo = [seg for seg in unit.segments if resume is None or seg.last_offset >= resume]
     if first_attempt:
         totals.skipped, totals.resumed_from = len(unit.segments) - len(todo), resume
+    if totals.stuck_in_commit is not None:
+        last_offset, n_restored, n_filtered = totals.stuck_in_commit
+        totals.stuck_in_commit = None
+        if resume is not None and resume > last_offset:  # the stuck commit went through
+            totals.restored += n_restored
+            totals.filtered += n_filtered
+            totals.segments += 1
     last_log = time.monotonic()
     with _Prefetcher(store, todo, spool_dir) as downloads:
         for seg, path in downloads:
             try:
                 n_restored, n_filtered = _restore_segment(producer, group_metadata, store, restore_prefix, unit,
                                                           seg, path)
+            except ProducerStuckError as stuck:
+                totals.stuck_in_commit = getattr(stuck, "commit_counts", None)
+                raise
             finally:
                 os.unlink(path)
             totals.restored += n_restored
@@ -395,6 +408,9 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
                      [TopicPartition(unit.target_topic, unit.partition, seg.last_offset + 1)], group_metadata)
         try:
             bounded_call(producer.commit_transaction)
+        except ProducerStuckError as stuck:
+            stuck.commit_counts = (seg.last_offset, len(sources), filtered)
+            raise
         except KafkaException as error:
             if report_every_record or not error.args[0].txn_requires_abort():
                 raise

@@ -485,3 +485,34 @@ def test_a_stuck_abort_replaces_the_producer_too(tmp_path, monkeypatch):
                                PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
     assert [type(p) for p in producers] == [StuckAbortProducer, CommittingProducer]
     assert committed_keys == [r.key for r in _records(range(10))] and result.records_restored == 10
+
+
+class CommitsThenHangs(CommittingProducer):
+    """Its first commit takes effect on the broker, then never returns to the caller."""
+
+    def commit_transaction(self, timeout=None) -> None:
+        super().commit_transaction()
+        self.never.wait()
+
+
+def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch):
+    import airflow_kafka_backup.restore as restore
+
+    monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.1)
+    segments, objects = [], {}
+    for first in range(0, 30, 10):
+        seg, data = _segment(_records(range(first, first + 10)))
+        segments.append(seg)
+        objects[seg.key] = data
+    group, committed_keys, producers = FakeGroup(), [], []
+
+    def new_producer() -> CommittingProducer:
+        kind = CommitsThenHangs if not producers else CommittingProducer
+        producers.append(kind(committed_keys, group, 100 * len(producers)))
+        return producers[-1]
+
+    result = restore_partition(new_producer, group, FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
+                               spool_dir=str(tmp_path))
+    assert committed_keys == [r.key for r in _records(range(30))]  # each once: the next producer skipped it
+    assert result.records_restored == 30 and result.segments_restored == 3
