@@ -179,16 +179,27 @@ def test_filter_is_skipped_only_when_it_would_keep_every_record(bounds):
             assert (keep is None and expected) or (keep is not None and keep(offset, 1000 + offset) == expected)
 
 
+def _segments(chunks, compression: str = "none") -> tuple[list[PlannedSegment], dict[str, bytes]]:
+    """One segment per chunk of source offsets, and the objects a store holds for them."""
+    segments, objects = [], {}
+    for chunk in chunks:
+        seg, data = _segment(_records(chunk), compression)
+        segments.append(seg)
+        objects[seg.key] = data
+    return segments, objects
+
+
+def _segments_of_ten(end: int) -> tuple[list[PlannedSegment], dict[str, bytes]]:
+    """Segments of offsets [0, 10), [10, 20), ... up to ``end``."""
+    return _segments([range(first, first + 10) for first in range(0, end, 10)])
+
+
 def _spool_files(path) -> list[str]:
     return sorted(os.listdir(path))
 
 
 def test_prefetcher_yields_verified_files_in_order_one_ahead_at_most(tmp_path):
-    segments, objects = [], {}
-    for first in range(0, 50, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(50)
     store = FakeStore(objects)
     with _Prefetcher(store, segments, str(tmp_path)) as downloads:
         for seg, path in downloads:
@@ -201,11 +212,7 @@ def test_prefetcher_yields_verified_files_in_order_one_ahead_at_most(tmp_path):
 
 
 def test_prefetcher_raises_for_a_damaged_segment_in_its_turn_and_cleans_up(tmp_path):
-    segments, objects = [], {}
-    for first in range(0, 40, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(40)
     objects[segments[2].key] = objects[segments[2].key][:-1] + b"x"
     handed_out = []
     with pytest.raises(IntegrityError, match=re.escape(f"s3://bucket/{segments[2].key} is corrupted")):
@@ -218,11 +225,7 @@ def test_prefetcher_raises_for_a_damaged_segment_in_its_turn_and_cleans_up(tmp_p
 
 
 def test_prefetcher_close_mid_way_removes_the_prefetched_file(tmp_path):
-    segments, objects = [], {}
-    for first in range(0, 30, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(30)
     with pytest.raises(RuntimeError, match="producing failed"):
         with _Prefetcher(FakeStore(objects), segments, str(tmp_path)) as downloads:
             for _seg, path in downloads:
@@ -235,11 +238,7 @@ def test_prefetcher_close_mid_way_removes_the_prefetched_file(tmp_path):
 def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compression):
     offsets = [o for o in range(0, 60) if o % 11 != 5]  # a compacted source
     chunks = [offsets[i:i + 20] for i in range(0, len(offsets), 20)]
-    segments, objects = [], {}
-    for chunk in chunks:
-        seg, data = _segment(_records(chunk), compression)
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments(chunks, compression)
     store = FakeStore(objects)
     producer = FakeProducer(first_offset=1000)
     unit = PartitionRestore("t", "t2", 0, segments)
@@ -267,11 +266,7 @@ def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compr
 
 
 def test_restore_partition_filters_and_resumes(tmp_path):
-    segments, objects = [], {}
-    for first in range(0, 40, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(40)
     store = FakeStore(objects)
     producer = FakeProducer()
     unit = PartitionRestore("t", "t2", 0, segments, start_offset=5, end_offset=35, until_timestamp=1033)
@@ -322,11 +317,7 @@ def test_a_stuck_transactional_call_is_given_up_on_and_a_new_producer_resumes_ex
 
     monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
     monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.1)
-    segments, objects = [], {}
-    for first in range(0, 50, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(50)
     group, committed_keys, producers = FakeGroup(), [], []
 
     def new_producer() -> CommittingProducer:
@@ -384,11 +375,7 @@ class InterleavedProducer(FakeProducer):
 
 
 def test_only_the_first_and_last_record_of_a_transaction_carry_a_delivery_callback(tmp_path):
-    segments, objects = [], {}
-    for first in range(0, 30, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(30)
     producer = FakeProducer()
     restore_partition(lambda: producer, FakeGroup(), FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
                       spool_dir=str(tmp_path))
@@ -500,11 +487,7 @@ def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch)
 
     monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
     monkeypatch.setattr(restore, "WATCHDOG_GRACE_S", 0.1)
-    segments, objects = [], {}
-    for first in range(0, 30, 10):
-        seg, data = _segment(_records(range(first, first + 10)))
-        segments.append(seg)
-        objects[seg.key] = data
+    segments, objects = _segments_of_ten(30)
     group, committed_keys, producers = FakeGroup(), [], []
 
     def new_producer() -> CommittingProducer:
