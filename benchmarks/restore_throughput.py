@@ -67,9 +67,6 @@ CEILING_PRODUCER_CONFIG = {
     "batch.size": 1_000_000,
     "queue.buffering.max.kbytes": 65536,
 }
-# The broker's and the S3 server's process ids (set once the stack runs): their CPU time is
-# counted per phase, because on a small machine they share the cores with the phase.
-SERVER_PIDS: list[int] = []
 BACKUP_PREFIX = "bench"
 QUARTER_PREFIX = "bench-quarter"
 
@@ -186,11 +183,12 @@ def child_main(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def restore_into_fresh_topic(args: argparse.Namespace, bootstrap: str, end: int, **extra: str) -> bench.PhaseResult:
+def restore_into_fresh_topic(args: argparse.Namespace, bootstrap: str, end: int, server_pids: list[int],
+                             **extra: str) -> bench.PhaseResult:
     """Restore into a new target topic, check what landed there, then drop it."""
     target = f"{extra['topic']}-restored-{uuid.uuid4().hex[:6]}"
     bench.create_topic(bootstrap, target, TOPIC_CONFIG)
-    result = bench.run_phase_in_child(__file__, args, "restore", end, "restore", server_pids=SERVER_PIDS,
+    result = bench.run_phase_in_child(__file__, args, "restore", end, "restore", server_pids=server_pids,
                                       bootstrap=bootstrap, target=target, **extra)
     # One transaction per segment; each commit marker takes an offset of its own.
     bench.check_high_watermark(bootstrap, target, end + result.segments)
@@ -208,7 +206,9 @@ def parent_main(args: argparse.Namespace) -> None:
           f"flush_size={args.flush_size:,})", flush=True)
     with bench.local_stack() as (broker, s3_server):
         bootstrap = broker.bootstrap
-        SERVER_PIDS[:] = [pid for pid in (getattr(broker.process, "pid", None), s3_server.process.pid) if pid]
+        # The broker's and the S3 server's CPU time is counted per phase: on a small machine they share
+        # the cores with the phase.
+        server_pids = [pid for pid in (getattr(broker.process, "pid", None), s3_server.process.pid) if pid]
         bench.create_topic(bootstrap, topic, TOPIC_CONFIG)
         seconds = bench.produce(bootstrap, topic, n, args.value_size)
         bench.check_high_watermark(bootstrap, topic, n)
@@ -221,7 +221,7 @@ def parent_main(args: argparse.Namespace) -> None:
         warm_up_transactions(bootstrap, f"{topic}-warm-up")
         s3 = {"topic": topic, "endpoint_url": s3_server.endpoint_url, "bucket": bucket}
 
-        small = restore_into_fresh_topic(args, bootstrap, quarter, **s3, prefix=QUARTER_PREFIX)
+        small = restore_into_fresh_topic(args, bootstrap, quarter, server_pids, **s3, prefix=QUARTER_PREFIX)
         print(f"restore N/4 done: {small.records_per_s:,.0f} records/s", flush=True)
         # Ceiling and full restore take turns, so that a burst of load from elsewhere on the machine
         # slows one round of both rather than one side only; the fastest round of each counts.
@@ -229,9 +229,9 @@ def parent_main(args: argparse.Namespace) -> None:
         ceilings, fulls = [], []
         for round_number in range(1, args.ceiling_runs + 1):
             ceilings.append(bench.run_phase_in_child(__file__, one_run, "ceiling", n, "restore",
-                                                     server_pids=SERVER_PIDS, bootstrap=bootstrap,
+                                                     server_pids=server_pids, bootstrap=bootstrap,
                                                      topic=f"{topic}-ceiling-{round_number}"))
-            fulls.append(restore_into_fresh_topic(args, bootstrap, n, **s3, prefix=BACKUP_PREFIX))
+            fulls.append(restore_into_fresh_topic(args, bootstrap, n, server_pids, **s3, prefix=BACKUP_PREFIX))
             print(f"round {round_number}: ceiling {ceilings[-1].records_per_s:,.0f} records/s, "
                   f"restore N {fulls[-1].records_per_s:,.0f} records/s", flush=True)
         bench.delete_topic(bootstrap, topic)
