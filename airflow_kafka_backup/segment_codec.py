@@ -287,8 +287,9 @@ def decode_fields(fmt: SegmentFormat, raw: BinaryIO, compression: Compression) -
 
 def _formats() -> dict[str, SegmentFormat]:
     from airflow_kafka_backup.avro_format import AvroFormat
+    from airflow_kafka_backup.msgpack_format import MsgpackFormat
 
-    return {f.name: f for f in (JsonLinesFormat(), AvroFormat())}
+    return {f.name: f for f in (JsonLinesFormat(), AvroFormat(), MsgpackFormat())}
 
 
 FORMATS: dict[str, SegmentFormat] = _formats()

@@ -10,7 +10,7 @@ from ``devstack``), for one single-partition topic of ``--records`` records of
   fastest of ``--ceiling-runs`` reads counts (the first read also warms up the broker),
   which makes the reported ratio conservative.
 * ``backup``: the engine's ``back_up_ranges`` (no Airflow), which encodes the records
-  into JSON Lines segments (optionally compressed), hashes them, spools them to local
+  into ``--format`` segments (JSON Lines by default; optionally compressed), hashes them, spools them to local
   disk and uploads them to S3 - at two backlog sizes (N/4 and N).
 
 MB/s counts record payload (key + value) bytes in both phases; "stored MB" is what the
@@ -32,8 +32,8 @@ file and uploads are bounded).
 Run from the repository root::
 
     .venv/bin/python benchmarks/backup_throughput.py [--records 1000000] [--value-size 1024]
-        [--compression none|gzip|zstd] [--flush-size 100000] [--consumer-option KEY=VALUE ...]
-        [--profile backup.prof]
+        [--compression none|gzip|zstd] [--format jsonl|msgpack|avro] [--flush-size 100000]
+        [--consumer-option KEY=VALUE ...] [--profile backup.prof]
 
 ``--consumer-option`` lays librdkafka settings over the engine's consumer config, to try
 tuning without editing the engine; ``--profile`` writes cProfile stats (main thread only)
@@ -103,13 +103,14 @@ def read_once(bootstrap: str, topic: str, end: int) -> tuple[int, int, float]:
 def phase_backup(
     bootstrap: str, topic: str, end: int, endpoint_url: str, bucket: str, prefix: str,
     compression: str, flush_size: int, consumer_options: dict[str, str], profile_path: str | None,
+    segment_format: str,
 ) -> bench.PhaseResult:
     """Back up offsets [0, end) with the engine, exactly as the operator would (minus Airflow)."""
     from airflow_kafka_backup.object_store import S3ObjectStore
 
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)
     run = bench.engine_backup(
-        bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path
+        bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path, segment_format
     )
     result = run.result
     return bench.PhaseResult(f"backup N={end:,}", result.records, result.bytes, run.seconds, bench.peak_rss_kib(),
@@ -132,7 +133,7 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         result = phase_backup(
             args.bootstrap, args.topic, args.end, args.endpoint_url, args.bucket, args.prefix,
-            args.compression, args.flush_size, consumer_options(args), args.profile,
+            args.compression, args.flush_size, consumer_options(args), args.profile, args.format,
         )
     bench.report(result)
 
@@ -144,7 +145,8 @@ def parent_main(args: argparse.Namespace) -> None:
     n, quarter = args.records, max(1, args.records // 4)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     bucket = "bench"
-    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, compression={args.compression}, "
+    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, format={args.format}, "
+          f"compression={args.compression}, "
           f"flush_size={args.flush_size:,}, backup consumer options: {consumer_options(args) or 'engine defaults'})",
           flush=True)
     with bench.local_stack() as (broker, s3_server):

@@ -251,7 +251,7 @@ class BackupRun:
 
 def engine_backup(
     bootstrap: str, store: Any, prefix: str, topic: str, end: int, compression: str, flush_size: int,
-    consumer_options: dict[str, str] | None = None, profile_path: str | None = None,
+    consumer_options: dict[str, str] | None = None, profile_path: str | None = None, segment_format: str = "jsonl",
 ) -> BackupRun:
     """Back up offsets [0, end) of ``topic``[0] with the engine, exactly as the operator would (minus Airflow)."""
     from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
@@ -265,7 +265,7 @@ def engine_backup(
         **(consumer_options or {}),
     })
     settings = SegmentSettings(
-        segment_format="jsonl", compression=compression, flush_size=flush_size, offset_pad_width=10
+        segment_format=segment_format, compression=compression, flush_size=flush_size, offset_pad_width=10
     )
     ranges = [PartitionRange(topic, 0, 0, end)]
     base = peak_rss_kib()
@@ -319,7 +319,7 @@ def run_phase_in_child(
     command = [
         sys.executable, str(Path(script).resolve()), "--phase", phase,
         "--end", str(end), "--value-size", str(args.value_size),
-        "--compression", args.compression, "--flush-size", str(args.flush_size),
+        "--compression", args.compression, "--format", args.format, "--flush-size", str(args.flush_size),
         "--ceiling-runs", str(args.ceiling_runs), *extra_args,
     ]
     for name, value in options.items():
@@ -342,6 +342,7 @@ def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceili
     parser.add_argument("--records", type=int, default=1_000_000, help=records_help)
     parser.add_argument("--value-size", type=int, default=1024, help="bytes per record value")
     parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none")
+    parser.add_argument("--format", choices=("jsonl", "msgpack", "avro"), default="jsonl", help="segment format")
     parser.add_argument("--flush-size", type=int, default=100_000, help="records per segment")
     parser.add_argument("--ceiling-runs", type=int, default=3, help=ceiling_help)
 
@@ -405,5 +406,5 @@ def print_summary(args: argparse.Namespace, phase: str, ratio_name: str, ceiling
     print(
         f"RESULT {ratio_name}={ratio:.2f} {phase}_rps={full.records_per_s:.0f} "
         f"ceiling_rps={ceiling.records_per_s:.0f} {phase}_peak_rss_mib={full.peak_rss_mib:.0f} "
-        f"(N={args.records}, value={args.value_size} B, compression={args.compression}{extra})"
+        f"(N={args.records}, value={args.value_size} B, format={args.format}, compression={args.compression}{extra})"
     )

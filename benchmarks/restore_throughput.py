@@ -3,7 +3,7 @@
 What it measures, on a fresh local stack (a real Kafka broker and a moto S3 server,
 from ``devstack``), for one single-partition topic of ``--records`` records of
 ``--value-size`` bytes that the engine has backed up to S3 (``back_up_ranges`` into
-JSON Lines segments of ``--flush-size`` records, ``--compression``, plus a committed
+``--format`` segments (JSON Lines by default) of ``--flush-size`` records, ``--compression``, plus a committed
 run manifest, so the restore planner sees a real backup):
 
 * ``ceiling``: a bare ``confluent_kafka.Producer`` loop, with the restore producer's
@@ -40,7 +40,7 @@ restore would otherwise pay for.
 Run from the repository root::
 
     .venv/bin/python benchmarks/restore_throughput.py [--records 1000000] [--value-size 1024]
-        [--compression none|gzip|zstd] [--flush-size 100000] [--profile restore.prof]
+        [--compression none|gzip|zstd] [--format jsonl|msgpack|avro] [--flush-size 100000] [--profile restore.prof]
 
 ``--profile`` writes cProfile stats (main thread only) of the full-size restore.
 
@@ -78,7 +78,8 @@ def back_up(bootstrap: str, store, prefix: str, topic: str, end: int, args: argp
     """Back up offsets [0, end) with the engine and commit a run manifest, so that ``plan_restore`` sees it."""
     from airflow_kafka_backup.manifest import PartitionRange, RunManifest, write_manifest
 
-    run = bench.engine_backup(bootstrap, store, prefix, topic, end, args.compression, args.flush_size)
+    run = bench.engine_backup(bootstrap, store, prefix, topic, end, args.compression, args.flush_size,
+                              segment_format=args.format)
     write_manifest(store, prefix, RunManifest("bench-run", run.settings, [PartitionRange(topic, 0, 0, end)],
                                               run.result.segments))
     print(f"Backed up {end:,} records to s3://{store.bucket}/{prefix} in {run.seconds:.1f}s "
@@ -202,7 +203,8 @@ def parent_main(args: argparse.Namespace) -> None:
     n, quarter = args.records, max(1, args.records // 4)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     bucket = "bench"
-    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, compression={args.compression}, "
+    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, format={args.format}, "
+          f"compression={args.compression}, "
           f"flush_size={args.flush_size:,})", flush=True)
     with bench.local_stack() as (broker, s3_server):
         bootstrap = broker.bootstrap

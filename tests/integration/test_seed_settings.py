@@ -242,12 +242,15 @@ def test_zstd_segments_are_smaller_and_restore_byte_exact(corpus, bucket, s3):
             (r.key, r.value, r.headers) for r in records]
 
 
-def test_avro_segments_restore_byte_exact(corpus, bucket, s3):
+@pytest.mark.parametrize(("segment_format", "compression", "ending"),
+                         [("avro", "zstd", ".avro"), ("msgpack", "gzip", ".msgpack.gz")])
+def test_binary_segment_formats_restore_byte_exact(corpus, bucket, s3, segment_format, compression, ending):
     topic = corpus["tricky"][1]
-    assert run_dag("kafka_backup", _conf([topic], bucket, segment_format="avro", compression="zstd")).state == "success"
+    conf = _conf([topic], bucket, segment_format=segment_format, compression=compression)
+    assert run_dag("kafka_backup", conf).state == "success"
     (manifest,) = load_manifests(S3ObjectStore(client=s3, bucket=bucket), "seed")
-    assert all(s.key.endswith(".avro") for s in manifest.segments)
-    target = f"{topic}-avro-{uuid.uuid4().hex[:4]}"
+    assert manifest.segments and all(s.key.endswith(ending) for s in manifest.segments)
+    target = f"{topic}-{segment_format}-{uuid.uuid4().hex[:4]}"
     conf = {"topics": [topic], "bucket": bucket, "prefix": "seed", "topic_mapping": {topic: target},
             "topic_configs": {"retention.ms": "-1"}}
     assert run_dag("kafka_restore", conf).state == "success"
