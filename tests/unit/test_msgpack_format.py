@@ -3,8 +3,10 @@ stay plain msgpack that another library reads, keep blocks bounded and name dama
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
+import tracemalloc
 
 import msgpack
 import pytest
@@ -69,7 +71,18 @@ def test_decode_fields_is_the_fast_path_and_agrees_with_decode(compression):
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
 def test_encoding_is_deterministic(compression):
     records = _random_records(3000, seed=3)
-    assert _encode(records, compression) == _encode(list(records), compression)
+    as_lists = [Record(r.partition, r.offset, r.timestamp, r.timestamp_type, r.key, r.value,
+                       [list(h) for h in r.headers]) for r in records]  # headers as lists, not tuples
+    assert _encode(records, compression) == _encode(as_lists, compression)
+
+
+def test_the_bytes_are_pinned():
+    """A library upgrade that changed a single byte of the encoding would break "same records, same bytes"."""
+    data = _encode(TRICKY + _random_records(2500, seed=8))
+    assert hashlib.sha256(data).hexdigest() == PINNED_SHA256
+
+
+PINNED_SHA256 = "f333bc575cec17b038da33f65e63fbdf2505a39355b6735e0a5c194600cb87ee"
 
 
 def test_write_fields_and_write_give_the_same_bytes():
@@ -87,9 +100,18 @@ def test_file_is_plain_msgpack_that_another_library_reads():
     objects = list(msgpack.Unpacker(io.BytesIO(_encode(records)), raw=False, strict_map_key=False))
     assert objects[0] == {"format": "airflow-kafka-backup/msgpack", "version": 1}
     lengths, blocks = objects[1::2], objects[2::2]
-    assert all(isinstance(n, int) for n in lengths) and len(blocks) == len(lengths) == 2
+    assert all(isinstance(n, int) for n in lengths) and len(blocks) == 2 and lengths[-1] == 0  # the end marker
     read = [Record(p, o, t, tt, k, v, [tuple(h) for h in hs]) for block in blocks for p, o, t, tt, k, v, hs in block]
     assert read == records
+
+
+def test_a_record_larger_than_a_block_gets_a_block_of_its_own():
+    records = [Record(0, 0, 0, "CreateTime", None, b"s", []),
+               Record(0, 1, 0, "CreateTime", b"k", b"L" * (BLOCK_BYTES * 3), [("h", b"x")]),
+               Record(0, 2, 0, "CreateTime", None, b"t", [])]
+    data = _encode(records)
+    assert _block_sizes(data) == [2, 1]
+    assert _decode(data) == records
 
 
 def test_blocks_close_on_record_count_and_on_bytes():
@@ -107,7 +129,7 @@ def _block_sizes(data: bytes) -> list[int]:
 
 
 def test_a_file_that_is_not_a_msgpack_segment_is_named():
-    with pytest.raises(IntegrityError, match="Not a msgpack segment"):
+    with pytest.raises(IntegrityError, match="Not an airflow-kafka-backup msgpack segment of version 1"):
         _decode(b'{"partition":0}\n')
 
 
@@ -121,6 +143,53 @@ def test_truncated_and_damaged_blocks_are_named():
     damaged[len(HEADER) + 5] = 0xC1  # a byte msgpack never uses, where the block's array starts
     with pytest.raises(IntegrityError, match="damaged: block 0"):
         _decode(bytes(damaged))
+    with pytest.raises(IntegrityError, match="data after its end marker"):
+        _decode(data + b"\x00")
+
+
+def test_a_file_cut_at_a_block_boundary_is_told_from_a_whole_one():
+    data = _encode(_random_records(BLOCK_RECORDS + 5, seed=9))
+    without_end = data[:-5]
+    with pytest.raises(IntegrityError, match="ends after block 1 without its end marker"):
+        _decode(without_end)
+    _, first_length = data[len(HEADER)], int.from_bytes(data[len(HEADER) + 1:len(HEADER) + 5], "big")
+    with pytest.raises(IntegrityError, match="ends after block 0 without its end marker"):
+        _decode(data[:len(HEADER) + 5 + first_length])
+
+
+def test_a_damaged_length_prefix_does_not_reserve_its_length_in_memory():
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match="truncated: block 0 has 10 of its 4294967280 bytes"):
+            _decode(HEADER + b"\xce\xff\xff\xff\xf0" + b"x" * 10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_cut_or_damaged_compressed_file_is_named(compression):
+    data = _encode(_random_records(3000, seed=10), compression)
+    with pytest.raises(IntegrityError, match="truncated|damaged"):
+        _decode(data[: len(data) // 2], compression)
+    garbage = data[:20] + bytes(200) + data[220:]
+    with pytest.raises(IntegrityError, match="truncated|damaged|Not an airflow-kafka-backup msgpack segment"):
+        _decode(garbage, compression)
+
+
+@pytest.mark.parametrize(("key", "value", "headers", "named"), [
+    ("text", b"v", None, "key and value must be bytes or None, not str and bytes"),
+    (b"k", bytearray(b"v"), None, "not bytes and bytearray"),
+    (b"k", b"v", [(b"name", b"x")], r"a header must be \(str, bytes or None\), not \(bytes, bytes\)"),
+    (b"k", b"v", [("name", "x")], r"not \(str, str\)"),
+    (b"k", b"v", [(1, None)], r"not \(int, NoneType\)"),
+])
+def test_fields_of_the_wrong_type_fail_at_backup_time_naming_the_record(key, value, headers, named):
+    encoder = get_format("msgpack").encoder(io.BytesIO(), get_compression("none"))
+    with pytest.raises(TypeError, match=f"offset 42: .*{named}"):
+        encoder.write_fields(0, 42, 0, 1, key, value, headers)
+    encoder.close()
 
 
 def test_an_unknown_timestamp_type_is_refused_not_passed_on():
