@@ -135,11 +135,31 @@ class MsgpackFormat:
 
     def decode_fields(self, raw: BinaryIO, compression: Compression) -> Iterator[RecordFields]:
         """The records as :data:`RecordFields` tuples, one block in memory at a time."""
-        stream = io.BufferedReader(compression.reader(raw), buffer_size=_READ_CHUNK)
+        decompressed = _NamesDamage(compression.reader(raw), compression.name)
+        return _decode_stream(io.BufferedReader(decompressed, buffer_size=_READ_CHUNK))
+
+
+class _NamesDamage(io.RawIOBase):
+    """Reads through a decompressing stream, turning its errors for a cut or damaged file into IntegrityError.
+
+    A wrapper rather than a try around the decoding generator: it is called once a
+    megabyte, where a second generator layer would cost a resume per record.
+    """
+
+    def __init__(self, raw: BinaryIO, codec: str) -> None:
+        self._raw = raw
+        self._codec = codec
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
         try:
-            yield from _decode_stream(stream)
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as error:  # gzip/zstd: a cut or damaged stream
-            raise IntegrityError(f"msgpack segment damaged or truncated ({compression.name}): {error}") from None
+            data = self._raw.read(len(buffer))
+        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as error:
+            raise IntegrityError(f"msgpack segment damaged or truncated ({self._codec}): {error}") from None
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _decode_stream(stream: io.BufferedReader) -> Iterator[RecordFields]:

@@ -359,7 +359,10 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
     # Each record is produced when the next one has been read, so that the last one is
     # known when it is produced: it gets the second delivery callback.
     callback = on_delivery
-    held: tuple | None = None
+    # The held record, in locals rather than a tuple: no allocation per record.
+    holding = False
+    held_value = held_key = held_headers = None
+    held_timestamp = 0
     producer.begin_transaction()
     try:
         with open(path, "rb") as raw:
@@ -367,25 +370,29 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
                 if keep is not None and not keep(offset, timestamp):
                     filtered += 1
                     continue
-                if held is not None:
+                if holding:
                     # Positional arguments (topic, value, key, partition, callback, on_delivery,
                     # timestamp, headers) spare a keyword dict per record. Timestamp 0 lets the
                     # producer stamp the record, as it would without one; None means no headers.
                     try:
-                        produce(topic, held[0], held[1], partition, callback, None, held[2], held[3])
+                        produce(topic, held_value, held_key, partition, callback, None, held_timestamp, held_headers)
                     except BufferError:
-                        _produce_when_room(producer, topic, *held, partition, callback)
+                        _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
+                                           partition, callback)
                     if not report_every_record:
                         callback = None
-                held = (value, key, timestamp if timestamp > 0 else 0, headers or None)
+                holding = True
+                held_value, held_key, held_headers = value, key, headers or None
+                held_timestamp = timestamp if timestamp > 0 else 0
                 add_source(offset)
                 if len(sources) % _POLL_EVERY == 0:
                     poll(0)
-            if held is not None:
+            if holding:
                 try:
-                    produce(topic, held[0], held[1], partition, on_delivery, None, held[2], held[3])
+                    produce(topic, held_value, held_key, partition, on_delivery, None, held_timestamp, held_headers)
                 except BufferError:
-                    _produce_when_room(producer, topic, *held, partition, on_delivery)
+                    _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
+                                       partition, on_delivery)
         producer.flush(KAFKA_TIMEOUT_S)
         expected_reports = len(sources) if report_every_record else min(len(sources), 2)
         if errors or len(reported) != expected_reports:
