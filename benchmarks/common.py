@@ -341,8 +341,11 @@ def run_phase_in_child(
 def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceiling_help: str) -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help=records_help)
     parser.add_argument("--value-size", type=int, default=1024, help="bytes per record value")
-    parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none")
-    parser.add_argument("--format", choices=("jsonl", "msgpack", "avro"), default="jsonl", help="segment format")
+    from airflow_kafka_backup.compression import COMPRESSIONS
+    from airflow_kafka_backup.segment_codec import FORMATS
+
+    parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default="none")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="jsonl", help="segment format")
     parser.add_argument("--flush-size", type=int, default=100_000, help="records per segment")
     parser.add_argument("--ceiling-runs", type=int, default=3, help=ceiling_help)
 

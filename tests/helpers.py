@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections import defaultdict
@@ -18,6 +19,16 @@ from airflow_kafka_backup.segment_codec import HashingReader, get_format
 TP = tuple[str, int]
 
 RECORDS_PER_TOPIC = 3_400  # 3 tricky topics x 3 partitions: >10k records in all
+
+
+def encode_segment(segment_format: str, records: list[Record], compression: str = "none") -> bytes:
+    """The bytes of a segment file holding ``records``, written by ``segment_format``'s encoder."""
+    raw = io.BytesIO()
+    encoder = get_format(segment_format).encoder(raw, get_compression(compression))
+    for r in records:
+        encoder.write(r)
+    encoder.close()
+    return raw.getvalue()
 
 
 def create_topics(bootstrap: str, *topics: NewTopic) -> None:

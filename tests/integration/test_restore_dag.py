@@ -33,6 +33,18 @@ def _backup(topics, bucket, **extra):
     assert run_dag("kafka_backup", conf).state == "success"
 
 
+def _backed_up_topic(bootstrap: str, bucket: str, name: str, records: int, seed: int,
+                     flush_size: int) -> tuple[str, str]:
+    """A one-partition tricky topic, backed up under ``bk``, and an empty target topic to restore it into."""
+    topic = f"{name}-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
+    produce_tricky(bootstrap, topic, 1, records, seed=seed)
+    _backup([topic], bucket, flush_size=flush_size)
+    target = f"{topic}-restored"
+    create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
+    return topic, target
+
+
 def _restore_conf(topics, bucket, mapping, **extra) -> dict:
     return {"topics": topics, "bucket": bucket, "prefix": "bk", "topic_mapping": mapping,
             "topic_configs": KEEP_FOREVER, **extra}
@@ -124,12 +136,7 @@ def test_target_with_too_few_partitions_fails_before_producing(corpus, bucket):
 
 def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3):
     bootstrap = airflow_stack["bootstrap"]
-    topic = f"kill-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
-    produce_tricky(bootstrap, topic, 1, 30_000, seed=21)
-    _backup([topic], bucket, flush_size=300)
-    target = f"{topic}-restored"
-    create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
+    topic, target = _backed_up_topic(bootstrap, bucket, "kill", 30_000, seed=21, flush_size=300)
     args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
                        "prefix": "bk", "topic": topic, "target": target, "restore_id": "kill-test"})
     command = [sys.executable, "-m", "tests.integration.restore_worker", args]
@@ -213,12 +220,7 @@ def test_another_producer_writing_into_the_target_partition_leaves_the_restore_e
     from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
 
     bootstrap = airflow_stack["bootstrap"]
-    topic = f"shared-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
-    produce_tricky(bootstrap, topic, 1, 10_000, seed=33)
-    _backup([topic], bucket, flush_size=2_500)
-    target = f"{topic}-restored"
-    create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
+    topic, target = _backed_up_topic(bootstrap, bucket, "shared", 10_000, seed=33, flush_size=2_500)
 
     stop = threading.Event()
 

@@ -14,6 +14,7 @@ import io
 import json
 import random
 import sys
+from functools import partial
 
 import pytest
 
@@ -21,6 +22,7 @@ from airflow_kafka_backup import segment_codec
 from airflow_kafka_backup.compression import COMPRESSIONS, get_compression
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.segment_codec import _parse_line, decode_fields, get_format
+from tests.helpers import encode_segment
 
 TRICKY = [
     Record(0, 0, 1, "CreateTime", None, None, []),
@@ -45,13 +47,7 @@ def _reference_decode(line: bytes) -> tuple:
             unb64(obj["value"]), [(name, unb64(value)) for name, value in obj["headers"]])
 
 
-def _encode(records, compression: str = "none") -> bytes:
-    raw = io.BytesIO()
-    encoder = get_format("jsonl").encoder(raw, get_compression(compression))
-    for r in records:
-        encoder.write(r)
-    encoder.close()
-    return raw.getvalue()
+_encode = partial(encode_segment, "jsonl")
 
 
 def _random_records(count: int, seed: int) -> list[Record]:
@@ -177,12 +173,8 @@ def test_decode_and_decode_fields_agree(compression):
 
 
 def test_decode_fields_adapts_formats_without_a_fast_path():
-    raw = io.BytesIO()
-    encoder = get_format("avro").encoder(raw, get_compression("none"))
-    for r in TRICKY:
-        encoder.write(r)
-    encoder.close()
-    decoded = decode_fields(get_format("avro"), io.BytesIO(raw.getvalue()), get_compression("none"))
+    data = encode_segment("avro", TRICKY)
+    decoded = decode_fields(get_format("avro"), io.BytesIO(data), get_compression("none"))
     assert [Record(*f) for f in decoded] == TRICKY
 
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import random
 import tracemalloc
+from functools import partial
 
 import msgpack
 import pytest
@@ -15,8 +16,9 @@ from airflow_kafka_backup import msgpack_format
 from airflow_kafka_backup.compression import COMPRESSIONS, get_compression
 from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.msgpack_format import BLOCK_BYTES, BLOCK_RECORDS, HEADER
-from airflow_kafka_backup.records import Record
+from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record
 from airflow_kafka_backup.segment_codec import decode_fields, get_format
+from tests.helpers import encode_segment
 
 TRICKY = [
     Record(0, 0, 1, "CreateTime", None, None, []),
@@ -37,13 +39,7 @@ def _random_records(n: int, seed: int, value_size: int = 100) -> list[Record]:
     ]
 
 
-def _encode(records: list[Record], compression: str = "none") -> bytes:
-    raw = io.BytesIO()
-    encoder = get_format("msgpack").encoder(raw, get_compression(compression))
-    for r in records:
-        encoder.write(r)
-    encoder.close()
-    return raw.getvalue()
+_encode = partial(encode_segment, "msgpack")
 
 
 def _decode(data: bytes, compression: str = "none") -> list[Record]:
@@ -89,8 +85,8 @@ def test_write_fields_and_write_give_the_same_bytes():
     raw = io.BytesIO()
     encoder = get_format("msgpack").encoder(raw, get_compression("none"))
     for r in TRICKY:  # as the backup loop passes a confluent Message's fields: headers None when absent
-        encoder.write_fields(r.partition, r.offset, r.timestamp, ["NoTimestampType", "CreateTime",
-                             "LogAppendTime"].index(r.timestamp_type), r.key, r.value, r.headers or None)
+        encoder.write_fields(r.partition, r.offset, r.timestamp, TIMESTAMP_TYPE_NUMBERS[r.timestamp_type], r.key,
+                             r.value, r.headers or None)
     encoder.close()
     assert raw.getvalue() == _encode(TRICKY)
 
@@ -152,7 +148,7 @@ def test_a_file_cut_at_a_block_boundary_is_told_from_a_whole_one():
     without_end = data[:-5]
     with pytest.raises(IntegrityError, match="ends after block 1 without its end marker"):
         _decode(without_end)
-    _, first_length = data[len(HEADER)], int.from_bytes(data[len(HEADER) + 1:len(HEADER) + 5], "big")
+    first_length = int.from_bytes(data[len(HEADER) + 1:len(HEADER) + 5], "big")
     with pytest.raises(IntegrityError, match="ends after block 0 without its end marker"):
         _decode(data[:len(HEADER) + 5 + first_length])
 

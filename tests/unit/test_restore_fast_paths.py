@@ -17,13 +17,12 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.restore import _filter, _offset_runs, _Prefetcher, restore_partition
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
-from airflow_kafka_backup.segment_codec import get_format
+from tests.helpers import encode_segment
 
 
 class FakeStore:
@@ -111,12 +110,7 @@ class FakeGroup:
 
 
 def _segment(records: list[Record], compression: str = "none") -> tuple[PlannedSegment, bytes]:
-    raw = io.BytesIO()
-    encoder = get_format("jsonl").encoder(raw, get_compression(compression))
-    for r in records:
-        encoder.write(r)
-    encoder.close()
-    data = raw.getvalue()
+    data = encode_segment("jsonl", records, compression)
     key = f"bk/t/partition=0/t+0+{records[0].offset:010d}.jsonl"
     return PlannedSegment(key, records[0].offset, records[-1].offset, len(records), len(data),
                           hashlib.sha256(data).hexdigest(), "jsonl", compression), data

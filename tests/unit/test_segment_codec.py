@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from functools import partial
 
 import pytest
 
@@ -12,6 +13,7 @@ from airflow_kafka_backup.compression import COMPRESSIONS, get_compression
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.segment_codec import HashingReader, HashingWriter, get_format
+from tests.helpers import encode_segment
 
 TRICKY = [
     Record(0, 0, 1, "CreateTime", None, None, []),
@@ -21,13 +23,7 @@ TRICKY = [
 ]
 
 
-def _encode(records, compression="none") -> bytes:
-    raw = io.BytesIO()
-    encoder = get_format("jsonl").encoder(raw, get_compression(compression))
-    for r in records:
-        encoder.write(r)
-    encoder.close()
-    return raw.getvalue()
+_encode = partial(encode_segment, "jsonl")
 
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
@@ -70,19 +66,10 @@ def test_hashing_writer_and_reader_agree():
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
 def test_avro_round_trip_is_byte_exact_and_deterministic(compression):
-    raw = io.BytesIO()
-    encoder = get_format("avro").encoder(raw, get_compression(compression))
-    for r in TRICKY:
-        encoder.write(r)
-    encoder.close()
-    again = io.BytesIO()
-    encoder = get_format("avro").encoder(again, get_compression(compression))
-    for r in TRICKY:
-        encoder.write(r)
-    encoder.close()
-    assert raw.getvalue() == again.getvalue()
-    assert list(get_format("avro").decode(io.BytesIO(raw.getvalue()), get_compression(compression))) == TRICKY
+    data = encode_segment("avro", TRICKY, compression)
+    assert data == encode_segment("avro", TRICKY, compression)
+    assert list(get_format("avro").decode(io.BytesIO(data), get_compression(compression))) == TRICKY
     import fastavro
 
-    assert fastavro.reader(io.BytesIO(raw.getvalue())).codec == {"none": "null", "gzip": "deflate",
+    assert fastavro.reader(io.BytesIO(data)).codec == {"none": "null", "gzip": "deflate",
                                                                   "zstd": "zstandard"}[compression]
