@@ -4,13 +4,17 @@
     kafka-backup verify  --bucket B [--prefix P] [--topic T] [--quick]
     kafka-backup inspect --bucket B KEY [--limit N]                 one segment, as JSON lines
 
-S3 access comes from the usual AWS environment (profile, region, credentials) plus
-``--endpoint-url`` for S3-compatible stores. An SSE-C key is read from the environment
+S3 access comes from the usual AWS environment (profile, region, credentials, retry
+mode) plus ``--endpoint-url`` for S3-compatible stores. ``--s3-retry-backoff-ms`` is the
+operators' ``s3_retry_backoff_ms``: the base of the backoff between S3 retries, in
+botocore's ``standard`` retry mode (or ``adaptive``, when the environment asks for it).
+An SSE-C key is read from the environment
 variable named by ``--sse-customer-key-env``, never from the command line (where
 ``ps`` would show it).
 
 Exit codes: 0 ok; 1 the backup has problems (verify) or the segment is damaged
-(inspect); 2 bad usage or configuration (missing bucket, key, wrong encryption key).
+(inspect); 2 bad usage or configuration (missing bucket, key, wrong encryption key,
+no credentials, an endpoint that does not answer).
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import sys
 from base64 import b64encode
 from collections.abc import Sequence
 
+from botocore.exceptions import BotoCoreError
+
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.s3_retry import RETRY_MODES, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import S3WriteSettings
 from airflow_kafka_backup.segment_codec import HashingReader, get_format
 from airflow_kafka_backup.verify import verify_backup
@@ -43,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", default=None)
     common.add_argument("--sse-customer-key-env", metavar="VAR",
                         help="name of an environment variable holding the SSE-C key")
+    common.add_argument("--s3-retry-backoff-ms", metavar="MS", default=None,
+                        help="base of the backoff between S3 retries, in milliseconds (default: botocore's)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ls", parents=[common], help="list backed-up topics")
     verify = sub.add_parser("verify", parents=[common], help="check every committed segment and offset chain")
@@ -56,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _store(args: argparse.Namespace) -> tuple[S3ObjectStore, S3WriteSettings]:
     import boto3
+    from botocore.config import Config
 
+    backoff_ms = validate_retry_backoff_ms(args.s3_retry_backoff_ms)
     key = None
     if args.sse_customer_key_env:
         key = os.environ.get(args.sse_customer_key_env)
@@ -65,8 +76,13 @@ def _store(args: argparse.Namespace) -> tuple[S3ObjectStore, S3WriteSettings]:
     settings = S3WriteSettings.create(sse_customer_key=key)
     session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
     client = session.client("s3", endpoint_url=args.endpoint_url)
+    if backoff_ms is not None and (client.meta.config.retries or {}).get("mode") not in RETRY_MODES:
+        # A base to set needs a retry mode that has one: standard, unless the environment chose adaptive.
+        client = session.client("s3", endpoint_url=args.endpoint_url, config=Config(retries={"mode": "standard"}))
     store = S3ObjectStore(client=client, bucket=args.bucket, extra_args=settings.extra_args(),
                           read_args=settings.read_args())
+    if backoff_ms is not None:
+        store.set_retry_backoff(backoff_ms, source="--s3-retry-backoff-ms")
     store.check_bucket()
     return store, settings
 
@@ -143,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigurationError as error:
         print(f"kafka-backup: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BotoCoreError as error:  # no credentials, an endpoint that does not answer, ...
+        print(f"kafka-backup: S3: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (IntegrityError, KafkaBackupError) as error:
         print(f"kafka-backup: {error}", file=sys.stderr)

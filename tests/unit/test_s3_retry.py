@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
-from airflow_kafka_backup import s3_retry
+from airflow_kafka_backup import cli, s3_retry
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import set_retry_backoff, validate_retry_backoff_ms
@@ -228,3 +228,58 @@ def test_a_null_param_rendered_as_the_string_none_means_unset():
 
     assert s3_retry.validate_retry_backoff_ms("None") is None
     assert validate_object_lock("None", "None") == (None, None)
+
+
+@pytest.fixture
+def aws_environment(monkeypatch, tmp_path):
+    """Test credentials and no retry settings of the machine's own: botocore's defaults (legacy mode)."""
+    for name in ("AWS_PROFILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def test_the_cli_backs_off_from_its_flag_in_standard_mode(closed_port, sleeps, aws_environment, monkeypatch, capsys):
+    monkeypatch.setattr(s3_retry, "jitter", lambda: 1.0)
+    code = cli.main(["ls", "--bucket", "b", "--endpoint-url", f"http://127.0.0.1:{closed_port}",
+                     "--s3-retry-backoff-ms", "40"])
+    # The environment's legacy mode has no base to set: the CLI asks for standard (3 attempts).
+    assert sleeps == pytest.approx([0.04, 0.08])
+    assert code == cli.EXIT_USAGE
+    assert "kafka-backup: S3: Could not connect to the endpoint URL" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    """Ends a CLI command once its S3 client is built."""
+
+
+def test_the_cli_keeps_the_environments_adaptive_mode(closed_port, sleeps, aws_environment, monkeypatch):
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setattr(s3_retry, "jitter", lambda: 1.0)
+    built = []
+
+    def keep_the_client(store) -> None:
+        built.append(store.client)
+        raise _Stop
+
+    monkeypatch.setattr(cli.S3ObjectStore, "check_bucket", keep_the_client)
+    with pytest.raises(_Stop):
+        cli.main(["ls", "--bucket", "b", "--endpoint-url", f"http://127.0.0.1:{closed_port}",
+                  "--s3-retry-backoff-ms", "40"])
+    (client,) = built
+    assert client.meta.config.retries["mode"] == "adaptive"
+    _fail(client)
+    assert sleeps == pytest.approx([0.04])
+
+
+def test_a_bad_cli_backoff_is_refused_before_any_request(closed_port, sleeps, aws_environment, capsys):
+    code = cli.main(["verify", "--bucket", "b", "--endpoint-url", f"http://127.0.0.1:{closed_port}",
+                     "--s3-retry-backoff-ms", "-5"])
+    assert code == cli.EXIT_USAGE
+    assert "s3_retry_backoff_ms must be a whole number of milliseconds from 0 to 20000, got '-5'" in (
+        capsys.readouterr().err)
+    assert sleeps == []
