@@ -56,9 +56,11 @@ _MAX_BLOCK = (1 << 32) - 1
 _READ_CHUNK = 1 << 20
 
 _TimestampType = Literal["NoTimestampType", "CreateTime", "LogAppendTime"]
-# Decoding straight into RecordFields tuples: no Python code runs per record.
+# Decoding straight into RecordFields tuples: no Python code runs per record. Headers
+# decode as a tuple: a record without headers then shares the empty tuple, where a list
+# per record would be one more object for the cyclic garbage collector to count and scan.
 _decode_block = msgspec.msgpack.Decoder(
-    list[tuple[int, int, int, _TimestampType, bytes | None, bytes | None, list[tuple[str, bytes | None]]]]
+    list[tuple[int, int, int, _TimestampType, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]]
 ).decode
 
 
@@ -130,11 +132,11 @@ class MsgpackFormat:
         return MsgpackEncoder(raw, compression)
 
     def decode(self, raw: BinaryIO, compression: Compression) -> Iterator[Record]:
-        for fields in self.decode_fields(raw, compression):
-            yield Record(*fields)
+        for partition, offset, timestamp, timestamp_type, key, value, headers in self.decode_fields(raw, compression):
+            yield Record(partition, offset, timestamp, timestamp_type, key, value, list(headers))
 
     def decode_fields(self, raw: BinaryIO, compression: Compression) -> Iterator[RecordFields]:
-        """The records as :data:`RecordFields` tuples, one block in memory at a time."""
+        """The records as :data:`RecordFields` tuples (headers as a tuple), one block in memory at a time."""
         decompressed = _NamesDamage(compression.reader(raw), compression.name)
         return _decode_stream(io.BufferedReader(decompressed, buffer_size=_READ_CHUNK))
 
@@ -154,12 +156,11 @@ class _NamesDamage(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        # Straight into the caller's buffer: a read() here would copy every byte once more.
         try:
-            data = self._raw.read(len(buffer))
+            return self._raw.readinto(buffer)
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as error:
             raise IntegrityError(f"msgpack segment damaged or truncated ({self._codec}): {error}") from None
-        buffer[:len(data)] = data
-        return len(data)
 
 
 def _decode_stream(stream: io.BufferedReader) -> Iterator[RecordFields]:

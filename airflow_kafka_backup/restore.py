@@ -382,7 +382,8 @@ def _produce_segment(producer, group_metadata, store, restore_prefix, unit, seg,
                     if not report_every_record:
                         callback = None
                 holding = True
-                held_value, held_key, held_headers = value, key, headers or None
+                # confluent-kafka takes headers as a list (msgpack decodes them as a tuple); None: no headers.
+                held_value, held_key, held_headers = value, key, list(headers) if headers else None
                 held_timestamp = timestamp if timestamp > 0 else 0
                 add_source(offset)
                 if len(sources) % _POLL_EVERY == 0:

@@ -27,7 +27,7 @@ import sys
 import threading
 from base64 import b64decode
 from binascii import a2b_base64, b2a_base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from json.encoder import encode_basestring
 from typing import BinaryIO, Protocol
@@ -43,7 +43,8 @@ _READ_CHUNK = 1 << 20
 # A decoded record as plain fields, in :class:`Record`'s order (``timestamp_type`` by name):
 # (partition, offset, timestamp, timestamp_type, key, value, headers). Restore reads these
 # instead of Records because building a frozen dataclass per record costs more than decoding it.
-RecordFields = tuple[int, int, int, str, "bytes | None", "bytes | None", "list[tuple[str, bytes | None]]"]
+# Headers are a list or, from the msgpack fast path, a tuple (see ``msgpack_format._decode_block``).
+RecordFields = tuple[int, int, int, str, "bytes | None", "bytes | None", "Sequence[tuple[str, bytes | None]]"]
 
 
 class SegmentEncoder(Protocol):

@@ -60,8 +60,11 @@ def test_decode_fields_is_the_fast_path_and_agrees_with_decode(compression):
     records = TRICKY + _random_records(300, seed=2)
     data, codec = _encode(records, compression), get_compression(compression)
     fields = list(decode_fields(get_format("msgpack"), io.BytesIO(data), codec))
-    assert [Record(*f) for f in fields] == records
+    assert [Record(*f[:6], list(f[6])) for f in fields] == records
     assert all(type(f) is tuple and len(f) == 7 for f in fields)
+    # Headers come as a tuple: records without any share the empty one (no object per record).
+    assert all(type(f[6]) is tuple for f in fields)
+    assert len({id(f[6]) for f in fields if not f[6]}) == 1
 
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
