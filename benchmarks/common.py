@@ -23,7 +23,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,7 +59,13 @@ class PhaseResult:
     # CPU seconds of the phase's own process (all its threads, librdkafka's included) and of
     # the broker and S3 server processes while the phase ran (see :func:`run_phase_in_child`).
     client_cpu_s: float = 0.0
-    server_cpu_s: float = 0.0
+    broker_cpu_s: float = 0.0
+    s3_cpu_s: float = 0.0
+    transactions: int = 0  # a restore's committed transactions
+
+    @property
+    def server_cpu_s(self) -> float:
+        return self.broker_cpu_s + self.s3_cpu_s
 
     @property
     def records_per_s(self) -> float:
@@ -308,13 +314,14 @@ def report(result: PhaseResult) -> None:
 
 def run_phase_in_child(
     script: str, args: argparse.Namespace, phase: str, end: int, profiled_phase: str,
-    extra_args: list[str] | tuple[str, ...] = (), server_pids: Sequence[int] = (), **options: str,
+    extra_args: list[str] | tuple[str, ...] = (), server_pids: Mapping[str, int] | None = None, **options: str,
 ) -> PhaseResult:
     """Re-invoke ``script`` for one phase; it prints its result as JSON on stdout (see :func:`report`).
 
     ``options`` become ``--name value`` (underscores as dashes); ``--profile`` is passed on
-    for the full-size run of ``profiled_phase``. The CPU time ``server_pids`` (the broker,
-    the S3 server) use while the child runs is added to its result as ``server_cpu_s``.
+    for the full-size run of ``profiled_phase``. The CPU time the processes of ``server_pids``
+    (``{"broker": pid, "s3": pid}``; a broker given by ``KAFKA_BOOTSTRAP`` has none) use while
+    the child runs is added to its result as ``broker_cpu_s`` and ``s3_cpu_s``.
     """
     command = [
         sys.executable, str(Path(script).resolve()), "--phase", phase,
@@ -326,12 +333,13 @@ def run_phase_in_child(
         command += [f"--{name.replace('_', '-')}", value]
     if args.profile and phase == profiled_phase and end == args.records:
         command += ["--profile", args.profile]
-    servers_before = sum(map(process_cpu_seconds, server_pids))
+    pids = dict(server_pids or {})
+    before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
     completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO)
-    servers = sum(map(process_cpu_seconds, server_pids)) - servers_before
+    used = {f"{name}_cpu_s": process_cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(PHASE_MARKER):
-            return PhaseResult(**{**json.loads(line[len(PHASE_MARKER):]), "server_cpu_s": servers})
+            return PhaseResult(**{**json.loads(line[len(PHASE_MARKER):]), **used})
     raise RuntimeError(f"phase {phase} printed no result; stdout: {completed.stdout[-2000:]}")
 
 
@@ -369,14 +377,14 @@ def check_size_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 def print_table(results: list[PhaseResult]) -> None:
     """One row a phase; the CPU columns (µs per record) appear when a phase measured them."""
     with_cpu = any(r.client_cpu_s for r in results)
-    cpu_header = f" {'client CPU µs/rec':>17} {'server CPU µs/rec':>17}" if with_cpu else ""
+    cpu_header = f" {'CPU µs/rec: client':>18} {'broker':>6} {'S3':>4}" if with_cpu else ""
     header = f"{'phase':<24} {'records':>10} {'seconds':>8} {'records/s':>11} {'MB/s':>8} " \
              f"{'segments':>8} {'stored MB':>9} {'base RSS MiB':>12} {'peak RSS MiB':>12}{cpu_header}"
     print(header)
     print("-" * len(header))
     for r in results:
-        cpu = (f" {r.client_cpu_s / r.records * 1e6:>17.1f} {r.server_cpu_s / r.records * 1e6:>17.1f}"
-               if with_cpu else "")
+        cpu = (f" {r.client_cpu_s / r.records * 1e6:>18.1f} {r.broker_cpu_s / r.records * 1e6:>6.1f} "
+               f"{r.s3_cpu_s / r.records * 1e6:>4.1f}" if with_cpu else "")
         print(
             f"{r.phase:<24} {r.records:>10,} {r.seconds:>8.2f} {r.records_per_s:>11,.0f} {r.mb_per_s:>8.1f} "
             f"{r.segments or '-':>8} {f'{r.stored_bytes / 1e6:.0f}' if r.segments else '-':>9} "

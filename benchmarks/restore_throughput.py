@@ -14,9 +14,10 @@ run manifest, so the restore planner sees a real backup):
   seed in the child (see :class:`common.Payloads`), not read back from Kafka, so the
   ceiling measures producing only.
 * ``restore``: the engine's ``plan_restore`` + ``restore_partition`` (no Airflow): per
-  segment, download and verify it (size, sha256), decode it, produce its records in one
-  transaction with the original timestamps, write the offset-map chunk to S3 and commit
-  the progress offset - into a fresh target topic, at two backlog sizes (N/4 and N; the
+  segment, download and verify it (size, sha256), decode it and produce its records with
+  the original timestamps; per transaction (whole segments, as many as
+  ``restore.COMMIT_INTERVAL_S`` of work holds), write the segments' offset-map chunks to S3
+  and commit the progress offset - into a fresh target topic, at two backlog sizes (N/4 and N; the
   N/4 restore reads its own backup of the first N/4 records, so neither run filters).
 
 MB/s counts record payload (key + value) bytes in both phases; "stored MB" is what the
@@ -169,6 +170,7 @@ def phase_restore(
     return bench.PhaseResult(
         f"restore N={end:,}", result.records_restored, bench.payload_bytes(end, value_size), seconds,
         bench.peak_rss_kib(), base, result.segments_restored, sum(s.bytes for s in unit.segments), cpu,
+        transactions=result.transactions_committed,
     )
 
 
@@ -184,15 +186,15 @@ def child_main(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def restore_into_fresh_topic(args: argparse.Namespace, bootstrap: str, end: int, server_pids: list[int],
+def restore_into_fresh_topic(args: argparse.Namespace, bootstrap: str, end: int, server_pids: dict[str, int],
                              **extra: str) -> bench.PhaseResult:
     """Restore into a new target topic, check what landed there, then drop it."""
     target = f"{extra['topic']}-restored-{uuid.uuid4().hex[:6]}"
     bench.create_topic(bootstrap, target, TOPIC_CONFIG)
     result = bench.run_phase_in_child(__file__, args, "restore", end, "restore", server_pids=server_pids,
                                       bootstrap=bootstrap, target=target, **extra)
-    # One transaction per segment; each commit marker takes an offset of its own.
-    bench.check_high_watermark(bootstrap, target, end + result.segments)
+    # Each transaction's commit marker takes an offset of its own.
+    bench.check_high_watermark(bootstrap, target, end + result.transactions)
     bench.delete_topic(bootstrap, target)
     return result
 
@@ -210,7 +212,9 @@ def parent_main(args: argparse.Namespace) -> None:
         bootstrap = broker.bootstrap
         # The broker's and the S3 server's CPU time is counted per phase: on a small machine they share
         # the cores with the phase.
-        server_pids = [pid for pid in (getattr(broker.process, "pid", None), s3_server.process.pid) if pid]
+        server_pids = {"s3": s3_server.process.pid}
+        if getattr(broker, "process", None) is not None:
+            server_pids["broker"] = broker.process.pid
         bench.create_topic(bootstrap, topic, TOPIC_CONFIG)
         seconds = bench.produce(bootstrap, topic, n, args.value_size)
         bench.check_high_watermark(bootstrap, topic, n)
@@ -235,7 +239,8 @@ def parent_main(args: argparse.Namespace) -> None:
                                                      topic=f"{topic}-ceiling-{round_number}"))
             fulls.append(restore_into_fresh_topic(args, bootstrap, n, server_pids, **s3, prefix=BACKUP_PREFIX))
             print(f"round {round_number}: ceiling {ceilings[-1].records_per_s:,.0f} records/s, "
-                  f"restore N {fulls[-1].records_per_s:,.0f} records/s", flush=True)
+                  f"restore N {fulls[-1].records_per_s:,.0f} records/s ({fulls[-1].segments} segments in "
+                  f"{fulls[-1].transactions} transactions)", flush=True)
         bench.delete_topic(bootstrap, topic)
     ceiling = min(ceilings, key=lambda r: r.seconds)
     ceiling.phase = f"ceiling (best of {len(ceilings)})"
