@@ -3,12 +3,12 @@
 A run ``(source_start, target_start, count)`` says source offsets
 ``source_start + i`` went to target offsets ``target_start + i`` for ``i < count``. A
 compacted source (offset gaps) or a point-in-time cut starts a new run; a plain topic
-restores as one run per transaction.
+restores as one run per segment.
 
-The map is written to S3 one chunk per restore transaction, keyed by the chunk's first
-source offset, *before* that transaction commits. A retry after a crash resumes at the
-same source offset, so it rewrites the same chunk key with the target offsets it really
-got; a committed chunk is never left describing aborted records.
+The map is written to S3 one chunk per restored segment, keyed by the segment's first
+source offset, *before* the transaction holding the segment commits. A retry after a
+crash resumes at the same source offset, so it rewrites the same chunk keys with the
+target offsets it really got; a committed chunk is never left describing aborted records.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class OffsetMapBuilder:
 
 @dataclass(frozen=True)
 class OffsetMapChunk:
-    """One restore transaction's record: which segment, how many records, where they went."""
+    """One restored segment's record: which segment, how many records, where they went."""
 
     source_topic: str
     target_topic: str

@@ -1,7 +1,7 @@
 """A restore in its own process, so a test can SIGKILL it midway: the engine with plain clients.
 
     python -m tests.integration.restore_worker '<json: bootstrap, endpoint_url, bucket, prefix, topic,
-                                                 target, restore_id>'
+                                                 target, restore_id[, commit_interval_s]>'
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from confluent_kafka import Consumer, Producer
 
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
+from airflow_kafka_backup.restore import (
+    COMMIT_INTERVAL_S,
+    PRODUCER_OVERRIDES,
+    progress_group,
+    restore_partition,
+    transactional_id,
+)
 from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 
@@ -31,7 +37,8 @@ def main(args: dict) -> None:
         config = {"bootstrap.servers": args["bootstrap"], **PRODUCER_OVERRIDES,
                   "transactional.id": transactional_id(args["restore_id"], unit.target_topic, unit.partition)}
         result = restore_partition(lambda config=config: Producer(config), group, store,
-                                   restore_prefix(args["prefix"], args["restore_id"]), unit)
+                                   restore_prefix(args["prefix"], args["restore_id"]), unit,
+                                   commit_interval_s=args.get("commit_interval_s", COMMIT_INTERVAL_S))
         print(json.dumps(result.to_dict()), flush=True)
     group.close()
 

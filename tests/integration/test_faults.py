@@ -374,7 +374,8 @@ def test_broker_restart_during_restore(restartable_broker, airflow_stack, bucket
     broker = restartable_broker
     bootstrap = broker.bootstrap
     topic = f"restart-{uuid.uuid4().hex[:6]}"
-    # One partition in many small segments: the restart lands in the middle of one producer's transactions.
+    # One partition in many small segments, a transaction every 0.2 s or so: the restart lands in the middle
+    # of one producer's transactions.
     create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
     produce_tricky(bootstrap, topic, 1, 20_000, seed=52)
     truth = read_kafka(bootstrap, [topic])
@@ -388,7 +389,8 @@ def test_broker_restart_during_restore(restartable_broker, airflow_stack, bucket
     target = f"{topic}-restored"
     create_topics(bootstrap, NewTopic(target, 1, 1, config=KEEP_FOREVER))
     rargs = {"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
-             "prefix": prefix, "topic": topic, "target": target, "restore_id": "restart-test"}
+             "prefix": prefix, "topic": topic, "target": target, "restore_id": "restart-test",
+             "commit_interval_s": 0.2}
     worker = subprocess.Popen(_worker_command("restore_worker", rargs), cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     probe = AdminClient({"bootstrap.servers": bootstrap})

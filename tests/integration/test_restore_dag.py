@@ -12,13 +12,14 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.restore import committed_progress, progress_group
 from airflow_kafka_backup.restore_manifest import load_offset_map, load_offset_map_chunks, verify_restore
 from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
@@ -134,38 +135,43 @@ def test_target_with_too_few_partitions_fails_before_producing(corpus, bucket):
         KafkaRestorePlanOperator(task_id="p", topics=["nope"], bucket=bucket, prefix="bk").execute({"run_id": "r"})
 
 
-def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3):
+# 0: a transaction per segment; 0.05 s: transactions of several segments, so the kill most likely
+# lands in one that holds some (the retry redoes all of them).
+@pytest.mark.parametrize("commit_interval_s", [0, 0.05])
+def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_interval_s):
     bootstrap = airflow_stack["bootstrap"]
     topic, target = _backed_up_topic(bootstrap, bucket, "kill", 30_000, seed=21, flush_size=300)
+    restore_id = f"kill-test-{uuid.uuid4().hex[:6]}"
     args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
-                       "prefix": "bk", "topic": topic, "target": target, "restore_id": "kill-test"})
+                       "prefix": "bk", "topic": topic, "target": target, "restore_id": restore_id,
+                       "commit_interval_s": commit_interval_s})
     command = [sys.executable, "-m", "tests.integration.restore_worker", args]
     worker = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    progress = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
     deadline = time.monotonic() + 120
+    # Killed once some progress is committed, so that the retry has something to resume from.
     while time.monotonic() < deadline and worker.poll() is None:
-        _, high = probe.get_watermark_offsets(TopicPartition(target, 0), timeout=5, cached=False)
-        if high > 3_000:
+        if (committed_progress(progress, target, 0) or 0) >= 3_000:
             break
         time.sleep(0.02)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
-    _, high = probe.get_watermark_offsets(TopicPartition(target, 0), timeout=5, cached=False)
-    probe.close()
-    assert high < 30_000, "killed midway"
+    killed_at = committed_progress(progress, target, 0)
+    progress.close()
+    assert killed_at is not None and 3_000 <= killed_at < 30_000, f"killed midway, not at {killed_at}"
 
     retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert retry.returncode == 0, retry.stderr[-3000:]
     result = json.loads(retry.stdout.strip().splitlines()[-1])
-    assert result["resumed_from"] is not None and result["segments_skipped_as_done"] > 0
+    assert result["resumed_from"] == killed_at and result["segments_skipped_as_done"] == killed_at // 300
 
     source, restored = read_kafka(bootstrap, [topic]), read_kafka(bootstrap, [target])
     _assert_restored(source, restored, {topic: target})
     store = S3ObjectStore(client=s3, bucket=bucket)
     settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
     units = plan_restore(store, "bk", settings).partitions
-    (summary,) = verify_restore(store, restore_prefix("bk", "kill-test"), units)
+    (summary,) = verify_restore(store, restore_prefix("bk", restore_id), units)
     assert summary.records_restored == 30_000
 
 
@@ -217,7 +223,7 @@ def test_another_producer_writing_into_the_target_partition_leaves_the_restore_e
 
     from confluent_kafka import Producer
 
-    from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
+    from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, restore_partition, transactional_id
 
     bootstrap = airflow_stack["bootstrap"]
     topic, target = _backed_up_topic(bootstrap, bucket, "shared", 10_000, seed=33, flush_size=2_500)

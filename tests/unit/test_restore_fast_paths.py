@@ -20,7 +20,14 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
-from airflow_kafka_backup.restore import _filter, _offset_runs, _Prefetcher, restore_partition
+from airflow_kafka_backup.restore import (
+    _filter,
+    _offset_runs,
+    _Prefetcher,
+    _source_runs,
+    download_verified,
+    restore_partition,
+)
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from tests.helpers import encode_segment
 
@@ -149,6 +156,17 @@ def test_offset_runs_equal_the_builder_on_random_gaps():
         assert _offset_runs(sources, targets) == builder.to_runs()
 
 
+def test_source_runs_at_consecutive_targets_equal_the_builder():
+    rng = random.Random(5)
+    for _ in range(200):
+        n = rng.randrange(0, 60)
+        sources = sorted(rng.sample(range(n * 2), n)) if rng.random() < 0.7 else list(range(7, 7 + n))
+        builder = OffsetMapBuilder()
+        for i, source in enumerate(sources):
+            builder.add(source, 1000 + i)
+        assert [(s, 1000 + i, count) for s, i, count in _source_runs(sources)] == builder.to_runs()
+
+
 def _old_keep(unit: PartitionRestore, offset: int, timestamp: int) -> bool:
     """The filter as it was: applied to every record."""
     if offset < unit.start_offset or (unit.end_offset is not None and offset >= unit.end_offset):
@@ -192,17 +210,52 @@ def _spool_files(path) -> list[str]:
     return sorted(os.listdir(path))
 
 
-def test_prefetcher_yields_verified_files_in_order_one_ahead_at_most(tmp_path):
-    segments, objects = _segments_of_ten(50)
+@pytest.mark.parametrize("ahead", [1, 3])
+def test_prefetcher_yields_verified_files_in_order_as_many_ahead_as_fit(tmp_path, ahead):
+    segments, objects = _segments_of_ten(60)
     store = FakeStore(objects)
-    with _Prefetcher(store, segments, str(tmp_path)) as downloads:
-        for seg, path in downloads:
+    biggest = max(seg.bytes for seg in segments)
+    assert 4 * min(seg.bytes for seg in segments) > 3 * biggest  # so 3 * biggest holds exactly 3
+    # ahead=1: a budget smaller than any segment still downloads one ahead.
+    budget = 1 if ahead == 1 else ahead * biggest
+    with _Prefetcher(store, segments, str(tmp_path), ahead_bytes=budget) as downloads:
+        for i, (seg, path) in enumerate(downloads):
             with open(path, "rb") as f:
                 assert f.read() == objects[seg.key]
-            assert len(_spool_files(tmp_path)) <= 2  # this one and the next
+            assert len(downloads._ahead) == min(ahead, len(segments) - i - 1)
+            assert len(_spool_files(tmp_path)) <= 1 + ahead  # this one and those ahead
             os.unlink(path)
     assert _spool_files(tmp_path) == []
-    assert store.opened == [s.key for s in segments]
+    assert sorted(store.opened) == sorted(s.key for s in segments)
+
+
+class _ShortReads(io.RawIOBase):
+    """A body that hands out at most 1000 bytes a call, as a socket may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readinto(self, buffer) -> int:
+        return self._data.readinto(memoryview(buffer)[:1000])
+
+
+class _ReadOnly:
+    """A body with ``read`` only, as botocore's ``StreamingBody`` before 1.38.20."""
+
+    def __init__(self, data: bytes) -> None:
+        self.read = io.BytesIO(data).read
+
+
+@pytest.mark.parametrize("body", [io.BytesIO, _ShortReads, _ReadOnly])
+def test_a_download_spools_every_byte_whatever_the_body_offers(tmp_path, body):
+    segments, objects = _segments([range(0, 300)])
+    big = objects[segments[0].key]
+    assert len(big) > 3000  # several short reads
+    store = FakeStore(objects)
+    store.open_stream = lambda key: body(objects[key])
+    path = download_verified(store, segments[0], str(tmp_path))
+    with open(path, "rb") as f:
+        assert f.read() == big
 
 
 def test_prefetcher_raises_for_a_damaged_segment_in_its_turn_and_cleans_up(tmp_path):
@@ -228,8 +281,8 @@ def test_prefetcher_close_mid_way_removes_the_prefetched_file(tmp_path):
     assert _spool_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compression):
+@pytest.mark.parametrize("compression,commit_interval_s", [("none", 0), ("zstd", 0), ("none", 60)])
+def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compression, commit_interval_s):
     offsets = [o for o in range(0, 60) if o % 11 != 5]  # a compacted source
     chunks = [offsets[i:i + 20] for i in range(0, len(offsets), 20)]
     segments, objects = _segments(chunks, compression)
@@ -237,7 +290,7 @@ def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compr
     producer = FakeProducer(first_offset=1000)
     unit = PartitionRestore("t", "t2", 0, segments)
     result = restore_partition(lambda: producer, FakeGroup(), store, "bk/_restores/r", unit,
-                               spool_dir=str(tmp_path))
+                               spool_dir=str(tmp_path), commit_interval_s=commit_interval_s)
 
     assert result.records_restored == len(offsets) and result.records_filtered == 0
     assert result.segments_restored == len(segments)
@@ -246,11 +299,14 @@ def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compr
         (r.key, r.value, r.headers, r.timestamp) for r in expected]
     assert {p["topic"] for p in producer.produced} == {"t2"} and {p["partition"] for p in producer.produced} == {0}
     assert all(p["headers"] is None or p["headers"] for p in producer.produced)  # never an empty list
-    assert producer.transactions == [
-        step for seg in segments for step in ("begin", f"offsets {seg.last_offset + 1}", "commit")]
+    if commit_interval_s == 0:  # a transaction per segment
+        assert producer.transactions == [
+            step for seg in segments for step in ("begin", f"offsets {seg.last_offset + 1}", "commit")]
+    else:  # the segments take far less than a minute: one transaction for all of them
+        assert producer.transactions == ["begin", f"offsets {segments[-1].last_offset + 1}", "commit"]
     maps = [OffsetMapChunk.from_json(data) for _, data in sorted(store.written.items())]
     target = iter(range(1000, 2000))
-    for chunk, offset_map in zip(chunks, maps, strict=True):  # one map chunk per transaction
+    for chunk, offset_map in zip(chunks, maps, strict=True):  # one map chunk per segment
         builder = OffsetMapBuilder()
         for o in chunk:
             builder.add(o, next(target))
@@ -266,7 +322,7 @@ def test_restore_partition_filters_and_resumes(tmp_path):
     unit = PartitionRestore("t", "t2", 0, segments, start_offset=5, end_offset=35, until_timestamp=1033)
     result = restore_partition(lambda: producer, FakeGroup(committed=10), store, "r", unit, spool_dir=str(tmp_path))
     assert result.resumed_from == 10 and result.segments_skipped_as_done == 1
-    assert store.opened == [s.key for s in segments[1:]]  # the finished segment is not even downloaded
+    assert sorted(store.opened) == sorted(s.key for s in segments[1:])  # the finished segment is not even downloaded
     kept = [r.key for r in _records(range(10, 40)) if r.offset < 33]
     assert [p["key"] for p in producer.produced] == kept
     assert result.records_restored == len(kept) and result.records_filtered == 30 - len(kept)
@@ -322,7 +378,8 @@ def test_a_stuck_transactional_call_is_given_up_on_and_a_new_producer_resumes_ex
 
     unit = PartitionRestore("t", "t2", 0, segments)
     started = time.monotonic()
-    result = restore_partition(new_producer, group, FakeStore(objects), "r", unit, spool_dir=str(tmp_path))
+    result = restore_partition(new_producer, group, FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
+                               commit_interval_s=0)
     assert time.monotonic() - started < 5
     assert len(producers) == 3
     assert committed_keys == [r.key for r in _records(range(50))]  # each record once, in order
@@ -368,12 +425,14 @@ class InterleavedProducer(FakeProducer):
         return int(self.in_transaction == 7 and self.transactions.count("begin") <= self.times)
 
 
-def test_only_the_first_and_last_record_of_a_transaction_carry_a_delivery_callback(tmp_path):
+@pytest.mark.parametrize("commit_interval_s", [0, 60])
+def test_only_the_first_and_last_record_of_a_segment_carry_a_delivery_callback(tmp_path, commit_interval_s):
     segments, objects = _segments_of_ten(30)
     producer = FakeProducer()
     restore_partition(lambda: producer, FakeGroup(), FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
-                      spool_dir=str(tmp_path))
+                      spool_dir=str(tmp_path), commit_interval_s=commit_interval_s)
     assert producer.callbacks == 2 * len(segments)
+    assert producer.transactions.count("commit") == (len(segments) if commit_interval_s == 0 else 1)
 
 
 def test_a_record_of_another_producer_between_ours_aborts_and_redoes_the_segment_with_exact_offsets(tmp_path):
@@ -388,6 +447,23 @@ def test_a_record_of_another_producer_between_ours_aborts_and_redoes_the_segment
     # The redo: 20 records from 521 on, with a foreign record after our 7th (at 528).
     assert chunk.runs == ((0, 521, 7), (7, 529, 13))
     assert result.records_restored == 20
+
+
+def test_a_transaction_of_segments_with_a_foreign_record_is_redone_a_segment_at_a_time(tmp_path):
+    segments, objects = _segments_of_ten(30)
+    store = FakeStore(objects)
+    producer = InterleavedProducer(times=1)  # in the first transaction (all three segments) only
+    result = restore_partition(lambda: producer, FakeGroup(), store, "r", PartitionRestore("t", "t2", 0, segments),
+                               spool_dir=str(tmp_path), commit_interval_s=60)
+    assert producer.transactions == ["begin", "abort", *[step for end in (10, 20, 30)
+                                                         for step in ("begin", f"offsets {end}", "commit")]]
+    # Each segment is downloaded (and verified) again for its redo.
+    assert sorted(store.opened) == sorted([s.key for s in segments] * 2)
+    chunks = sorted((OffsetMapChunk.from_json(v) for v in store.written.values()), key=lambda c: c.runs[0])
+    # 30 records from 500 + 7 + 30 = 531 on (the aborted ones and the foreign one took offsets too).
+    assert [c.runs for c in chunks] == [((0, 531, 10),), ((10, 541, 10),), ((20, 551, 10),)]
+    assert result.records_restored == 30 and result.segments_restored == 3
+    assert _spool_files(tmp_path) == []
 
 
 class FailingCommitProducer(FakeProducer):
@@ -476,7 +552,8 @@ class CommitsThenHangs(CommittingProducer):
         self.never.wait()
 
 
-def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("commit_interval_s", [0, 60])  # the stuck commit holds the first segment, or all three
+def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch, commit_interval_s):
     import airflow_kafka_backup.restore as restore
 
     monkeypatch.setattr(restore, "KAFKA_TIMEOUT_S", 0.2)
@@ -490,6 +567,8 @@ def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch)
         return producers[-1]
 
     result = restore_partition(new_producer, group, FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
-                               spool_dir=str(tmp_path))
+                               spool_dir=str(tmp_path), commit_interval_s=commit_interval_s)
     assert committed_keys == [r.key for r in _records(range(30))]  # each once: the next producer skipped it
     assert result.records_restored == 30 and result.segments_restored == 3
+    # The replacement producer restores what the stuck commit did not hold: two segments, or nothing.
+    assert len(producers[1].produced) == (20 if commit_interval_s == 0 else 0)
