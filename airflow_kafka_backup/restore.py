@@ -353,20 +353,22 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
             totals.segments += n_segments
             totals.transactions += 1
     last_log = time.monotonic()
-    transaction: _Transaction | None = None
+    left = len(todo)
     try:
-        with _Prefetcher(store, todo, spool_dir) as downloads:
-            for count, (seg, path) in enumerate(downloads, 1):
-                if transaction is None:
-                    transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit)
-                try:
-                    with transaction.aborted_on_failure():
-                        transaction.produce(seg, path)
-                finally:
-                    os.unlink(path)
-                if count == len(todo) or transaction.age() >= commit_interval_s:
-                    _commit_or_redo(transaction, totals, spool_dir)
-                    transaction = None
+        with _Prefetcher(store, todo, spool_dir) as prefetcher:
+            downloads = iter(prefetcher)
+            while left:
+                transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit)
+                # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
+                with transaction.aborted_on_failure():
+                    while left and (not transaction.segments or transaction.age() < commit_interval_s):
+                        seg, path = next(downloads)
+                        left -= 1
+                        try:
+                            transaction.produce(seg, path)
+                        finally:
+                            os.unlink(path)
+                _commit_or_redo(transaction, totals, spool_dir)
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
                     log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition,

@@ -328,6 +328,24 @@ def test_restore_partition_filters_and_resumes(tmp_path):
     assert result.records_restored == len(kept) and result.records_filtered == 30 - len(kept)
 
 
+@pytest.mark.parametrize("commit_interval_s", [0, 60])
+def test_a_damaged_segment_aborts_the_open_transaction_and_commits_nothing_after(tmp_path, commit_interval_s):
+    segments, objects = _segments_of_ten(40)
+    objects[segments[2].key] = objects[segments[2].key][:-1] + b"x"
+    producer = FakeProducer()
+    with pytest.raises(IntegrityError, match=re.escape(segments[2].key)):
+        restore_partition(lambda: producer, FakeGroup(), FakeStore(objects), "r",
+                          PartitionRestore("t", "t2", 0, segments), spool_dir=str(tmp_path),
+                          commit_interval_s=commit_interval_s)
+    if commit_interval_s == 0:  # the two segments before it committed on their own
+        assert producer.transactions == ["begin", "offsets 10", "commit", "begin", "offsets 20", "commit",
+                                         "begin", "abort"]
+    else:  # they were in the transaction the damaged one would have joined
+        assert producer.transactions == ["begin", "abort"]
+    assert [p["key"] for p in producer.produced] == [r.key for r in _records(range(20))]
+    assert _spool_files(tmp_path) == []
+
+
 class CommittingProducer(FakeProducer):
     """Commits move the transaction's records to a shared log and its offset to the group; it can get stuck.
 
