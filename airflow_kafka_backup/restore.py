@@ -381,9 +381,9 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
 def _commit_or_redo(transaction: _Transaction, totals: _Totals, spool_dir: str | None) -> None:
     """Commit ``transaction``; when that needs a delivery report per record, restore its segments again with them.
 
-    A redo downloads (and verifies) its segments again, one transaction each: it is rare (another
-    producer wrote to the target partition, or a record failed delivery), and the spool stays
-    at two files.
+    A redo downloads (and verifies) its segments again, one at a time and one transaction each:
+    it is rare (another producer wrote to the target partition, or a record failed delivery),
+    and the transaction's segments need not stay spooled until its commit.
     """
     try:
         with transaction.aborted_on_failure():
@@ -570,12 +570,10 @@ class _Transaction:
                                tuple(produced.offset_runs(unit, report_every_record))).to_json()
             for produced in self.segments
         }
-        if len(chunks) == 1:
-            self.store.put_bytes(*next(iter(chunks.items())))
-        else:  # a transaction of many small segments: their writes in parallel, not one round trip after another
-            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS, thread_name_prefix="restore-offset-map") as pool:
-                for _ in pool.map(self.store.put_bytes, chunks, chunks.values()):
-                    pass  # re-raises the first failed write
+        # In parallel: a transaction of many small segments would otherwise wait one round trip per chunk.
+        with ThreadPoolExecutor(max_workers=CHUNK_WRITERS, thread_name_prefix="restore-offset-map") as pool:
+            for _ in pool.map(self.store.put_bytes, chunks, chunks.values()):
+                pass  # re-raises the first failed write
         last_offset = self.segments[-1].seg.last_offset
         bounded_call(self.producer.send_offsets_to_transaction,
                      [TopicPartition(unit.target_topic, unit.partition, last_offset + 1)], self.group_metadata)

@@ -164,7 +164,10 @@ def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_i
     retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert retry.returncode == 0, retry.stderr[-3000:]
     result = json.loads(retry.stdout.strip().splitlines()[-1])
-    assert result["resumed_from"] == killed_at and result["segments_skipped_as_done"] == killed_at // 300
+    # A commit the worker sent just before the kill may still complete on the broker (the retry's
+    # init_transactions settles it first), so the retry resumes where we read the progress or later.
+    resumed = result["resumed_from"]
+    assert resumed is not None and resumed >= killed_at and result["segments_skipped_as_done"] == resumed // 300
 
     source, restored = read_kafka(bootstrap, [topic]), read_kafka(bootstrap, [target])
     _assert_restored(source, restored, {topic: target})
