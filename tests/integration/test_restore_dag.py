@@ -149,16 +149,19 @@ def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_i
     worker = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     progress = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
     deadline = time.monotonic() + 120
-    # Killed once some progress is committed, so that the retry has something to resume from.
+    killed_at = None
+    # Killed once some progress is committed, so that the retry has something to resume from. The
+    # progress is not read again after the kill: the dead worker's open transaction may hold progress
+    # offsets, which a read_committed offset fetch waits on until the broker times the transaction out.
     while time.monotonic() < deadline and worker.poll() is None:
-        if (committed_progress(progress, target, 0) or 0) >= 3_000:
+        killed_at = committed_progress(progress, target, 0)
+        if (killed_at or 0) >= 3_000:
             break
         time.sleep(0.02)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
-    killed_at = committed_progress(progress, target, 0)
     progress.close()
+    assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
     assert killed_at is not None and 3_000 <= killed_at < 30_000, f"killed midway, not at {killed_at}"
 
     retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
