@@ -28,6 +28,7 @@ from airflow_kafka_backup.operators.restore import (
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
 )
+from airflow_kafka_backup.restore import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
 from airflow_kafka_backup.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import (
     CANNED_ACLS,
@@ -251,6 +252,7 @@ def restore_params(
     max_work_units: int = 16,
     restore_consumer_groups: bool = False,
     group_mapping: dict[str, str] | None = None,
+    commit_interval_seconds: float = COMMIT_INTERVAL_S,
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The restore DAG's Params; the plan task validates them all before anything is written."""
@@ -285,6 +287,11 @@ def restore_params(
                         "(groups must have no active members)."),
         "group_mapping": Param(group_mapping or {}, type="object",
                                description='Rename groups on restore: {"billing": "billing-restored"}.'),
+        "commit_interval_seconds": Param(
+            commit_interval_seconds, type="number", minimum=0, maximum=MAX_COMMIT_INTERVAL_S,
+            description="Seconds each restore transaction takes whole segments before it commits "
+                        "(0: a transaction per segment). Longer is faster for small segments; a killed "
+                        "task redoes at most this much, exactly once all the same."),
         **s3_params(**s3_defaults),
     }
 
@@ -322,9 +329,12 @@ def restore_dag(
             max_work_units="{{ params.max_work_units }}",
             restore_consumer_groups="{{ params.restore_consumer_groups }}",
             group_mapping="{{ params.group_mapping }}",
+            commit_interval_seconds="{{ params.commit_interval_seconds }}",
             **common,
         )
-        restore = KafkaRestoreOperator.partial(task_id="restore", **common).expand(work_unit=plan.output)
+        restore = KafkaRestoreOperator.partial(
+            task_id="restore", commit_interval_seconds="{{ params.commit_interval_seconds }}", **common,
+        ).expand(work_unit=plan.output)
         verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
                                             asset_alias=f"kafka-restore:{dag_id}", **common)
         groups = KafkaRestoreGroupOffsetsOperator(task_id="restore_consumer_groups",
@@ -349,6 +359,8 @@ def _validate_defaults(params: dict[str, Param]) -> None:
         **{name: values[name] for name in OBJECT_LOCK_ARGUMENTS if name in values},
     )
     validate_retry_backoff_ms(values["s3_retry_backoff_ms"])
+    if "commit_interval_seconds" in values:
+        validate_commit_interval(values["commit_interval_seconds"])
     if "retention_days" in values:
         check_retention_covers_object_lock(validate_retention_days(values["retention_days"]),
                                            write_settings.object_lock_retention_days)

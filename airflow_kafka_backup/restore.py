@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError, ProducerStuckError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, ProducerStuckError
 from airflow_kafka_backup.key_layout import chunk_key, safe_run_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
@@ -90,6 +90,30 @@ _POLL_EVERY = 1000
 # killed midway redoes at most this much (exactly once all the same). Well below the
 # producer's transaction.timeout.ms (60 s by default), after which the broker aborts.
 COMMIT_INTERVAL_S = 5.0
+# The most a user may ask for: a transaction also holds the segment during which its interval
+# ran out, and must still commit well inside that 60 s.
+MAX_COMMIT_INTERVAL_S = 30.0
+
+
+def validate_commit_interval(value: object) -> float:
+    """``commit_interval_seconds`` as a float: 0 (a transaction per segment) up to :data:`MAX_COMMIT_INTERVAL_S`.
+
+    Kafka Connect calls the same knob ``transaction.boundary.interval.ms``. Longer transactions
+    commit less often (faster for small segments) but a killed task redoes more, and
+    read_committed consumers of the target see the records later.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_COMMIT_INTERVAL_S:
+        raise ConfigurationError(
+            f"commit_interval_seconds must be a number of seconds from 0 to {MAX_COMMIT_INTERVAL_S:g} "
+            f"(a restore transaction must commit well inside the producer's 60 s transaction timeout), "
+            f"got {value!r}."
+        )
+    return float(value)
 
 
 def transactional_id(restore_id: str, target_topic: str, partition: int) -> str:

@@ -20,7 +20,14 @@ from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.planning import balance, snapshot_offsets
-from airflow_kafka_backup.restore import committed_progress, progress_group, restore_partition, transactional_id
+from airflow_kafka_backup.restore import (
+    COMMIT_INTERVAL_S,
+    committed_progress,
+    progress_group,
+    restore_partition,
+    transactional_id,
+    validate_commit_interval,
+)
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
@@ -40,12 +47,14 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
 
     With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced.
+    ``commit_interval_seconds`` is the restore tasks' setting, checked here too so that a bad
+    value fails before any topic is created.
     """
 
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
-        "restore_consumer_groups", "group_mapping",
+        "restore_consumer_groups", "group_mapping", "commit_interval_seconds",
     )
 
     def __init__(
@@ -63,10 +72,12 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         max_work_units: int | str = 16,
         restore_consumer_groups: bool | str = False,
         group_mapping: dict[str, str] | str | None = None,
+        commit_interval_seconds: float | str = COMMIT_INTERVAL_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.restore_consumer_groups = restore_consumer_groups
+        self.commit_interval_seconds = commit_interval_seconds
         self.group_mapping = group_mapping
         self.topics = topics
         self.topic_mapping = topic_mapping
@@ -84,6 +95,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
             until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds,
         )
+        validate_commit_interval(self.commit_interval_seconds)
         dry_run = _as_bool("dry_run", self.dry_run)
         create = _as_bool("create_topics", self.create_topics)
         configs = self.topic_configs or {}
@@ -149,16 +161,25 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
 
 
 class KafkaRestoreOperator(S3BackupBaseOperator):
-    """Restore one work unit (a few partitions), exactly once; returns per-partition results."""
+    """Restore one work unit (a few partitions), exactly once; returns per-partition results.
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id")
+    ``commit_interval_seconds``: how long each Kafka transaction takes whole segments before it
+    commits (0: one segment per transaction); see :func:`~airflow_kafka_backup.restore.validate_commit_interval`.
+    """
 
-    def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+    template_fields: Sequence[str] = (
+        *S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id", "commit_interval_seconds",
+    )
+
+    def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default",
+                 commit_interval_seconds: float | str = COMMIT_INTERVAL_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.work_unit = work_unit
         self.kafka_conn_id = kafka_conn_id
+        self.commit_interval_seconds = commit_interval_seconds
 
     def execute(self, context: Context) -> list[dict]:
+        commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
         restore_id = context["run_id"]
         target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
@@ -172,7 +193,8 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
                     # A new hook, so a new client: the engine asks again only when one got stuck.
                     return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id).get_conn
 
-                result = restore_partition(new_producer, group, self.store, target_prefix, unit)
+                result = restore_partition(new_producer, group, self.store, target_prefix, unit,
+                                           commit_interval_s=commit_interval_s)
                 log.info("%s[%d] -> %s[%d]: %d records restored, %d filtered out, in %.1fs",
                          unit.source_topic, unit.partition, unit.target_topic, unit.partition,
                          result.records_restored, result.records_filtered, result.seconds)

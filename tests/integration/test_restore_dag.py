@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
@@ -99,6 +99,25 @@ def test_point_in_time_cut_and_offset_bounds(corpus, bucket):
         expected = [r for r in records if r.timestamp < cut and (partition != 1 or 10 <= r.offset < 500)]
         assert [_fields(r) for r in restored[(target, partition)]] == [_fields(r) for r in expected]
         assert expected, "the cut must leave something to restore"
+
+
+def test_commit_interval_param_sets_the_transactions_per_restore(airflow_stack, bucket):
+    """``commit_interval_seconds`` reaches the engine: 0 commits each segment in a transaction of its own,
+    the default (5 s) takes them all in one. Each commit leaves a marker, which takes an offset."""
+    bootstrap = airflow_stack["bootstrap"]
+    topic, target = _backed_up_topic(bootstrap, bucket, "interval", 400, seed=41, flush_size=100)
+    source = read_kafka(bootstrap, [topic])[(topic, 0)]
+    for interval, transactions in ((0, 4), (None, 1)):
+        into = f"{target}-{interval}"
+        extra = {} if interval is None else {"commit_interval_seconds": interval}
+        assert run_dag("kafka_restore", _restore_conf([topic], bucket, {topic: into}, **extra)).state == "success"
+        assert [_fields(r) for r in read_kafka(bootstrap, [into])[(into, 0)]] == [_fields(r) for r in source]
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermarks-{uuid.uuid4().hex[:6]}"})
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(into, 0), timeout=10, cached=False)
+        finally:
+            consumer.close()
+        assert high == len(source) + transactions, interval
 
 
 def test_iso_timestamps_are_accepted_and_bad_ones_named():

@@ -57,3 +57,36 @@ def test_params_schema_refuses_what_the_form_can_check():
                       ("acl", "everyone"), ("part_size", 1024), ("topics", [""]), ("flush_size", "ten")]:
         with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError, whatever its module
             copy.deepcopy(params[name]).resolve(bad)
+
+
+def test_restore_commit_interval_is_a_param_passed_to_plan_and_restore():
+    import copy
+
+    from airflow_kafka_backup.dag_factories import restore_dag, restore_params
+    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.restore import COMMIT_INTERVAL_S
+
+    params = restore_params()
+    assert params["commit_interval_seconds"].value == COMMIT_INTERVAL_S
+    for good in (0, 2.5, 30):
+        assert copy.deepcopy(params["commit_interval_seconds"]).resolve(good) == good
+    for bad in (-1, 31, "five"):
+        with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError, whatever its module
+            copy.deepcopy(params["commit_interval_seconds"]).resolve(bad)
+    dag = restore_dag("interval_restore", commit_interval_seconds=0.5)
+    assert dag.params["commit_interval_seconds"] == 0.5
+    # plan checks it before creating topics; the mapped restore tasks use it
+    assert dag.get_task("plan").commit_interval_seconds == "{{ params.commit_interval_seconds }}"
+    assert dag.get_task("restore").partial_kwargs["commit_interval_seconds"] == "{{ params.commit_interval_seconds }}"
+    with pytest.raises(ConfigurationError, match="commit_interval_seconds"):  # a bad default fails at parse time
+        restore_dag("bad_interval_restore", commit_interval_seconds=60)
+
+
+def test_restore_plan_refuses_a_bad_commit_interval_before_touching_s3_or_kafka():
+    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=["t"], bucket="b", commit_interval_seconds="61",
+                                    aws_conn_id="no_such_connection", kafka_conn_id="no_such_connection")
+    with pytest.raises(ConfigurationError, match="commit_interval_seconds .* got 61.0"):
+        plan.execute({"run_id": "manual__bad_interval", "ti": None})

@@ -17,7 +17,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.restore import (
@@ -27,6 +27,7 @@ from airflow_kafka_backup.restore import (
     _source_runs,
     download_verified,
     restore_partition,
+    validate_commit_interval,
 )
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from tests.helpers import encode_segment
@@ -590,3 +591,15 @@ def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch,
     assert result.records_restored == 30 and result.segments_restored == 3
     # The replacement producer restores what the stuck commit did not hold: two segments, or nothing.
     assert len(producers[1].produced) == (20 if commit_interval_s == 0 else 0)
+
+
+@pytest.mark.parametrize("value,expected", [(0, 0.0), (5, 5.0), ("2.5", 2.5), (30.0, 30.0)])
+def test_commit_interval_accepts_seconds_from_zero_to_the_bound(value, expected):
+    assert validate_commit_interval(value) == expected
+
+
+@pytest.mark.parametrize("value", [-0.1, 30.5, float("nan"), float("inf"), "five", "", None, True, [5]])
+def test_commit_interval_refuses_anything_else_naming_the_setting(value):
+    with pytest.raises(ConfigurationError, match=r"commit_interval_seconds must be a number of seconds from 0 to 30"):
+        validate_commit_interval(value)
+
