@@ -120,6 +120,37 @@ def test_commit_interval_param_sets_the_transactions_per_restore(airflow_stack, 
         assert high == len(source) + transactions, interval
 
 
+def test_restore_into_a_brand_new_cluster_is_exact(airflow_stack, bucket, monkeypatch):
+    """Disaster recovery: a backup restored into a cluster built afresh, one that has never stored a
+    transaction or a consumer offset: the restore creates the topic, the broker its transaction state and
+    ``__consumer_offsets``, and every record lands exactly once."""
+    from devstack.kafka_broker import start_broker
+
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("KAFKA_BOOTSTRAP points at an external broker; this test needs a new broker of its own")
+    bootstrap = airflow_stack["bootstrap"]
+    topic, _ = _backed_up_topic(bootstrap, bucket, "rebuilt", 300, seed=51, flush_size=100)
+    source = read_kafka(bootstrap, [topic])[(topic, 0)]
+    fresh = start_broker()
+    try:
+        # The very first offset fetch of a brand-new cluster is often refused (NOT_COORDINATOR) while the
+        # broker creates __consumer_offsets: 4 times in 5 in a script, never yet in this test, so the
+        # retry itself is unit-tested (test_progress_is_read_again_while_the_group_coordinator_is_not_ready).
+        group = Consumer({"bootstrap.servers": fresh.bootstrap, "group.id": progress_group("first-fetch")})
+        try:
+            assert committed_progress(group, topic, 0) is None
+        finally:
+            group.close()
+        extra = {"bootstrap.servers": fresh.bootstrap, "group.id": "airflow-kafka-backup"}
+        monkeypatch.setenv("AIRFLOW_CONN_KAFKA_REBUILT", json.dumps({"conn_type": "kafka", "extra": extra}))
+        conf = _restore_conf([topic], bucket, {}, kafka_conn_id="kafka_rebuilt")
+        assert run_dag("kafka_restore", conf).state == "success"
+        restored = read_kafka(fresh.bootstrap, [topic])[(topic, 0)]
+        assert [_fields(r) for r in restored] == [_fields(r) for r in source]
+    finally:
+        fresh.stop()
+
+
 def test_iso_timestamps_are_accepted_and_bad_ones_named():
     s = RestoreSettings.create(topics=["t"], from_timestamp="2020-09-13T12:26:40Z", until_timestamp=1600000000001)
     assert (s.from_timestamp, s.until_timestamp) == (1600000000000, 1600000000001)

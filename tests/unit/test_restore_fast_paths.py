@@ -13,6 +13,7 @@ import random
 import re
 import threading
 import time
+import types
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -25,6 +26,7 @@ from airflow_kafka_backup.restore import (
     _offset_runs,
     _Prefetcher,
     _source_runs,
+    committed_progress,
     download_verified,
     restore_partition,
     validate_commit_interval,
@@ -66,8 +68,11 @@ class FakeProducer:
         self._undelivered: list = []
         self.transactions: list[str] = []
 
+    def list_topics(self, topic=None, timeout=None) -> None:
+        self.setup = [*getattr(self, "setup", []), f"metadata {topic}"]
+
     def init_transactions(self, timeout=None) -> None:
-        pass
+        self.setup = [*getattr(self, "setup", []), "init"]
 
     def begin_transaction(self) -> None:
         self.transactions.append("begin")
@@ -603,3 +608,52 @@ def test_commit_interval_refuses_anything_else_naming_the_setting(value):
     with pytest.raises(ConfigurationError, match=r"commit_interval_seconds must be a number of seconds from 0 to 30"):
         validate_commit_interval(value)
 
+
+class _NotReadyGroup(FakeGroup):
+    """An offset fetch on a brand-new cluster: refused ``failures`` times while ``__consumer_offsets`` is made."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_COORDINATOR, as_result: bool = False) -> None:
+        super().__init__(committed=42)
+        self.failures, self.code, self.as_result, self.calls = failures, code, as_result, 0
+
+    def committed(self, partitions, timeout=None):
+        self.calls += 1
+        if self.calls <= self.failures:
+            if self.as_result:
+                # A TopicPartition cannot be built with an error; the engine reads only these attributes.
+                return [types.SimpleNamespace(offset=-1001, error=KafkaError(self.code))]
+            raise KafkaException(KafkaError(self.code, "Failed to get committed offsets: Broker: Not coordinator"))
+        return super().committed(partitions, timeout)
+
+
+@pytest.mark.parametrize("as_result", [False, True])
+@pytest.mark.parametrize("code", [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                  KafkaError.COORDINATOR_NOT_AVAILABLE])
+def test_progress_is_read_again_while_the_group_coordinator_is_not_ready(code, as_result):
+    group = _NotReadyGroup(failures=2, code=code, as_result=as_result)
+    assert committed_progress(group, "t", 0) == 42
+    assert group.calls == 3
+
+
+def test_progress_gives_up_on_a_coordinator_that_stays_unready_at_the_timeout():
+    group = _NotReadyGroup(failures=10**6)
+    started = time.monotonic()
+    with pytest.raises(KafkaException, match="Not coordinator"):
+        committed_progress(group, "t", 0, timeout=0.5)
+    assert time.monotonic() - started < 2 and group.calls >= 2
+
+
+@pytest.mark.parametrize("as_result", [False, True])
+def test_progress_fails_at_once_on_any_other_error(as_result):
+    group = _NotReadyGroup(failures=1, code=KafkaError.GROUP_AUTHORIZATION_FAILED, as_result=as_result)
+    with pytest.raises(KafkaException if not as_result else KafkaBackupError, match="(?i)authoriz|GROUP_AUTH"):
+        committed_progress(group, "t", 0)
+    assert group.calls == 1
+
+
+def test_the_producer_learns_the_cluster_before_init_transactions(tmp_path):
+    seg, data = _segment(_records(range(5)))
+    producer = FakeProducer()
+    unit = PartitionRestore("t", "t2", 0, [seg])
+    restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r", unit, spool_dir=str(tmp_path))
+    assert producer.setup == ["metadata t2", "init"]
