@@ -207,19 +207,19 @@ def committed_progress(group_consumer, target_topic: str, partition: int,
     deadline = time.monotonic() + timeout
     backoff = 0.1
     while True:
+        failure: Exception | None = None
         try:
             (tp,) = group_consumer.committed([TopicPartition(target_topic, partition)],
                                              timeout=max(deadline - time.monotonic(), 1.0))
-            error = tp.error
-        except KafkaException as failure:
-            if failure.args[0].code() not in _COORDINATOR_NOT_READY or time.monotonic() + backoff > deadline:
-                raise
-            error = failure.args[0]
+        except KafkaException as raised:  # librdkafka raises some errors, and reports others on the partition
+            failure, error = raised, raised.args[0]
         else:
-            if error is None:
+            if tp.error is None:
                 return tp.offset if tp.offset >= 0 else None
-            if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() + backoff > deadline:
-                raise KafkaBackupError(f"Could not read restore progress for {target_topic}[{partition}]: {error}")
+            error = tp.error
+        if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() + backoff > deadline:
+            raise failure or KafkaBackupError(
+                f"Could not read restore progress for {target_topic}[{partition}]: {error}")
         log.info("%s[%d]: the group coordinator is not ready (%s); reading the restore progress again in %.1fs",
                  target_topic, partition, error.str(), backoff)
         time.sleep(backoff)

@@ -67,12 +67,13 @@ class FakeProducer:
         self.produced: list[dict] = []
         self._undelivered: list = []
         self.transactions: list[str] = []
+        self.setup: list[str] = []  # calls before the first transaction
 
     def list_topics(self, topic=None, timeout=None) -> None:
-        self.setup = [*getattr(self, "setup", []), f"metadata {topic}"]
+        self.setup.append(f"metadata {topic}")
 
     def init_transactions(self, timeout=None) -> None:
-        self.setup = [*getattr(self, "setup", []), "init"]
+        self.setup.append("init")
 
     def begin_transaction(self) -> None:
         self.transactions.append("begin")
