@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import OffsetSpec
@@ -91,18 +92,39 @@ def resolve_manual_ranges(
             start = bounds[tp].log_start
             if start >= end:
                 continue
-        segments = committed.get(tp, [])
-        touched = [s for s, _ in segments if s.last_offset >= start and s.first_offset < end]
+        touched = [(s, m.settings) for s, m in committed.get(tp, [])
+                   if s.last_offset >= start and s.first_offset < end]
         if touched:
-            start = min(start, touched[0].first_offset)
-            end = max(end, touched[-1].last_offset + 1)
-        cuts = sorted({o for s in touched for o in (s.first_offset, s.last_offset + 1) if start < o < end})
-        settings = next((m.settings for s, m in segments if touched and s.key == touched[0].key), None)
+            start = min(start, touched[0][0].first_offset)
+            end = max(end, touched[-1][0].last_offset + 1)
+        _check_one_settings(tp, touched)
+        cuts = sorted({o for s, _ in touched for o in (s.first_offset, s.last_offset + 1) if start < o < end})
+        settings = touched[0][1] if touched else None
         out.append(ManualRange(PartitionRange(tp[0], tp[1], start, end), tuple(cuts), settings))
     if losses and not allow_data_loss:
         raise DataLossError("The requested range reaches offsets Kafka no longer holds: " + "; ".join(losses)
                             + ". Set allow_data_loss to back up what remains.")
     return out
+
+
+def _check_one_settings(tp: TP, touched: Sequence[tuple[SegmentInfo, SegmentSettings]]) -> None:
+    """A manual range is rebuilt with one run's settings, so its committed segments must share them.
+
+    Rebuilding, say, msgpack segments with an earlier run's JSON Lines settings would write
+    other keys over the same offsets: the backup would then hold those records twice.
+    """
+    for (before, settings), (after, other) in pairwise(touched):
+        if other != settings:
+            raise ConfigurationError(
+                f"The requested range of {tp[0]}[{tp[1]}] spans committed segments written with different "
+                f"settings: {before.key} ({_describe(settings)}) and, from offset {after.first_offset}, "
+                f"{after.key} ({_describe(other)}). Back up the offsets below {after.first_offset} and those "
+                "from it in separate runs."
+            )
+
+
+def _describe(settings: SegmentSettings) -> str:
+    return f"{settings.segment_format}, {settings.compression}, flush_size {settings.flush_size}"
 
 
 def _committed_segments(manifests: Sequence[RunManifest]) -> dict[TP, list[tuple[SegmentInfo, RunManifest]]]:

@@ -8,10 +8,12 @@ segments down to the requested offset bounds and time window. Nothing here write
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from itertools import pairwise
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.key_layout import topic_prefix
@@ -19,18 +21,28 @@ from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentIn
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.settings import validate_topics
 
+# Epoch values from 1 up to this are refused: as milliseconds they fall before March 1973, years
+# before Kafka, while epoch seconds of any date from 1973 to the year 5138 and dates written
+# without dashes (20240101) land here. Read as milliseconds, such a bound would filter out
+# every record and the run would "succeed" having restored nothing.
+_MIN_EPOCH_MS = 100_000_000_000
+
 
 def parse_timestamp(name: str, value: object) -> int | None:
-    """ISO-8601 (naive means UTC) or epoch milliseconds -> epoch milliseconds."""
+    """ISO-8601 (naive means UTC) or epoch milliseconds -> epoch milliseconds.
+
+    0 is accepted (the beginning of time); other epoch values below :data:`_MIN_EPOCH_MS` are
+    refused as probably seconds or a date without dashes.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ConfigurationError(f"{name} must be ISO-8601 or epoch milliseconds, got {value!r}.")
     if isinstance(value, int):
-        return value
+        return _epoch_ms(name, value)
     text = str(value).strip()
     if text.lstrip("-").isdigit():
-        return int(text)
+        return _epoch_ms(name, int(text))
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -38,6 +50,16 @@ def parse_timestamp(name: str, value: object) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
+
+
+def _epoch_ms(name: str, value: int) -> int:
+    if 0 < value < _MIN_EPOCH_MS:
+        raise ConfigurationError(
+            f"{name} {value} is epoch milliseconds before March 1973: it looks like epoch seconds or a date "
+            f"without dashes. Give epoch milliseconds (e.g. {value * 1000} if it was seconds) or ISO-8601 "
+            "(e.g. 2024-01-01T00:00:00Z)."
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -109,12 +131,29 @@ class RestoreSettings:
         targets = [mapping.get(t, t) for t in names]
         if len(set(targets)) != len(targets):
             raise ConfigurationError(f"topic_mapping sends two source topics to one target: {targets}.")
+        bad = [t for t in targets if not _is_legal_topic_name(t)]
+        if bad:
+            # Checked here, before the plan creates any target: the broker would refuse the name
+            # only when its topic's turn came, after the topics before it had been created.
+            raise ConfigurationError(
+                f"Target topic name(s) {', '.join(map(repr, bad))} are not legal in Kafka: a topic name is 1 to "
+                f"{_MAX_TOPIC_NAME} characters of ASCII letters, digits, '.', '_' and '-', and not '.' or '..'."
+            )
         start, until = parse_timestamp("from_timestamp", from_timestamp), parse_timestamp(
             "until_timestamp", until_timestamp)
         if start is not None and until is not None and start >= until:
             raise ConfigurationError(f"from_timestamp ({start}) must be before until_timestamp ({until}).")
         return cls(tuple(names), {t: mapping.get(t, t) for t in names}, start, until,
                    _parse_offset_bounds(offset_bounds, names))
+
+
+# Kafka's own rule (org.apache.kafka.common.internals.Topic.validate).
+_MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def _is_legal_topic_name(name: str) -> bool:
+    return len(name) <= _MAX_TOPIC_NAME and name not in (".", "..") and _LEGAL_TOPIC_NAME.fullmatch(name) is not None
 
 
 def _parse_offset_bounds(value: object, topics: Sequence[str]) -> dict[str, dict[int, tuple[int | None, int | None]]]:
@@ -191,7 +230,9 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             topic, settings.topic_mapping[topic], partition, start_offset=start or 0, end_offset=end,
             from_timestamp=settings.from_timestamp, until_timestamp=settings.until_timestamp,
         )
-        for info, manifest in sorted(segments[tp].values(), key=lambda v: v[0].first_offset):
+        chain = sorted(segments[tp].values(), key=lambda v: (v[0].first_offset, v[0].last_offset))
+        check_segments_disjoint(store.bucket, topic, partition, [info for info, _ in chain])
+        for info, manifest in chain:
             if info.key not in existing:
                 raise IntegrityError(
                     f"Segment s3://{store.bucket}/{info.key} ({topic}[{partition}] offsets "
@@ -211,19 +252,32 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
 
 
 def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) -> tuple[dict, dict]:
-    """Topic metadata and group offsets as the newest backup run (furthest end offset) saw them."""
+    """Topic metadata and group offsets as the newest backup run saw them.
+
+    A manifest holds no wall-clock time, so "newest" is measured in offsets: the run whose
+    range reaches furthest on the partition (for metadata, on the topic). An idle partition
+    ties every run since its last record, so ties go to the run that reaches further on the
+    topic's partitions together, then (for a group) to the higher committed offset, since
+    groups move forward; a full tie keeps the run listed last (scheduled run ids sort by date).
+    """
     def reach(manifest: RunManifest, topic: str, partition: int | None = None) -> int:
         ends = [r.end for r in manifest.ranges if r.topic == topic and partition in (None, r.partition)]
         return max(ends, default=-1)
 
+    def progress(manifest: RunManifest, topic: str) -> int:
+        return sum(r.end for r in manifest.ranges if r.topic == topic)
+
     metadata: dict[str, dict] = {}
     groups: dict[str, dict[str, dict[str, int]]] = {}
-    best: dict[tuple, int] = {}
+    best: dict[tuple, tuple[int, ...]] = {}
     for manifest in manifests:
         for md in manifest.topics:
             topic = md["topic"]
-            if topic in topics and reach(manifest, topic) > best.get((topic,), -2):
-                best[(topic,)] = reach(manifest, topic)
+            if topic not in topics:
+                continue
+            rank = (reach(manifest, topic), progress(manifest, topic))
+            if rank >= best.get((topic,), (-2,)):
+                best[(topic,)] = rank
                 metadata[topic] = md
         for group, by_topic in manifest.consumer_groups.items():
             for topic, offsets in by_topic.items():
@@ -231,8 +285,9 @@ def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) ->
                     continue
                 for partition, offset in offsets.items():
                     key = (group, topic, partition)
-                    if reach(manifest, topic, int(partition)) > best.get(key, -2):
-                        best[key] = reach(manifest, topic, int(partition))
+                    rank = (reach(manifest, topic, int(partition)), progress(manifest, topic), offset)
+                    if rank >= best.get(key, (-2,)):
+                        best[key] = rank
                         groups.setdefault(group, {}).setdefault(topic, {})[partition] = offset
     return metadata, groups
 
@@ -253,13 +308,32 @@ def _outside(seg: SegmentInfo, r: PartitionRestore) -> bool:
     return r.from_timestamp is not None and seg.max_timestamp < r.from_timestamp
 
 
+def check_segments_disjoint(bucket: str, topic: str, partition: int, segments: Sequence[SegmentInfo]) -> None:
+    """No two committed segments of a partition may hold the same offset (``segments`` sorted by first offset).
+
+    A re-back-up of a range writes the same keys, which the planner counts once. Two different
+    keys over the same offsets (the range rebuilt with other settings) would restore those
+    records twice; which copy is right is the operator's call, so the plan refuses, naming both.
+    """
+    for before, after in pairwise(segments):
+        if after.first_offset <= before.last_offset:
+            raise IntegrityError(
+                f"Two committed segments of {topic}[{partition}] overlap: s3://{bucket}/{before.key} (offsets "
+                f"{before.first_offset}..{before.last_offset}) and s3://{bucket}/{after.key} (offsets "
+                f"{after.first_offset}..{after.last_offset}); restoring both would duplicate records. Remove the "
+                "manifest of the run that should not count (the segments it alone names are then ignored)."
+            )
+
+
 def check_chain(topic: str, partition: int, ranges: list[PartitionRange]) -> None:
     """The committed ranges of a partition must join up, apart from recorded data loss."""
     position: int | None = None
     for r in sorted({(r.start, r.end, r.lost_start, r.lost_end): r for r in ranges}.values(),
                     key=lambda r: (r.start, r.end)):
-        if r.is_empty:
-            continue
+        if r.is_empty and r.lost_start is None:
+            continue  # an idle partition's run: nothing to join
+        # An empty range that records a loss still counts: retention deleted every record of an
+        # idle partition before the run, and the run moved past them with allow_data_loss.
         if position is not None and r.start > position:
             recorded = r.lost_start is not None and r.lost_start <= position and r.lost_end == r.start
             if not recorded:

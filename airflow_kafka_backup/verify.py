@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import SHA256_METADATA, S3ObjectStore
-from airflow_kafka_backup.restore_planning import check_chain
+from airflow_kafka_backup.restore_planning import check_chain, check_segments_disjoint
 from airflow_kafka_backup.segment_codec import HashingReader
 
 _CHUNK = 1 << 20
@@ -94,15 +94,30 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
                 ranges[r.tp].append(r)
                 summaries.setdefault(r.topic, TopicSummary(r.topic)).add_range(r)
         for s in manifest.segments:
-            if (wanted is None or s.topic in wanted) and s.key not in segments:
+            if wanted is not None and s.topic not in wanted:
+                continue
+            seen = segments.get(s.key)
+            if seen is None:
                 segments[s.key] = s
                 summaries.setdefault(s.topic, TopicSummary(s.topic)).add_segment(s)
+            elif seen.sha256 != s.sha256:
+                problems.append(f"Two manifests disagree about {s.key}: sha256 {seen.sha256} vs {s.sha256} "
+                                f"(the second in the manifest of run {manifest.run_id}).")
     for topic in sorted(wanted or ()):
         if topic not in summaries:
             problems.append(f"{topic}: no committed backup under s3://{store.bucket}/{prefix}")
     for (topic, partition), rs in sorted(ranges.items()):
         try:
             check_chain(topic, partition, rs)
+        except IntegrityError as error:
+            problems.append(str(error))
+    by_partition: dict[tuple[str, int], list[SegmentInfo]] = defaultdict(list)
+    for seg in segments.values():
+        by_partition[(seg.topic, seg.partition)].append(seg)
+    for (topic, partition), segs in sorted(by_partition.items()):
+        try:
+            check_segments_disjoint(store.bucket, topic, partition,
+                                    sorted(segs, key=lambda s: (s.first_offset, s.last_offset)))
         except IntegrityError as error:
             problems.append(str(error))
     for seg in sorted(segments.values(), key=lambda s: s.key):
