@@ -3,21 +3,50 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk import BaseOperator, Variable
+from airflow.sdk import BaseOperator, Context, Variable
+from airflow.sdk.definitions.context import render_template_to_string
 
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
 
+if TYPE_CHECKING:
+    import jinja2
+
+# Shapes of the name fields (see ``S3BackupBaseOperator.text_fields``): one name, a list of
+# names (or one comma-separated string), a mapping of names to names.
+NAME, NAMES, NAME_MAPPING = "name", "names", "name mapping"
+
 
 def is_template(value: object) -> bool:
     return isinstance(value, str) and "{{" in value
+
+
+def as_text(field: str, value: object, shape: str = NAME) -> Any:
+    """``value`` of a name field (bucket, prefix, topics, ...) with ints turned back into text.
+
+    With ``render_template_as_native_obj`` (the DAG factories') a bucket ``123456789012``, a
+    prefix ``2024`` or a topic ``2024``, all legal names, come out of rendering as ints; here
+    they are names again. Anything else that is no name (a bool, a float, a nested list) is
+    refused naming the field, rather than failing later inside botocore or ``str.strip``.
+    ``None`` passes: whether the field may be empty is for its own validation to say.
+    """
+    if shape == NAMES and isinstance(value, list | tuple):
+        return [as_text(f"{field}[{i}]", v) for i, v in enumerate(value)]
+    if shape == NAME_MAPPING and isinstance(value, Mapping):
+        return {as_text(f"a {field} key", k): as_text(f"{field}[{k!r}]", v) for k, v in value.items()}
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigurationError(f"{field} must be text, got {type(value).__name__} {value!r}.")
 
 
 def _mask_proxy_credentials(hook: S3Hook) -> None:
@@ -61,6 +90,13 @@ class S3BackupBaseOperator(BaseOperator):
         "part_size", "expect_continue", "object_lock_mode", "object_lock_retention_days",
         "s3_retry_backoff_ms",
     )
+    #: Template fields holding names, by shape; each is text after rendering (see
+    #: :meth:`_do_render_template_fields`). A subclass's fields count when it templates them.
+    text_fields: ClassVar[dict[str, str]] = {
+        "bucket": NAME, "prefix": NAME, "aws_conn_id": NAME, "sse_kms_key_id": NAME,
+        "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES,
+        "topic_mapping": NAME_MAPPING, "group_mapping": NAME_MAPPING,
+    }
 
     def __init__(
         self,
@@ -98,6 +134,25 @@ class S3BackupBaseOperator(BaseOperator):
                                      object_lock_mode, object_lock_retention_days))):
             # Fail when the DAG is parsed, not when it runs.
             self._s3_write_settings(PLACEHOLDER_CUSTOMER_KEY if sse_customer_key_variable else None)
+
+    def _do_render_template_fields(self, parent: Any, template_fields: Iterable[str], context: Context,
+                                   jinja_env: jinja2.Environment, seen_oids: set[int]) -> None:
+        """Render, then make every name field text (:func:`as_text`).
+
+        A native render reads the text ``"2024.10"`` as the float 2024.1 and ``"0x10"`` as the int
+        16: a name field that was text and came out a number is rendered again as plain text, so
+        it keeps exactly the characters typed. Overridden here, not in ``render_template_fields``,
+        because a mapped task's operator is rendered through this method only.
+        """
+        template_fields = tuple(template_fields)
+        names = [f for f in template_fields if f in self.text_fields] if parent is self else []
+        raw = {f: getattr(self, f, None) for f in names}
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        for field in names:
+            value = getattr(self, field, None)
+            if isinstance(raw[field], str) and isinstance(value, int | float) and not isinstance(value, bool):
+                value = render_template_to_string(jinja_env.from_string(raw[field]), context)
+            setattr(self, field, as_text(field, value, self.text_fields[field]))
 
     def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
         return S3WriteSettings.create(
