@@ -34,11 +34,44 @@ class GroupTranslation:
         return asdict(self)
 
 
-def target_groups(group_offsets: Mapping[str, object], group_mapping: Mapping[str, str]) -> dict[str, str]:
-    unknown = sorted(set(group_mapping) - set(group_offsets))
+def validate_group_mapping(group_mapping: object) -> dict[str, str]:
+    """``group_mapping`` as source group id -> target group id, or a clear error naming the groups.
+
+    Checked with the other arguments, before anything is read or written: an empty or
+    non-text target would otherwise pass the plan and fail only when the offsets are set,
+    after the restore.
+    """
+    mapping = group_mapping or {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError(f"group_mapping must map group ids to new ids, got {mapping!r}.")
+    bad = [f"{g!r} -> {t!r}" for g, t in mapping.items() if not isinstance(g, str) or not isinstance(t, str) or not t]
+    if bad:
+        raise ConfigurationError(f"group_mapping must map group ids to non-empty group ids, got {', '.join(bad)}.")
+    return dict(mapping)
+
+
+def target_groups(group_offsets: Mapping[str, object], group_mapping: object) -> dict[str, str]:
+    """Source group -> target group for every group the backup recorded.
+
+    Refuses a mapping that sends two source groups to one target group (renaming ``billing``
+    to ``billing-v2`` while the backup also has a ``billing-v2``, say): their offsets would
+    overwrite each other's, so which one wins would be an accident.
+    """
+    mapping = validate_group_mapping(group_mapping)
+    unknown = sorted(set(mapping) - set(group_offsets))
     if unknown:
         raise ConfigurationError(f"group_mapping names groups the backup recorded no offsets for: {unknown}.")
-    return {g: group_mapping.get(g, g) for g in sorted(group_offsets)}
+    groups = {g: mapping.get(g, g) for g in sorted(group_offsets)}
+    sources: dict[str, list[str]] = {}
+    for source, target in groups.items():
+        sources.setdefault(target, []).append(source)
+    merged = [f"{' and '.join(s)} -> {t}" for t, s in sorted(sources.items()) if len(s) > 1]
+    if merged:
+        raise ConfigurationError(
+            f"group_mapping sends two source groups to one target group: {'; '.join(merged)}. "
+            "Give each a target group of its own."
+        )
+    return groups
 
 
 def check_groups_inactive(admin, groups: list[str]) -> None:

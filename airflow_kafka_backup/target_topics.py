@@ -44,11 +44,13 @@ def refused_configs(admin, topic: str, partitions: int, replication_factor: int,
 
 
 def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, Mapping[str, str]] | None = None,
-                  replication_factors: Mapping[str, int] | None = None) -> None:
+                  replication_factors: Mapping[str, int] | None = None, *, validate_only: bool = False) -> None:
     """Create topics with their configs and wait until every partition has a leader.
 
     Replication factors are capped at the number of brokers. Configs the broker refuses
     fail the restore, named one by one, before any topic is created: never silently dropped.
+    ``validate_only`` (a dry run) asks the broker the same questions and stops there, creating
+    nothing: a config the real run would refuse fails the dry run too.
     """
     if not partitions:
         return
@@ -61,6 +63,8 @@ def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, Ma
     if problems:
         raise ConfigurationError("The broker refuses these topic configs: " + "; ".join(problems)
                                  + ". Override them with topic_configs.")
+    if validate_only:
+        return
     new = [NewTopic(t, n, factors[t], config=dict((configs or {}).get(t, {}))) for t, n in sorted(partitions.items())]
     for topic, future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S).items():
         try:

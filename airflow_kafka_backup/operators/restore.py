@@ -14,7 +14,13 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
-from airflow_kafka_backup.group_offsets import check_groups_inactive, commit_translations, target_groups, translate
+from airflow_kafka_backup.group_offsets import (
+    check_groups_inactive,
+    commit_translations,
+    target_groups,
+    translate,
+    validate_group_mapping,
+)
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
@@ -30,6 +36,7 @@ from airflow_kafka_backup.restore import (
 )
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
+from airflow_kafka_backup.settings import _positive_int
 from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,8 @@ def _as_bool(name: str, value: object) -> bool:
 class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
 
-    With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced.
+    With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced,
+    but the broker is still asked (validate-only) whether it accepts the new topics' configs.
     ``commit_interval_seconds`` is the restore tasks' setting, checked here too so that a bad
     value fails before any topic is created.
     """
@@ -101,6 +109,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         configs = self.topic_configs or {}
         if not isinstance(configs, dict) or not all(isinstance(v, str | int) for v in configs.values()):
             raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
+        max_units = _positive_int("max_work_units", self.max_work_units)
+        group_mapping = validate_group_mapping(self.group_mapping)
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
         self.check_bucket()
@@ -111,7 +121,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
-        groups = self._groups_to_restore(admin, plan)
+        groups = self._groups_to_restore(admin, plan, group_mapping)
         self._log_plan(plan.partitions, missing, dry_run)
         context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
             "groups": {} if dry_run else groups, "offsets": {g: plan.group_offsets[g] for g in groups},
@@ -122,28 +132,26 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             for r in rows:
                 log.info("  %s -> %s  %s[%d] source offset %d -> the first restored record at or after it",
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
-        if dry_run:
-            return []
         source_of = {target: source for source, target in plan.topic_mapping.items()}
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
-        create_topics(
+        create_topics(  # a dry run only asks the broker whether it would accept the configs
             admin, {t: needed[t] for t in missing},
             {t: {**metadata[t].get("configs", {}), **{k: str(v) for k, v in configs.items()}} for t in missing},
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
+            validate_only=dry_run,
         )
-        max_units = min(int(self.max_work_units), _max_map_length())
+        if dry_run:
+            return []
         units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
-                        max_units)
+                        min(max_units, _max_map_length()))
         return [[p.to_dict() for p in unit] for unit in units]
 
-    def _groups_to_restore(self, admin, plan) -> dict[str, str]:
-        """Source group -> target group, when asked; refuses groups with active members up front."""
+    def _groups_to_restore(self, admin, plan, group_mapping: dict[str, str]) -> dict[str, str]:
+        """Source group -> target group, when asked; refuses groups with active members, and two groups
+        mapped to one, up front (before any topic is created)."""
         if not _as_bool("restore_consumer_groups", self.restore_consumer_groups):
             return {}
-        mapping = self.group_mapping or {}
-        if not isinstance(mapping, dict):
-            raise ConfigurationError(f"group_mapping must map group ids to new ids, got {mapping!r}.")
-        groups = target_groups(plan.group_offsets, mapping)
+        groups = target_groups(plan.group_offsets, group_mapping)
         check_groups_inactive(admin, sorted(set(groups.values())))
         return groups
 
