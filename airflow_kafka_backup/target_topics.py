@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
@@ -10,6 +11,26 @@ from confluent_kafka.admin import NewTopic
 from airflow_kafka_backup.errors import ConfigurationError
 
 ADMIN_TIMEOUT_S = 30.0
+TIMESTAMP_TYPE_CONFIG = "message.timestamp.type"
+
+log = logging.getLogger(__name__)
+
+
+def restore_topic_configs(topic: str, recorded: Mapping[str, str], overrides: Mapping[str, object]) -> dict[str, str]:
+    """Configs for a target the restore creates: the source topic's recorded ones, then ``topic_configs``.
+
+    A recorded ``message.timestamp.type=LogAppendTime`` becomes ``CreateTime``: on a
+    LogAppendTime topic the broker stamps every record with the time it is appended, so the
+    restored records would lose the timestamps they were backed up with. The value given
+    in ``topic_configs`` is the user's choice and is kept as it is.
+    """
+    configs = {**recorded, **{k: str(v) for k, v in overrides.items()}}
+    if TIMESTAMP_TYPE_CONFIG not in overrides and configs.get(TIMESTAMP_TYPE_CONFIG) == "LogAppendTime":
+        configs[TIMESTAMP_TYPE_CONFIG] = "CreateTime"
+        log.warning("%s: the source topic had message.timestamp.type=LogAppendTime; the target is created with "
+                    "CreateTime so that the restored records keep their backed-up timestamps. Set it back once "
+                    "the restore is done, or pass it in topic_configs to keep it.", topic)
+    return configs
 
 
 def missing_target_topics(admin, needed_partitions: Mapping[str, int], create: bool) -> list[str]:

@@ -37,7 +37,7 @@ from airflow_kafka_backup.restore import (
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import _positive_int
-from airflow_kafka_backup.target_topics import create_topics, missing_target_topics
+from airflow_kafka_backup.target_topics import create_topics, missing_target_topics, restore_topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
         create_topics(  # a dry run only asks the broker whether it would accept the configs
             admin, {t: needed[t] for t in missing},
-            {t: {**metadata[t].get("configs", {}), **{k: str(v) for k, v in configs.items()}} for t in missing},
+            {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs) for t in missing},
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
             validate_only=dry_run,
         )

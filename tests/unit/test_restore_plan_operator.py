@@ -143,3 +143,30 @@ def test_target_groups():
     with pytest.raises(ConfigurationError, match="'billing' -> ''"):
         validate_group_mapping({"billing": ""})
     assert validate_group_mapping(None) == {}
+
+
+def test_a_log_append_time_source_is_recreated_as_create_time_unless_topic_configs_says_otherwise():
+    from airflow_kafka_backup.target_topics import restore_topic_configs
+
+    recorded = {"message.timestamp.type": "LogAppendTime", "retention.ms": "1000"}
+    assert restore_topic_configs("t", recorded, {"retention.ms": -1}) == {
+        "message.timestamp.type": "CreateTime", "retention.ms": "-1"}
+    assert restore_topic_configs("t", recorded, {"message.timestamp.type": "LogAppendTime"})[
+        "message.timestamp.type"] == "LogAppendTime"
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {"cleanup.policy": "compact"}
+
+
+def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admin, monkeypatch):
+    created: dict = {}
+    monkeypatch.setattr(restore_operators, "create_topics",
+                        lambda admin, partitions, configs, *a, validate_only: created.update(configs))
+    real_plan = restore_operators.plan_restore
+
+    def plan_restore(*args, **kwargs) -> RestorePlan:
+        plan = real_plan(*args, **kwargs)
+        plan.topic_metadata = {"orders": {"configs": {"message.timestamp.type": "LogAppendTime"}}}
+        return plan
+
+    monkeypatch.setattr(restore_operators, "plan_restore", plan_restore)
+    _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+    assert created == {"orders-restored": {"message.timestamp.type": "CreateTime"}}
