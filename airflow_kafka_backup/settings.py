@@ -14,7 +14,7 @@ from airflow_kafka_backup.segment_codec import get_format
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             value = int(str(value))
@@ -28,7 +28,7 @@ def _positive_int(name: str, value: object) -> int:
 def _optional_positive_int(name: str, value: object) -> int | None:
     if value is None or value == "" or value == -1 or value == "-1":  # the seed's -1 means "disabled"
         return None
-    return _positive_int(name, value)
+    return positive_int(name, value)
 
 
 def validate_topics(topics: object) -> list[str]:
@@ -94,7 +94,7 @@ class BackupSettings:
             segments=SegmentSettings(
                 segment_format=str(segment_format),
                 compression=str(compression),
-                flush_size=_positive_int("flush_size", flush_size),
+                flush_size=positive_int("flush_size", flush_size),
                 offset_pad_width=pad,
                 rotate_interval_ms=rotate,
                 rotate_schedule_interval_ms=schedule,
@@ -102,5 +102,5 @@ class BackupSettings:
             ),
             isolation_level=str(isolation_level),
             allow_data_loss=allow_data_loss,
-            max_work_units=_positive_int("max_work_units", max_work_units),
+            max_work_units=positive_int("max_work_units", max_work_units),
         )

@@ -36,7 +36,7 @@ from airflow_kafka_backup.restore import (
 )
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
-from airflow_kafka_backup.settings import _positive_int
+from airflow_kafka_backup.settings import positive_int
 from airflow_kafka_backup.target_topics import create_topics, missing_target_topics, restore_topic_configs
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         configs = self.topic_configs or {}
         if not isinstance(configs, dict) or not all(isinstance(v, str | int) for v in configs.values()):
             raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
-        max_units = _positive_int("max_work_units", self.max_work_units)
+        max_units = positive_int("max_work_units", self.max_work_units)
         group_mapping = validate_group_mapping(self.group_mapping)
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
