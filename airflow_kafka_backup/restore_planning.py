@@ -72,6 +72,9 @@ class PlannedSegment:
     sha256: str
     segment_format: str
     compression: str
+    # The manifest's timestamps of the segment's records (None in work units planned before they were carried).
+    min_timestamp: int | None = None
+    max_timestamp: int | None = None
 
 
 @dataclass
@@ -97,6 +100,27 @@ class PartitionRestore:
     @property
     def upper_bound_records(self) -> int:
         return sum(s.records for s in self.segments)
+
+    def timestamp_span(self) -> tuple[int | None, int | None]:
+        """(at or before the oldest, at or after the newest) timestamp a restored record can have; None: unknown.
+
+        From the manifests' per-segment timestamps, cut by the time window; what the target
+        topic's retention and timestamp limits are checked against before anything is produced.
+        Timestamps of 0 or below are left out: such records are stamped by the broker as they
+        are restored. A segment holding one is counted from its newest record, which may make
+        the span look younger than it is but never older: a check on it never refuses wrongly.
+        """
+        oldest = newest = None
+        for seg in self.segments:
+            low = next((t for t in (seg.min_timestamp, seg.max_timestamp) if t is not None and t > 0), None)
+            if low is not None:
+                low = max(low, self.from_timestamp or 0)
+                oldest = low if oldest is None else min(oldest, low)
+            high = seg.max_timestamp
+            if high is not None and high > 0:
+                high = high if self.until_timestamp is None else min(high, self.until_timestamp - 1)
+                newest = high if newest is None else max(newest, high)
+        return oldest, newest
 
 
 @dataclass
@@ -243,7 +267,8 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
                 continue
             restore.segments.append(PlannedSegment(
                 info.key, info.first_offset, info.last_offset, info.records, info.bytes, info.sha256,
-                manifest.settings.segment_format, manifest.settings.compression,
+                manifest.settings.segment_format, manifest.settings.compression, info.min_timestamp,
+                info.max_timestamp,
             ))
         plan.append(restore)
     counts = {t: 1 + max(p for tt, p in ranges if tt == t) for t in settings.topics}

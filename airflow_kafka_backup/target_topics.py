@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
-from confluent_kafka.admin import NewTopic
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.restore_planning import PartitionRestore
 
 ADMIN_TIMEOUT_S = 30.0
 TIMESTAMP_TYPE_CONFIG = "message.timestamp.type"
+RETENTION_CONFIG = "retention.ms"
+CLEANUP_POLICY_CONFIG = "cleanup.policy"
+BEFORE_MAX_CONFIG = "message.timestamp.before.max.ms"
+AFTER_MAX_CONFIG = "message.timestamp.after.max.ms"
+# The broker setting behind each topic config the checks read, for topics not created yet.
+_BROKER_DEFAULT_OF = {
+    TIMESTAMP_TYPE_CONFIG: "log.message.timestamp.type",
+    CLEANUP_POLICY_CONFIG: "log.cleanup.policy",
+    BEFORE_MAX_CONFIG: "log.message.timestamp.before.max.ms",
+    AFTER_MAX_CONFIG: "log.message.timestamp.after.max.ms",
+}
+# log.retention.ms, else log.retention.minutes, else log.retention.hours (Kafka's own order).
+_BROKER_RETENTION = (("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000))
+
+_NO_LIMIT = str(2**63 - 1)  # Long.MAX_VALUE: Kafka's "no limit" for the timestamp bounds
+Span = tuple[int | None, int | None]  # (oldest, newest) record timestamp in ms; None: unknown
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +50,144 @@ def restore_topic_configs(topic: str, recorded: Mapping[str, str], overrides: Ma
                     "CreateTime so that the restored records keep their backed-up timestamps. Set it back once "
                     "the restore is done, or pass it in topic_configs to keep it.", topic)
     return configs
+
+
+def timestamp_spans(partitions: Iterable[PartitionRestore]) -> dict[str, Span]:
+    """Per target topic, the span of its restored records' timestamps (see ``PartitionRestore.timestamp_span``)."""
+    spans: dict[str, Span] = {}
+    for p in partitions:
+        oldest, newest = p.timestamp_span()
+        was_oldest, was_newest = spans.get(p.target_topic, (None, None))
+        spans[p.target_topic] = (min((t for t in (oldest, was_oldest) if t is not None), default=None),
+                                 max((t for t in (newest, was_newest) if t is not None), default=None))
+    return spans
+
+
+def check_targets_keep_records(admin, spans: Mapping[str, Span], new_topic_configs: Mapping[str, Mapping[str, str]],
+                               now_ms: int) -> None:
+    """Fail, before anything is produced, when a target would not keep the restored records as they were backed up.
+
+    Checked against each target's effective configs: those of an existing topic as the
+    broker reports them, those of a topic to create from ``new_topic_configs`` over the
+    broker's defaults. See :func:`record_keeping_problems` for what is refused. A config the
+    restore is not allowed to read (no DescribeConfigs ACL) is not checked, with a warning.
+    """
+    existing = sorted(t for t in spans if t not in new_topic_configs)
+    effective = _topic_configs(admin, existing)
+    if new_topic_configs:
+        defaults = _broker_defaults(admin)
+        effective.update({t: {**defaults, **configs} for t, configs in new_topic_configs.items()})
+    problems = []
+    for topic in sorted(spans):
+        if topic in effective:
+            problems += record_keeping_problems(topic, effective[topic], spans[topic], now_ms,
+                                                created=topic in new_topic_configs)
+    if problems:
+        raise ConfigurationError("Cannot restore: " + "; ".join(problems) + ".")
+
+
+def record_keeping_problems(topic: str, configs: Mapping[str, str], span: Span, now_ms: int,
+                            created: bool) -> list[str]:
+    """What in ``configs`` would change or lose the records restored into ``topic``, each with its fix.
+
+    - ``LogAppendTime`` on an existing target: the broker would restamp every record with
+      the time of the restore. (A target the restore creates gets ``CreateTime``, unless
+      ``topic_configs`` asks for ``LogAppendTime``: then the user chose it.)
+    - Records older than ``retention.ms`` (with ``cleanup.policy`` delete): the broker would
+      delete them minutes after the restore wrote them, and the restore would have "succeeded".
+    - Records outside ``message.timestamp.before.max.ms`` / ``after.max.ms``: the broker
+      refuses them, which would fail the restore halfway.
+    """
+    def fix(name: str, value: str) -> str:
+        if created:
+            return f'add "{name}": "{value}" to topic_configs'
+        return (f"set {name}={value} on the topic (kafka-configs.sh --alter --entity-type topics --entity-name "
+                f"{topic} --add-config {name}={value})")
+
+    if configs.get(TIMESTAMP_TYPE_CONFIG) == "LogAppendTime":
+        if created:
+            return []  # the broker stamps the records: none of the checks below apply
+        return [f"target topic {topic} has {TIMESTAMP_TYPE_CONFIG}=LogAppendTime, so the broker would stamp every "
+                "restored record with the time of the restore instead of its backed-up timestamp ("
+                f"{fix(TIMESTAMP_TYPE_CONFIG, 'CreateTime')} for the restore, or restore into a new topic)"]
+    oldest, newest = span
+    problems = []
+    retention = _as_int(configs.get(RETENTION_CONFIG))
+    deletes = "delete" in (configs.get(CLEANUP_POLICY_CONFIG) or "delete").replace(" ", "").split(",")
+    if deletes and retention is not None and retention >= 0 and oldest is not None and now_ms - oldest > retention:
+        problems.append(
+            f"the records to restore into {topic} go back to {_iso(oldest)}, older than its {RETENTION_CONFIG}="
+            f"{retention} ({_duration(retention)}), so the broker would delete them within minutes of the restore ("
+            f"{fix(RETENTION_CONFIG, '-1')}, or restore from a later from_timestamp)")
+    before = _as_int(configs.get(BEFORE_MAX_CONFIG))
+    if before is not None and oldest is not None and now_ms - oldest > before:
+        problems.append(
+            f"the records to restore into {topic} go back to {_iso(oldest)}, but its {BEFORE_MAX_CONFIG}={before} "
+            f"({_duration(before)}) makes the broker refuse records that old ({fix(BEFORE_MAX_CONFIG, _NO_LIMIT)}, "
+            "or restore from a later from_timestamp)")
+    after = _as_int(configs.get(AFTER_MAX_CONFIG))
+    if after is not None and newest is not None and newest - now_ms > after:
+        problems.append(
+            f"the records to restore into {topic} reach {_iso(newest)}, but its {AFTER_MAX_CONFIG}={after} "
+            f"({_duration(after)}) makes the broker refuse records that far ahead of its clock ("
+            f"{fix(AFTER_MAX_CONFIG, _NO_LIMIT)}, or restore up to an earlier until_timestamp)")
+    return problems
+
+
+def _topic_configs(admin, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The effective configs of existing topics; a topic whose configs cannot be read is left out, with a warning."""
+    if not topics:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    out = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S).items():
+        try:
+            entries = future.result()
+        except KafkaException as error:
+            log.warning("Could not read the configs of target topic %s (%s): its retention and timestamp settings "
+                        "are not checked against the records to restore.", resource.name, error)
+            continue
+        out[resource.name] = {name: entry.value for name, entry in entries.items() if entry.value is not None}
+    return out
+
+
+def _broker_defaults(admin) -> dict[str, str]:
+    """The topic configs a new topic gets from the broker, for those the checks read; {} when they cannot be read."""
+    brokers = admin.list_topics(timeout=ADMIN_TIMEOUT_S).brokers
+    resource = ConfigResource(ResourceType.BROKER, str(min(brokers)))
+    try:
+        entries = admin.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S)[resource].result()
+    except KafkaException as error:
+        log.warning("Could not read the broker's default topic configs (%s): the retention and timestamp settings "
+                    "of the topics the restore creates are checked only where topic_configs or the backup set "
+                    "them.", error)
+        return {}
+    values = {name: entry.value for name, entry in entries.items() if entry.value is not None}
+    defaults = {topic_config: values[name] for topic_config, name in _BROKER_DEFAULT_OF.items() if name in values}
+    for name, unit_ms in _BROKER_RETENTION:
+        if _as_int(values.get(name)) is not None:
+            retention = int(values[name])
+            defaults[RETENTION_CONFIG] = str(retention * unit_ms if retention >= 0 else retention)
+            break
+    return defaults
+
+
+def _as_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("days", 86_400_000), ("hours", 3_600_000), ("minutes", 60_000), ("seconds", 1000)):
+        if ms >= size:
+            return f"{ms / size:.3g} {unit}"
+    return f"{ms} ms"
 
 
 def missing_target_topics(admin, needed_partitions: Mapping[str, int], create: bool) -> list[str]:

@@ -7,6 +7,7 @@ The restore id is the DAG run id: clearing and re-running a restore run resumes 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,13 @@ from airflow_kafka_backup.restore import (
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import positive_int
-from airflow_kafka_backup.target_topics import create_topics, missing_target_topics, restore_topic_configs
+from airflow_kafka_backup.target_topics import (
+    check_targets_keep_records,
+    create_topics,
+    missing_target_topics,
+    restore_topic_configs,
+    timestamp_spans,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +141,10 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         source_of = {target: source for source, target in plan.topic_mapping.items()}
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
+        new_configs = {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs) for t in missing}
+        check_targets_keep_records(admin, timestamp_spans(plan.partitions), new_configs, now_ms=int(time.time() * 1000))
         create_topics(  # a dry run only asks the broker whether it would accept the configs
-            admin, {t: needed[t] for t in missing},
-            {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs) for t in missing},
+            admin, {t: needed[t] for t in missing}, new_configs,
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
             validate_only=dry_run,
         )

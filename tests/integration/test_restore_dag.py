@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -183,6 +184,36 @@ def test_target_with_too_few_partitions_fails_before_producing(corpus, bucket):
         plan.execute({"run_id": "manual__small"})
     with pytest.raises(ConfigurationError, match="No committed backup of topic\\(s\\) nope.*holds: " + topic):
         KafkaRestorePlanOperator(task_id="p", topics=["nope"], bucket=bucket, prefix="bk").execute({"run_id": "r"})
+
+
+def test_targets_that_would_not_keep_the_records_fail_before_anything_is_written(corpus, bucket):
+    """The corpus's 2020 timestamps against Kafka's default 7-day retention and a LogAppendTime topic."""
+    from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+    topic, bootstrap = corpus["tricky"][0], corpus["bootstrap"]
+    _backup([topic], bucket)
+    run = uuid.uuid4().hex[:4]
+    short, stamping, new = f"{topic}-short-{run}", f"{topic}-lat-{run}", f"{topic}-new-{run}"
+    create_topics(bootstrap, NewTopic(short, 3, 1),
+                  NewTopic(stamping, 3, 1, config={**KEEP_FOREVER, "message.timestamp.type": "LogAppendTime"}))
+    week = {"retention.ms": "604800000"}
+    refusals = {  # target: (topic_configs, the refusal); the source's recorded configs keep records for ever
+        short: ({}, rf"go back to 2020-09-13T.*retention.ms=604800000 \(7 days\).*--entity-name {short} "
+                    "--add-config retention.ms=-1"),
+        stamping: ({}, f"{stamping} has message.timestamp.type=LogAppendTime"),
+        new: (week, r'go back to 2020-09-13T.*retention.ms=604800000.*add "retention.ms": "-1" to topic_configs'),
+    }
+    no_xcom = SimpleNamespace(xcom_push=lambda key, value: None)
+    for target, (configs, problem) in refusals.items():
+        for dry_run in (True, False):
+            plan = KafkaRestorePlanOperator(task_id="plan", topics=[topic], topic_mapping={topic: target},
+                                            bucket=bucket, prefix="bk", topic_configs=configs, dry_run=dry_run)
+            with pytest.raises(ConfigurationError, match=problem):
+                plan.execute({"run_id": "manual__keep", "ti": no_xcom})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "x"})
+    assert new not in consumer.list_topics(timeout=10).topics
+    consumer.close()
+    assert not any(read_kafka(bootstrap, [short, stamping]).values())
 
 
 # 0: a transaction per segment; 0.05 s: transactions of several segments, so the kill most likely

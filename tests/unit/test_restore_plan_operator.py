@@ -6,16 +6,18 @@ tests run the same task against the real broker and S3 endpoint.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import ResourceType
 
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.group_offsets import target_groups, validate_group_mapping
 from airflow_kafka_backup.operators import restore as restore_operators
 from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
-from airflow_kafka_backup.restore_planning import PartitionRestore, RestorePlan
+from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment, RestorePlan
 
 
 class FakeFuture:
@@ -29,7 +31,8 @@ class FakeFuture:
 
 
 class FakeAdmin:
-    """Stands in for ``confluent_kafka.admin.AdminClient``: one broker, no topics yet, no group members.
+    """Stands in for ``confluent_kafka.admin.AdminClient``: one broker with Kafka's default topic configs, no
+    group members, and the topics in ``topic_configs`` (none at first).
 
     Refuses ``cleanup.policy=shred`` as a real broker does; records what it validated and created.
     """
@@ -37,14 +40,29 @@ class FakeAdmin:
     def __init__(self) -> None:
         self.validated: list[str] = []
         self.created: list[str] = []
+        self.topic_configs: dict[str, dict[str, str]] = {}  # existing topics and their effective configs
+        self.broker_configs: dict[str, str | None] = {  # as Kafka 4.1 describes a broker with no overrides
+            "log.cleanup.policy": "delete", "log.retention.ms": None, "log.retention.minutes": None,
+            "log.retention.hours": "168", "log.message.timestamp.type": "CreateTime",
+            "log.message.timestamp.before.max.ms": str(2**63 - 1), "log.message.timestamp.after.max.ms": "3600000",
+        }
+        self.describe_error: KafkaException | None = None
 
     def list_topics(self, timeout=None):
-        return SimpleNamespace(topics={}, brokers={1: object()})
+        return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions={0: object()})
+                                       for t in self.topic_configs}, brokers={1: object()})
 
     def create_topics(self, new_topics, validate_only=False, operation_timeout=None):
         (self.validated if validate_only else self.created).extend(t.topic for t in new_topics)
         return {t.topic: FakeFuture(error=KafkaException("Invalid value shred for configuration cleanup.policy")
                                     if t.config.get("cleanup.policy") == "shred" else None) for t in new_topics}
+
+    def describe_configs(self, resources, request_timeout=None):
+        def entries(resource) -> dict:
+            configs = self.broker_configs if resource.restype == ResourceType.BROKER else \
+                self.topic_configs[resource.name]
+            return {name: SimpleNamespace(value=value) for name, value in configs.items()}
+        return {r: FakeFuture(None if self.describe_error else entries(r), self.describe_error) for r in resources}
 
     def describe_consumer_groups(self, groups, request_timeout=None):
         return {g: FakeFuture(SimpleNamespace(members=[])) for g in groups}
@@ -60,10 +78,12 @@ def admin(monkeypatch) -> FakeAdmin:
     """The plan's S3 and Kafka sides faked: a backup of ``orders`` (one partition) and groups ``billing``,
     ``billing-v2``; the target topic does not exist yet."""
     admin = FakeAdmin()
+    admin.segments = []  # the planned segments of orders[0]: none unless a test adds some
     offsets = {"orders": {"0": 5}}
 
     def plan_restore(store, prefix, settings, check_manifest=None) -> RestorePlan:
-        partition = PartitionRestore("orders", settings.topic_mapping["orders"], 0)
+        partition = PartitionRestore("orders", settings.topic_mapping["orders"], 0, admin.segments,
+                                     from_timestamp=settings.from_timestamp)
         return RestorePlan([partition], {"orders": 1}, dict(settings.topic_mapping),
                            group_offsets={"billing": offsets, "billing-v2": offsets})
 
@@ -170,3 +190,62 @@ def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admi
     monkeypatch.setattr(restore_operators, "plan_restore", plan_restore)
     _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
     assert created == {"orders-restored": {"message.timestamp.type": "CreateTime"}}
+
+
+DAY_MS = 86_400_000
+
+
+def _segment_days_old(days: float) -> PlannedSegment:
+    """A planned segment of orders[0] whose records are ``days`` old (to a few seconds)."""
+    now = int(time.time() * 1000)
+    return PlannedSegment("seg", 0, 9, 10, 100, "x", "jsonl", "none", now - int(days * DAY_MS), now - 1000)
+
+
+def test_records_older_than_a_new_targets_default_retention_are_refused_before_it_is_created(admin):
+    admin.segments = [_segment_days_old(30)]
+    for dry_run in (False, True):
+        with pytest.raises(ConfigurationError, match=r"records to restore into orders-restored go back to 20.*"
+                                                     r"older than its retention.ms=604800000 \(7 days\).*"
+                                                     r'add "retention.ms": "-1" to topic_configs'):
+            _plan(dry_run=dry_run).execute({"run_id": "manual__old", "ti": NoXCom()})
+    assert admin.validated == [] and admin.created == []
+
+
+def test_records_within_retention_or_with_retention_off_are_restored(admin):
+    admin.segments = [_segment_days_old(6)]
+    _plan(dry_run=True).execute({"run_id": "manual__recent", "ti": NoXCom()})
+    admin.segments = [_segment_days_old(300)]
+    _plan(dry_run=True, topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__off", "ti": NoXCom()})
+    assert admin.validated == ["orders-restored"]  # the dry run went on to ask the broker about retention.ms
+
+
+def test_from_timestamp_inside_retention_lets_a_restore_of_an_old_backup_through(admin):
+    admin.segments = [_segment_days_old(30)]
+    since = int(time.time() * 1000) - 2 * DAY_MS
+    assert _plan(dry_run=True, from_timestamp=since).execute({"run_id": "manual__since", "ti": NoXCom()}) == []
+
+
+def test_an_existing_log_append_time_target_is_refused_with_the_command_that_fixes_it(admin):
+    admin.topic_configs["orders-restored"] = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
+    with pytest.raises(ConfigurationError, match="orders-restored has message.timestamp.type=LogAppendTime.*"
+                                                 "--entity-name orders-restored --add-config "
+                                                 "message.timestamp.type=CreateTime"):
+        _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+    admin.topic_configs["orders-restored"]["message.timestamp.type"] = "CreateTime"
+    _plan().execute({"run_id": "manual__ct", "ti": NoXCom()})
+
+
+def test_an_existing_target_is_checked_against_its_own_retention(admin):
+    admin.segments = [_segment_days_old(3)]
+    admin.topic_configs["orders-restored"] = {"retention.ms": str(DAY_MS), "cleanup.policy": "delete"}
+    with pytest.raises(ConfigurationError, match=r"retention.ms=86400000 \(1 days\).*--add-config retention.ms=-1"):
+        _plan().execute({"run_id": "manual__short", "ti": NoXCom()})
+    admin.topic_configs["orders-restored"]["cleanup.policy"] = "compact"  # compaction keeps them
+    _plan().execute({"run_id": "manual__compact", "ti": NoXCom()})
+
+
+def test_unreadable_configs_are_not_checked_but_do_not_stop_the_restore(admin, caplog):
+    admin.segments = [_segment_days_old(30)]
+    admin.describe_error = KafkaException("Cluster authorization failed")
+    _plan(dry_run=True).execute({"run_id": "manual__acl", "ti": NoXCom()})
+    assert "Could not read the broker's default topic configs" in caplog.text
