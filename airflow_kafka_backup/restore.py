@@ -10,10 +10,10 @@ holds):
    fails naming the object, and nothing of that segment is produced;
 2. produce its records (after the offset and time filters) to the same partition
    number, with the original key, value, headers and timestamp;
-3. at the transaction's end, write each of its segments' offset-map chunk to S3
-   (source -> target offsets);
-4. ``send_offsets_to_transaction``: the next source offset, as the committed offset of
-   the restore's own consumer group on the target partition;
+3. at the transaction's end, ``send_offsets_to_transaction``: the next source offset, as
+   the committed offset of the restore's own consumer group on the target partition (a
+   producer fenced by a retry is refused here, before it writes anything to S3);
+4. write each of its segments' offset-map chunk to S3 (source -> target offsets);
 5. commit.
 
 A retry reads that committed offset and skips every segment below it, so a restore
@@ -617,7 +617,7 @@ class _Transaction:
             produced.source_runs = _source_runs(sources)
 
     def commit(self) -> None:
-        """Wait for the delivery reports, write each segment's offset-map chunk, then commit with the progress."""
+        """Wait for the delivery reports, add the progress, write each segment's offset-map chunk, then commit."""
         unit, report_every_record = self.unit, self.report_every_record
         self.producer.flush(KAFKA_TIMEOUT_S)
         chunks = {
@@ -627,13 +627,15 @@ class _Transaction:
                                tuple(produced.offset_runs(unit, report_every_record))).to_json()
             for produced in self.segments
         }
+        last_offset = self.segments[-1].seg.last_offset
+        # Before the chunks are written: a zombie attempt (one a retry has fenced) is refused here by the
+        # coordinator, so it never overwrites a chunk with the offsets of its own aborted records.
+        bounded_call(self.producer.send_offsets_to_transaction,
+                     [TopicPartition(unit.target_topic, unit.partition, last_offset + 1)], self.group_metadata)
         # In parallel: a transaction of many small segments would otherwise wait one round trip per chunk.
         with ThreadPoolExecutor(max_workers=CHUNK_WRITERS, thread_name_prefix="restore-offset-map") as pool:
             for _ in pool.map(self.store.put_bytes, chunks, chunks.values()):
                 pass  # re-raises the first failed write
-        last_offset = self.segments[-1].seg.last_offset
-        bounded_call(self.producer.send_offsets_to_transaction,
-                     [TopicPartition(unit.target_topic, unit.partition, last_offset + 1)], self.group_metadata)
         try:
             bounded_call(self.producer.commit_transaction)
         except ProducerStuckError as stuck:

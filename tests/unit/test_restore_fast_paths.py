@@ -658,3 +658,21 @@ def test_the_producer_learns_the_cluster_before_init_transactions(tmp_path):
     unit = PartitionRestore("t", "t2", 0, [seg])
     restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r", unit, spool_dir=str(tmp_path))
     assert producer.setup == ["metadata t2", "init"]
+
+
+class FencedProducer(FakeProducer):
+    """A zombie attempt: a retry's producer with the same ``transactional.id`` has fenced it since it produced."""
+
+    def send_offsets_to_transaction(self, positions, group_metadata, timeout=None) -> None:
+        raise KafkaException(KafkaError(KafkaError._FENCED, "Producer fenced by newer instance", fatal=True))
+
+
+def test_a_fenced_attempt_writes_no_offset_map_chunk(tmp_path):
+    """Its records are aborted: an offset-map chunk of theirs would overwrite the live attempt's with wrong offsets."""
+    segments, objects = _segments_of_ten(20)
+    store = FakeStore(objects)
+    with pytest.raises(KafkaException, match="fenced"):
+        restore_partition(FencedProducer, FakeGroup(), store, "r", PartitionRestore("t", "t2", 0, segments),
+                          spool_dir=str(tmp_path), commit_interval_s=0)
+    assert store.written == {}
+    assert _spool_files(tmp_path) == []
