@@ -47,7 +47,8 @@ def manifest_key(prefix: str, run_id: str) -> str:
 
 
 def restore_prefix(prefix: str, restore_id: str) -> str:
-    return _join(prefix, "_restores", safe_run_id(restore_id))
+    """``<prefix>/_restores/<dag id>/<run id>`` for a restore id ``<dag id>/<run id>`` (see ``operators.restore``)."""
+    return _join(prefix, "_restores", *(safe_run_id(part) for part in restore_id.split("/", 1)))
 
 
 def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) -> str:

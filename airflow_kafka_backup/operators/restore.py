@@ -1,7 +1,7 @@
 """Restore operators: plan -> restore (mapped over work units) -> verify.
 
-The restore id is the DAG run id: clearing and re-running a restore run resumes it
-(exactly once), while a new run is a new restore.
+The restore id is the DAG id and the run id (see :func:`restore_id_of`): clearing and
+re-running a restore run resumes it (exactly once), while a new run is a new restore.
 """
 
 from __future__ import annotations
@@ -47,6 +47,16 @@ from airflow_kafka_backup.target_topics import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def restore_id_of(context: Context) -> str:
+    """``<dag id>/<run id>``: what names a restore's progress group, transactional ids and S3 folder.
+
+    The run id alone is unique only within its DAG: two restore DAGs over one backup (one per
+    target cluster, say) given the same hand-written run id would otherwise share progress,
+    fence each other's producers and write one restore manifest.
+    """
+    return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
 def _as_bool(name: str, value: object) -> bool:
@@ -196,7 +206,7 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
 
     def execute(self, context: Context) -> list[dict]:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
-        restore_id = context["run_id"]
+        restore_id = restore_id_of(context)
         target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         results = []
@@ -240,7 +250,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
         if not units:
             log.info("Nothing was restored (dry run, or nothing matched).")
             return {"restored": 0, "partitions": 0}
-        restore_id = context["run_id"]
+        restore_id = restore_id_of(context)
         prefix = self.prefix.strip("/")
         target_prefix = restore_prefix(prefix, restore_id)
         summaries = verify_restore(self.store, target_prefix, units)
@@ -301,7 +311,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
             return []
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         check_groups_inactive(admin, sorted(set(selection["groups"].values())))
-        target_prefix = restore_prefix(self.prefix.strip("/"), context["run_id"])
+        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id_of(context))
         involved = sorted({(selection["topic_mapping"][topic], int(p))
                            for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
                            if topic in selection["topic_mapping"] for p in offsets})

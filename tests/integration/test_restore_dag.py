@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
-from airflow_kafka_backup.key_layout import restore_prefix
+from airflow_kafka_backup.key_layout import restore_prefix, safe_run_id
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.restore import committed_progress, progress_group
@@ -75,7 +75,8 @@ def test_restore_round_trip_is_byte_exact_with_offset_map(corpus, bucket, s3):
 
     # The offset map sends every source offset to the target offset its record landed at.
     store = S3ObjectStore(client=s3, bucket=bucket)
-    rprefix = restore_prefix("bk", dag_run.run_id)
+    rprefix = restore_prefix("bk", f"kafka_restore/{dag_run.run_id}")
+    assert rprefix == f"bk/_restores/kafka_restore/{safe_run_id(dag_run.run_id)}"
     for (topic, partition), records in source.items():
         offset_map = load_offset_map(store, rprefix, mapping[topic], partition)
         restored = target[(mapping[topic], partition)]

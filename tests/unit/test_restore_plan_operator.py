@@ -249,3 +249,18 @@ def test_unreadable_configs_are_not_checked_but_do_not_stop_the_restore(admin, c
     admin.describe_error = KafkaException("Cluster authorization failed")
     _plan(dry_run=True).execute({"run_id": "manual__acl", "ti": NoXCom()})
     assert "Could not read the broker's default topic configs" in caplog.text
+
+
+def test_the_restore_id_is_the_dag_id_and_the_run_id():
+    """Run ids are unique only within a DAG: two restore DAGs sharing a backup and a run id stay apart."""
+    from airflow_kafka_backup.key_layout import restore_prefix
+    from airflow_kafka_backup.operators.restore import restore_id_of
+    from airflow_kafka_backup.restore import progress_group, transactional_id
+
+    ids = [restore_id_of({"dag": SimpleNamespace(dag_id=dag_id), "run_id": "incident+42"})
+           for dag_id in ("restore_eu", "restore_us")]
+    assert ids == ["restore_eu/incident+42", "restore_us/incident+42"]
+    assert [restore_prefix("bk", i) for i in ids] == ["bk/_restores/restore_eu/incident_42",
+                                                      "bk/_restores/restore_us/incident_42"]
+    assert len({progress_group(i) for i in ids}) == 2
+    assert len({transactional_id(i, "t", 0) for i in ids}) == 2
