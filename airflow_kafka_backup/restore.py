@@ -97,6 +97,9 @@ COMMIT_INTERVAL_S = 5.0
 # The most a user may ask for: a transaction also holds the segment during which its interval
 # ran out, and must still commit well inside that 60 s.
 MAX_COMMIT_INTERVAL_S = 30.0
+# librdkafka's default transaction.timeout.ms. A transaction that Kafka fails after being open
+# this long most likely timed out: one segment took that long to produce (see _Transaction).
+TRANSACTION_TIMEOUT_S = 60.0
 
 
 def validate_commit_interval(value: object) -> float:
@@ -561,7 +564,28 @@ class _Transaction:
                 if isinstance(failure, _RedoWithReports):
                     raise abort_failure from failure  # no redo on a producer that could not abort
                 log.exception("Aborting the restore transaction failed")  # the original failure is the one to report
+            if isinstance(failure, KafkaException) and self.age() > TRANSACTION_TIMEOUT_S:
+                raise self._timed_out(failure) from failure
             raise
+
+    def _timed_out(self, failure: KafkaException) -> KafkaBackupError:
+        """The error for a transaction Kafka failed after it was open longer than the default transaction timeout.
+
+        A segment is produced in one transaction, so a segment that takes longer than the
+        producer's ``transaction.timeout.ms`` to produce (a huge one, or a slow link) is
+        aborted by the broker every time: a retry would fail the same way. Its fix is the
+        connection's, and librdkafka's own error ("Local: Fatal error") does not tell it.
+        """
+        unit = self.unit
+        return KafkaBackupError(
+            f"{unit.target_topic}[{unit.partition}]: Kafka failed the restore transaction holding "
+            f"{', '.join(p.seg.key for p in self.segments)} after it had been open {self.age():.0f}s "
+            f"({failure.args[0].str() if failure.args else failure}). A transaction open longer than the producer's "
+            "transaction.timeout.ms (60 s unless the kafka connection's extra sets it) is aborted by the broker, and "
+            "each segment is produced in one transaction: set transaction.timeout.ms in the kafka connection's "
+            "extra above the time the largest segment takes to produce (the broker caps it at its "
+            "transaction.max.timeout.ms, 15 minutes by default)."
+        )
 
     def produce(self, seg: PlannedSegment, path: str) -> None:
         """Produce the records of one verified segment (spooled at ``path``) that pass the unit's filters."""

@@ -676,3 +676,32 @@ def test_a_fenced_attempt_writes_no_offset_map_chunk(tmp_path):
                           spool_dir=str(tmp_path), commit_interval_s=0)
     assert store.written == {}
     assert _spool_files(tmp_path) == []
+
+
+class TimedOutProducer(FakeProducer):
+    """The broker aborted the open transaction once it outlived transaction.timeout.ms, fencing the producer."""
+
+    def produce(self, *args) -> None:
+        if len(self.produced) == 15:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "Unable to produce message: Local: Fatal error",
+                                            fatal=True))
+        super().produce(*args)
+
+
+def test_a_transaction_that_outlived_the_transaction_timeout_fails_saying_how_to_fix_it(tmp_path, monkeypatch):
+    import airflow_kafka_backup.restore as restore
+
+    segments, objects = _segments_of_ten(20)
+    unit = PartitionRestore("t", "t2", 0, segments)
+    monkeypatch.setattr(restore, "TRANSACTION_TIMEOUT_S", -1.0)  # every transaction is "older" than it
+    with pytest.raises(KafkaBackupError, match=r"t2\[0\]: Kafka failed the restore transaction holding "
+                                               r"bk/t/partition=0/t\+0\+0000000010.jsonl after it had been open 0s "
+                                               r"\(Unable to produce.*set transaction.timeout.ms in the kafka "
+                                               r"connection's extra"):
+        restore_partition(TimedOutProducer, FakeGroup(), FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
+                          commit_interval_s=0)
+    monkeypatch.setattr(restore, "TRANSACTION_TIMEOUT_S", 60.0)  # a failure in a young transaction is Kafka's own
+    with pytest.raises(KafkaException, match="Local: Fatal error"):
+        restore_partition(TimedOutProducer, FakeGroup(), FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
+                          commit_interval_s=0)
+    assert _spool_files(tmp_path) == []
