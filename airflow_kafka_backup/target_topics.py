@@ -113,7 +113,7 @@ def record_keeping_problems(topic: str, configs: Mapping[str, str], span: Span, 
     oldest, newest = span
     problems = []
     retention = _as_int(configs.get(RETENTION_CONFIG))
-    deletes = "delete" in (configs.get(CLEANUP_POLICY_CONFIG) or "delete").replace(" ", "").split(",")
+    deletes = "delete" in configs.get(CLEANUP_POLICY_CONFIG, "delete").replace(" ", "").split(",")
     if deletes and retention is not None and retention >= 0 and oldest is not None and now_ms - oldest > retention:
         problems.append(
             f"the records to restore into {topic} go back to {_iso(oldest)}, older than its {RETENTION_CONFIG}="
