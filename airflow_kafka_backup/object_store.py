@@ -51,6 +51,12 @@ class S3ObjectStore:
         """S3's answers to SSE-C mistakes, as messages that say what to do."""
         code = str(error.response.get("Error", {}).get("Code", ""))
         message = str(error.response.get("Error", {}).get("Message", "")).lower()
+        if code in ("400", "InvalidRequest") and "not applicable" in message and "SSECustomerKey" in self.read_args:
+            return ConfigurationError(  # S3: "The encryption parameters are not applicable to this object."
+                f"s3://{self.bucket}/{key} is stored without a customer-provided key (SSE-C), but "
+                "sse_customer_key_variable gives one: read it without one (a backup prefix holds one SSE-C key, "
+                "or none)."
+            )
         if code in ("400", "InvalidRequest") and "encrypt" in message:
             return ConfigurationError(
                 f"s3://{self.bucket}/{key} is encrypted with a customer-provided key (SSE-C); "

@@ -121,6 +121,20 @@ class S3WriteSettings:
             out["kms_key_id"] = self.sse_kms_key_id
         return out
 
+    def check_can_add_to(self, encryption: dict[str, str], what: str) -> None:
+        """Fail before writing into a backup whose runs use another SSE-C key, or none while we have one.
+
+        A restore reads a prefix with one key, and S3 refuses a GET that gives an SSE-C key
+        for an object stored without one: a prefix whose runs use two keys (or a key and none)
+        could not be restored in one go. A new key starts a new prefix.
+        """
+        self.check_can_read(encryption, what)
+        if self.sse_customer_key is not None and encryption.get("sse_c_key_fingerprint") is None:
+            raise ConfigurationError(
+                f"{what} is not encrypted with a customer-provided key (SSE-C), but sse_customer_key_variable gives "
+                "one: a restore reads a prefix with one key, so back up to a new prefix to start using SSE-C."
+            )
+
     def check_can_read(self, encryption: dict[str, str], what: str) -> None:
         """Fail before reading objects written with an SSE-C key we do not have."""
         wanted = encryption.get("sse_c_key_fingerprint")
@@ -132,7 +146,9 @@ class S3WriteSettings:
                 "sse_customer_key_variable."
             )
         if key_fingerprint(self.sse_customer_key) != wanted:
-            raise ConfigurationError(f"The SSE-C key given is not the key {what} was encrypted with.")
+            raise ConfigurationError(
+                f"The SSE-C key given is not the key {what} was encrypted with (a backup prefix holds one key: "
+                "a new key starts a new prefix).")
 
     def read_args(self) -> dict[str, Any]:
         """Arguments every GET and HEAD needs (SSE-C: the key, on every request)."""

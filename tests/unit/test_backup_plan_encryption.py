@@ -1,0 +1,112 @@
+"""Unit tests: a backup run refuses, before writing anything, to add to a backup kept under another SSE-C key.
+
+A restore reads a prefix with one key, so a prefix whose runs used two keys (or a key and
+none) could not be restored in one go. S3 and Kafka are faked; the integration tests run
+SSE-C backups and restores through a proxy to the real S3 endpoint.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from botocore.exceptions import ClientError
+
+from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentSettings, manifest_key
+from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.operators import backup as backup_operators
+from airflow_kafka_backup.operators.backup import KafkaBackupPlanOperator, checkpoint_variable_key
+from airflow_kafka_backup.planning import OffsetBounds
+from airflow_kafka_backup.s3_settings import S3WriteSettings, key_fingerprint
+
+KEY_A, KEY_B = b"A" * 32, b"B" * 32
+
+
+class FakeStore:
+    """A bucket that, like moto, does not check SSE-C keys on reads: the manifests' fingerprints must."""
+
+    bucket = "b"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.writes: list[str] = []
+        self.client = SimpleNamespace(put_object=lambda Bucket, Key, Body, **kwargs: self.put_bytes(Key, Body))
+
+    def write_args(self) -> dict:
+        return {}
+
+    def list_keys(self, prefix: str):
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def head(self, key: str):
+        return {} if key in self.objects else None
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self.writes.append(key)
+        self.objects[key] = data
+
+
+@pytest.fixture
+def plan_with(monkeypatch):
+    """``plan_with(existing_key, run_key)``: plan a scheduled run with ``run_key`` over a one-run backup written
+    with ``existing_key`` (None: no SSE-C), its checkpoint Variable up to date; returns the store."""
+    variables = {checkpoint_variable_key("b", "kafka-backup"): {"checkpoints": {"orders": {"0": 5}}, "manifests": 1}}
+    admin = SimpleNamespace(list_topics=lambda timeout=None: SimpleNamespace(topics={
+        "orders": SimpleNamespace(error=None, partitions={0: SimpleNamespace(replicas=[1])})}))
+    monkeypatch.setattr(backup_operators, "KafkaAdminClientHook", lambda kafka_config_id: SimpleNamespace(
+        get_conn=admin))
+    monkeypatch.setattr(backup_operators, "Variable", SimpleNamespace(
+        get=lambda key, default=None, deserialize_json=False: variables.get(key, default)))
+    monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
+        ("orders", 0): OffsetBounds(0, 9)})
+    monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics: [])
+    monkeypatch.setattr(backup_operators, "select_groups", lambda admin, selector: [])
+    monkeypatch.setattr(backup_operators, "committed_group_offsets", lambda *args: {})
+
+    def plan_with(existing_key: bytes | None, run_key: bytes | None) -> FakeStore:
+        store = plan_with.store = FakeStore()
+        encryption = {"sse": "SSE-C", "sse_c_key_fingerprint": key_fingerprint(existing_key)} if existing_key else {}
+        old = RunManifest("scheduled__1", SegmentSettings("jsonl", "none", 10000, 10),
+                          [PartitionRange("orders", 0, 0, 5)], [], encryption=encryption)
+        store.objects[manifest_key("kafka-backup", "scheduled__1")] = old.to_json()
+        plan = KafkaBackupPlanOperator(task_id="plan", topics=["orders"], bucket="b")
+        plan.__dict__["store"] = store
+        plan.__dict__["s3_settings"] = S3WriteSettings.create(sse_customer_key=run_key)
+        plan.check_bucket = lambda: None
+        plan.execute({"run_id": "scheduled__2", "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
+        return store
+
+    return plan_with
+
+
+@pytest.mark.parametrize("existing_key,run_key,problem", [
+    (KEY_A, KEY_B, "The SSE-C key given is not the key backup run scheduled__1 was encrypted with"),
+    (KEY_A, None, "backup run scheduled__1 is encrypted with a customer-provided key"),
+    (None, KEY_B, "backup run scheduled__1 is not encrypted with a customer-provided key .* back up to a new prefix"),
+])
+def test_a_scheduled_run_under_another_key_is_refused_before_anything_is_written(plan_with, existing_key, run_key,
+                                                                                problem):
+    with pytest.raises(ConfigurationError, match=problem):
+        plan_with(existing_key, run_key)
+    assert plan_with.store.writes == []
+
+
+@pytest.mark.parametrize("key", [KEY_A, None])
+def test_a_scheduled_run_under_the_backups_own_key_goes_ahead(plan_with, key):
+    store = plan_with(key, key)
+    assert [k for k in store.writes if "/_locks/" in k], "the plan took the writer lock for its new range"
+
+
+def test_s3_refusing_a_key_for_an_object_stored_without_one_is_explained():
+    store = S3ObjectStore(client=None, bucket="b", read_args={"SSECustomerAlgorithm": "AES256",
+                                                              "SSECustomerKey": "secret"})
+    error = ClientError({"Error": {"Code": "400", "Message": "The encryption parameters are not applicable to "
+                                                             "this object."}}, "GetObject")
+    explained = store._explain(error, "bk/_manifests/run=r.json")
+    assert isinstance(explained, ConfigurationError)
+    assert "s3://b/bk/_manifests/run=r.json is stored without a customer-provided key" in str(explained)
+    assert "secret" not in str(explained)
