@@ -29,6 +29,7 @@ from airflow_kafka_backup.operators.restore import (
     KafkaRestoreVerifyOperator,
 )
 from airflow_kafka_backup.restore import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
+from airflow_kafka_backup.retention import check_retention_prefix
 from airflow_kafka_backup.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import (
     CANNED_ACLS,
@@ -170,7 +171,9 @@ def backup_dag(
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
-    """Build the backup DAG: ``[wait_for_backlog ->] retention -> plan -> backup (mapped) -> commit``.
+    """Build the backup DAG: ``[wait_for_backlog ->] plan -> retention -> backup (mapped) -> commit``.
+
+    The plan validates every Param before the retention task writes the bucket's lifecycle rule.
 
     ``param_defaults`` are the Params' defaults (see :func:`backup_params`).
     ``verify`` adds a :class:`KafkaBackupVerifyOperator` last (deep: downloads every segment).
@@ -216,19 +219,20 @@ def backup_dag(
             until_timestamp="{{ params.until_timestamp }}",
             **s3,
         )
-        retention >> plan
+        plan >> retention
         if wait_for_backlog is not None:
             sensor = KafkaBacklogSensor(
                 task_id="wait_for_backlog", topics="{{ params.topics }}", kafka_conn_id="{{ params.kafka_conn_id }}",
                 isolation_level="{{ params.isolation_level }}", **{"mode": "reschedule", **wait_for_backlog}, **s3,
             )
-            sensor >> retention
+            sensor >> plan
         backup = KafkaBackupOperator.partial(
             task_id="backup",
             kafka_conn_id="{{ params.kafka_conn_id }}",
             isolation_level="{{ params.isolation_level }}",
             **s3,
         ).expand(work_unit=plan.output)
+        retention >> backup
         commit = KafkaBackupCommitOperator(
             task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output,
             asset_alias=f"kafka-backup:{dag_id}", **s3,
@@ -362,8 +366,10 @@ def _validate_defaults(params: dict[str, Param]) -> None:
     if "commit_interval_seconds" in values:
         validate_commit_interval(values["commit_interval_seconds"])
     if "retention_days" in values:
-        check_retention_covers_object_lock(validate_retention_days(values["retention_days"]),
-                                           write_settings.object_lock_retention_days)
+        days = validate_retention_days(values["retention_days"])
+        check_retention_covers_object_lock(days, write_settings.object_lock_retention_days)
+        if days is not None:
+            check_retention_prefix(values["bucket"] or "<any>", values["prefix"] or "")
         BackupSettings.create(
             topics=values["topics"] or ["<any>"], bucket=values["bucket"] or "<any>",
             **{name: values[name] for name in (

@@ -15,7 +15,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from airflow_kafka_backup.errors import ConfigurationError
+
 RULE_ID_PREFIX = "airflow-kafka-backup:"
+
+
+def check_retention_prefix(bucket: str, prefix: str) -> None:
+    """A retention rule needs a prefix: on the bucket's root it would expire every object in it."""
+    if not prefix.strip("/"):
+        raise ConfigurationError(
+            f"retention_days needs a prefix: with an empty prefix the lifecycle rule would expire every object in "
+            f"S3 bucket {bucket!r}, not only the backup's. Give the backup a prefix, or leave retention_days unset."
+        )
 
 
 def retention_rule(prefix: str, days: int, versioned: bool = False) -> dict[str, Any]:
@@ -42,7 +53,11 @@ def current_rules(client, bucket: str) -> list[dict[str, Any]]:
 
 
 def ensure_retention_rule(client, bucket: str, prefix: str, days: int, versioned: bool = False) -> str:
-    """Put our rule for ``prefix``; returns ``created``, ``updated`` or ``unchanged``."""
+    """Put our rule for ``prefix``; returns ``created``, ``updated`` or ``unchanged``.
+
+    Refuses an empty prefix: the rule would expire every object in the bucket, not the backup's.
+    """
+    check_retention_prefix(bucket, prefix)
     wanted = retention_rule(prefix, days, versioned)
     rules = current_rules(client, bucket)
     ours = [r for r in rules if r.get("ID") == wanted["ID"]]

@@ -43,7 +43,7 @@ from airflow_kafka_backup.planning import (
     snapshot_offsets,
 )
 from airflow_kafka_backup.restore_planning import parse_timestamp
-from airflow_kafka_backup.retention import ensure_retention_rule
+from airflow_kafka_backup.retention import check_retention_prefix, ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
     check_retention_covers_object_lock,
     validate_object_lock,
@@ -71,11 +71,13 @@ def _max_map_length() -> int:
 
 
 class KafkaBackupRetentionOperator(S3BackupBaseOperator):
-    """Setup task: a lifecycle rule expiring the backup prefix after ``retention_days`` (the seed's
+    """A lifecycle rule expiring the backup prefix after ``retention_days`` (the seed's
     ``s3.retention.policy.days``). Merges with the bucket's other rules; without ``retention_days``
-    it changes nothing. With Object Lock it first checks the bucket has it enabled (the head of
-    the DAG: before anything is written), refuses a ``retention_days`` shorter than the lock, and
-    also expires the versions that Object Lock keeps once they are no longer current."""
+    it changes nothing. It runs after the plan, which has validated every Param (and, with
+    Object Lock, that the bucket has it enabled) before anything is written. It refuses an
+    empty prefix (the rule would expire the whole bucket) and a ``retention_days`` shorter than
+    the Object Lock retention, and also expires the versions that Object Lock keeps once they
+    are no longer current."""
 
     template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "retention_days")
 
@@ -92,6 +94,10 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         days = validate_retention_days(self.retention_days)
         lock_mode, lock_days = validate_object_lock(self.object_lock_mode, self.object_lock_retention_days)
         check_retention_covers_object_lock(days, lock_days)
+        if days is not None:
+            if not self.bucket:
+                raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
+            check_retention_prefix(self.bucket, self.prefix)
         if days is not None or lock_days is not None:
             self.check_bucket()  # with Object Lock: the bucket has it enabled
         if lock_days is not None:

@@ -23,7 +23,7 @@ def test_backup_and_restore_shapes():
 
     backup = backup_dag("shape_backup", topics=["t"], bucket="b", wait_for_backlog={"min_records": 5})
     assert {t.task_id: sorted(t.downstream_task_ids) for t in backup.tasks} == {
-        "wait_for_backlog": ["retention"], "retention": ["plan"], "plan": ["backup", "commit"],
+        "wait_for_backlog": ["plan"], "plan": ["backup", "commit", "retention"], "retention": ["backup"],
         "backup": ["commit"], "commit": []}
     assert backup.params["topics"] == ["t"] and backup.params["flush_size"] == 10_000
     restore = restore_dag("shape_restore")

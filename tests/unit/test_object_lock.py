@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
@@ -195,3 +196,24 @@ def test_backup_dag_takes_object_lock_as_params_and_arguments():
 def test_backup_dag_refuses_bad_object_lock_defaults_when_parsed(kwargs, message):
     with pytest.raises(ConfigurationError, match=message):
         backup_dag("bad_lock_backup", topics=["t"], bucket="b", **kwargs)
+
+
+@pytest.mark.parametrize("prefix", ["", "/"])
+def test_retention_on_an_empty_prefix_is_refused_before_any_rule_is_written(prefix):
+    """The rule would expire every object in the bucket, not only the backup's."""
+    client = FakeLifecycleClient([])
+    with pytest.raises(ConfigurationError, match="retention_days needs a prefix.*every object in S3 bucket 'b'"):
+        ensure_retention_rule(client, "b", prefix, 30)
+    assert client.rules == []
+    retention = KafkaBackupRetentionOperator(task_id="r", bucket="b", prefix=prefix, retention_days=30)
+    retention.__dict__["store"] = SimpleNamespace(client=client)  # never reached
+    with pytest.raises(ConfigurationError, match="retention_days needs a prefix"):
+        retention.execute({})
+    with pytest.raises(ConfigurationError, match="retention_days needs a prefix"):
+        backup_dag("empty_prefix", topics=["t"], bucket="b", prefix=prefix, retention_days=30)
+    backup_dag("empty_prefix_no_retention", topics=["t"], bucket="b", prefix=prefix)
+
+
+def test_retention_without_a_bucket_names_the_missing_bucket():
+    with pytest.raises(ConfigurationError, match="bucket is required"):
+        KafkaBackupRetentionOperator(task_id="r", bucket=None, retention_days=30).execute({})
