@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     import jinja2
 
 # Shapes of the name fields (see ``S3BackupBaseOperator.text_fields``): one name, a list of
-# names (or one comma-separated string), a mapping of names to names.
-NAME, NAMES, NAME_MAPPING = "name", "names", "name mapping"
+# names (or one comma-separated string), a mapping of names to names, and names or a bool
+# (``consumer_groups``: True for all groups, False for none).
+NAME, NAMES, NAME_MAPPING, NAMES_OR_BOOL = "name", "names", "name mapping", "names or bool"
 
 
 def is_template(value: object) -> bool:
@@ -38,6 +39,8 @@ def as_text(field: str, value: object, shape: str = NAME) -> Any:
     refused naming the field, rather than failing later inside botocore or ``str.strip``.
     ``None`` passes: whether the field may be empty is for its own validation to say.
     """
+    if shape == NAMES_OR_BOOL:
+        return value if isinstance(value, bool) else as_text(field, value, NAMES)
     if shape == NAMES and isinstance(value, list | tuple):
         return [as_text(f"{field}[{i}]", v) for i, v in enumerate(value)]
     if shape == NAME_MAPPING and isinstance(value, Mapping):
@@ -95,7 +98,7 @@ class S3BackupBaseOperator(BaseOperator):
     text_fields: ClassVar[dict[str, str]] = {
         "bucket": NAME, "prefix": NAME, "aws_conn_id": NAME, "sse_kms_key_id": NAME,
         "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES,
-        "topic_mapping": NAME_MAPPING, "group_mapping": NAME_MAPPING,
+        "topic_mapping": NAME_MAPPING, "group_mapping": NAME_MAPPING, "consumer_groups": NAMES_OR_BOOL,
     }
 
     def __init__(

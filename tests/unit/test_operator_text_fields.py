@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_kafka_backup.errors import ConfigurationError
-from airflow_kafka_backup.operators.s3 import NAME_MAPPING, NAMES, as_text
+from airflow_kafka_backup.operators.s3 import NAME_MAPPING, NAMES, NAMES_OR_BOOL, as_text
 
 
 def _params(dag) -> dict:
@@ -94,3 +94,28 @@ def test_as_text():
                                        ("topic_mapping", {"a": 1.5}, NAME_MAPPING, r"topic_mapping\['a'\]")]:
         with pytest.raises(ConfigurationError, match=f"^{named} must be text"):
             as_text(field, value, shape)
+
+
+@pytest.mark.parametrize("typed,expected", [("123", "123"), ("1,2", ["1", "2"]), ("2024.10", "2024.10"),
+                                            ("*", "*"), ("re:billing-.*", "re:billing-.*")])
+def test_number_looking_consumer_group_ids_stay_group_ids(typed, expected):
+    from airflow_kafka_backup.dag_factories import backup_dag
+    from airflow_kafka_backup.topic_metadata import select_groups
+
+    dag = backup_dag("number_groups_backup", topics=["t"], bucket="b", consumer_groups=typed)
+    plan = dag.get_task("plan")
+    plan.render_template_fields({"params": _params(dag)})
+    assert plan.consumer_groups == expected
+    listed = [SimpleNamespace(group_id=g) for g in ("1", "123", "2", "2024.10", "billing-a")]
+    admin = SimpleNamespace(list_consumer_groups=lambda request_timeout: SimpleNamespace(
+        result=lambda: SimpleNamespace(valid=listed)))
+    assert select_groups(admin, plan.consumer_groups) == {
+        "123": ["123"], "1,2": ["1", "2"], "2024.10": ["2024.10"], "*": ["1", "123", "2", "2024.10", "billing-a"],
+        "re:billing-.*": ["billing-a"]}[typed]
+
+
+def test_consumer_groups_may_still_be_a_bool():
+    assert as_text("consumer_groups", True, NAMES_OR_BOOL) is True
+    assert as_text("consumer_groups", [7, "a"], NAMES_OR_BOOL) == ["7", "a"]
+    with pytest.raises(ConfigurationError, match="consumer_groups must be text"):
+        as_text("consumer_groups", 1.5, NAMES_OR_BOOL)
