@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
 from airflow_kafka_backup.offset_map import OffsetMap
@@ -78,14 +78,22 @@ def check_groups_inactive(admin, groups: list[str]) -> None:
     """Refuse to move the offsets of a group that has members: they would overwrite them."""
     if not groups:
         return
-    active = []
+    active, unreadable = [], []
     for group, future in admin.describe_consumer_groups(groups, request_timeout=ADMIN_TIMEOUT_S).items():
         try:
             description = future.result()
-        except Exception:  # an unknown group has no members
+        except KafkaException as error:
+            if error.args and error.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                continue  # an unknown group has no members
+            unreadable.append(f"{group} ({error.args[0].str() if error.args else error})")
             continue
         if description.members:
             active.append(f"{group} ({len(description.members)} members)")
+    if unreadable:  # e.g. no Describe right on the group: its offsets could not be set either
+        raise ConfigurationError(
+            f"Could not check consumer group(s) {', '.join(unreadable)} for active members; the restore needs "
+            "Describe and Read on the groups whose offsets it moves."
+        )
     if active:
         raise ConfigurationError(
             f"Consumer group(s) {', '.join(active)} have active members; stop those consumers before restoring "
@@ -127,10 +135,24 @@ def commit_translations(admin, rows: list[GroupTranslation]) -> None:
             by_group.setdefault(row.target_group, []).append(
                 TopicPartition(row.target_topic, row.partition, row.target_offset))
     requests = [ConsumerGroupTopicPartitions(g, tps) for g, tps in sorted(by_group.items())]
-    # The admin API alters one group per request.
+    # The admin API alters one group per request. Every group is tried, so that one failure does not
+    # leave the others unmoved; the error names what moved and what did not (a retry sets them all again).
+    moved, failures = [], []
     for request in requests:
         for group, future in admin.alter_consumer_group_offsets([request], request_timeout=ADMIN_TIMEOUT_S).items():
-            result = future.result()
-            failed = [tp for tp in result.topic_partitions if tp.error is not None]
+            try:
+                result = future.result()
+            except KafkaException as error:
+                failures.append(f"{group}: {error.args[0].str() if error.args else error}")
+                continue
+            failed = [f"{tp.topic}[{tp.partition}] {tp.error.str()}" for tp in result.topic_partitions
+                      if tp.error is not None]
             if failed:
-                raise KafkaBackupError(f"Setting offsets of group {group} failed: {failed}")
+                failures.append(f"{group}: {', '.join(failed)}")
+            else:
+                moved.append(group)
+    if failures:
+        raise KafkaBackupError(
+            f"Setting the offsets of consumer group(s) failed: {'; '.join(failures)}. "
+            f"Moved: {', '.join(moved) or 'none'}. Clearing the task sets them all again."
+        )
