@@ -186,6 +186,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                   parse_timestamp("until_timestamp", self.until_timestamp))
         if requested and window != (None, None):
             raise ConfigurationError("Give either ranges or a from/until timestamp window, not both.")
+        if None not in window and window[0] >= window[1]:  # else no record matches and the run "succeeds"
+            raise ConfigurationError(
+                f"from_timestamp ({self.from_timestamp}) must be before until_timestamp ({self.until_timestamp}).")
         unknown = sorted({t for t, _ in requested} - set(settings.topics))
         if unknown:
             raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")

@@ -1,8 +1,12 @@
-"""Unit tests: a backup run refuses, before writing anything, to add to a backup kept under another SSE-C key.
+"""Unit tests: the backup plan task refuses bad input before it writes anything.
 
-A restore reads a prefix with one key, so a prefix whose runs used two keys (or a key and
-none) could not be restored in one go. S3 and Kafka are faked; the integration tests run
-SSE-C backups and restores through a proxy to the real S3 endpoint.
+- A run under another SSE-C key than the backup's (or a key where it has none): a restore
+  reads a prefix with one key, so a prefix whose runs used two keys (or a key and none)
+  could not be restored in one go.
+- A time window that holds no instant.
+
+S3 and Kafka are faked; the integration tests run SSE-C backups and restores through a
+proxy to the real S3 endpoint.
 """
 
 from __future__ import annotations
@@ -110,3 +114,12 @@ def test_s3_refusing_a_key_for_an_object_stored_without_one_is_explained():
     assert isinstance(explained, ConfigurationError)
     assert "s3://b/bk/_manifests/run=r.json is stored without a customer-provided key" in str(explained)
     assert "secret" not in str(explained)
+
+
+@pytest.mark.parametrize("since,until", [("2024-02-01", "2024-01-01"), ("2024-01-01", "2024-01-01")])
+def test_a_backup_time_window_that_holds_no_instant_is_refused_before_s3_or_kafka(since, until):
+    plan = KafkaBackupPlanOperator(task_id="plan", topics=["orders"], bucket="b", from_timestamp=since,
+                                   until_timestamp=until, aws_conn_id="no_such_connection",
+                                   kafka_conn_id="no_such_connection")
+    with pytest.raises(ConfigurationError, match=f"from_timestamp \\({since}\\) must be before until_timestamp"):
+        plan.execute({"run_id": "manual__window", "ti": None})
