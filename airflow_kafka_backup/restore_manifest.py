@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.key_layout import offset_map_prefix, restore_manifest_key
@@ -60,14 +61,38 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
                     f"Segment {seg.key}: restored {chunk.records_restored} + filtered {chunk.records_filtered} "
                     f"records (sha256 {chunk.sha256}), but the backup holds {seg.records} (sha256 {seg.sha256})."
                 )
+            _check_runs(seg.key, seg.first_offset, seg.last_offset, chunk)
             restored += chunk.records_restored
             filtered += chunk.records_filtered
+        _check_targets_disjoint(unit, [chunks[seg.key] for seg in unit.segments])
         summaries.append(PartitionSummary(
             unit.source_topic, unit.target_topic, unit.partition, len(unit.segments), restored, filtered,
             unit.segments[-1].last_offset + 1 if unit.segments else None,
             offset_map_prefix(restore_prefix, unit.target_topic, unit.partition),
         ))
     return summaries
+
+
+def _check_runs(key: str, first_offset: int, last_offset: int, chunk: OffsetMapChunk) -> None:
+    """A chunk's runs must map its restored records, and only source offsets of its own segment."""
+    mapped = sum(n for _, _, n in chunk.runs)
+    outside = [r for r in chunk.runs if r[0] < first_offset or r[0] + r[2] - 1 > last_offset]
+    if mapped != chunk.records_restored or outside:
+        raise IntegrityError(
+            f"Segment {key}: its offset map maps {mapped} records (runs outside source offsets "
+            f"{first_offset}..{last_offset}: {outside[:3] or 'none'}), but {chunk.records_restored} were restored."
+        )
+
+
+def _check_targets_disjoint(unit: PartitionRestore, chunks: Sequence[OffsetMapChunk]) -> None:
+    """No two restored records may claim one target offset: the map would send a group to the wrong one."""
+    runs = sorted((t, n, c.segment) for c in chunks for _, t, n in c.runs)
+    for (target, count, segment), (next_target, _, next_segment) in pairwise(runs):
+        if next_target < target + count:
+            raise IntegrityError(
+                f"{unit.target_topic}[{unit.partition}]: the offset maps of {segment} and {next_segment} both "
+                f"claim target offset {next_target}."
+            )
 
 
 def write_restore_manifest(store: S3ObjectStore, restore_prefix: str, restore_id: str, source_prefix: str,
