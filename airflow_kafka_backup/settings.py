@@ -25,10 +25,30 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def as_bool(name: str, value: object) -> bool:
+    """A bool, or its text ("true"/"false", any case) as a DAG without native rendering renders it."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}.")
+
+
 def _optional_positive_int(name: str, value: object) -> int | None:
-    if value is None or value == "" or value == -1 or value == "-1":  # the seed's -1 means "disabled"
+    # The seed's -1 means "disabled"; "None" is a null Param rendered without native rendering.
+    if value is None or value in ("", "None") or value == -1 or value == "-1":
         return None
     return positive_int(name, value)
+
+
+def _pad_width(value: object) -> int:
+    """``offset_pad_width``: digits of the offsets in segment keys, 0 to 20 (an int or its text)."""
+    width = value
+    if isinstance(width, str) and width.strip().isdigit():
+        width = int(width)
+    if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= 20:
+        raise ConfigurationError(f"offset_pad_width must be a whole number from 0 to 20, got {value!r}.")
+    return width
 
 
 def validate_topics(topics: object) -> list[str]:
@@ -75,15 +95,12 @@ class BackupSettings:
             raise ConfigurationError(f"prefix must be a string, got {prefix!r}.")
         get_compression(str(compression))
         get_format(str(segment_format))
-        pad = offset_pad_width
-        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 20:
-            raise ConfigurationError(f"offset_pad_width must be a whole number from 0 to 20, got {pad!r}.")
+        pad = _pad_width(offset_pad_width)
         if isolation_level not in ISOLATION_LEVELS:
             raise ConfigurationError(
                 f"isolation_level must be one of {', '.join(ISOLATION_LEVELS)}, got {isolation_level!r}."
             )
-        if not isinstance(allow_data_loss, bool):
-            raise ConfigurationError(f"allow_data_loss must be true or false, got {allow_data_loss!r}.")
+        allow_data_loss = as_bool("allow_data_loss", allow_data_loss)
         rotate = _optional_positive_int("rotate_interval_ms", rotate_interval_ms)
         schedule = _optional_positive_int("rotate_schedule_interval_ms", rotate_schedule_interval_ms)
         TimeRotation(rotate, schedule, str(timezone or "UTC"))  # validates the timezone

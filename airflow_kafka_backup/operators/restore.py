@@ -37,7 +37,7 @@ from airflow_kafka_backup.restore import (
 )
 from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
-from airflow_kafka_backup.settings import positive_int
+from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
     check_targets_keep_records,
     create_topics,
@@ -57,14 +57,6 @@ def restore_id_of(context: Context) -> str:
     fence each other's producers and write one restore manifest.
     """
     return f"{context['dag'].dag_id}/{context['run_id']}"
-
-
-def _as_bool(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "false"):
-        return str(value).lower() == "true"
-    raise ConfigurationError(f"{name} must be true or false, got {value!r}.")
 
 
 class KafkaRestorePlanOperator(S3BackupBaseOperator):
@@ -121,8 +113,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds,
         )
         validate_commit_interval(self.commit_interval_seconds)
-        dry_run = _as_bool("dry_run", self.dry_run)
-        create = _as_bool("create_topics", self.create_topics)
+        dry_run = as_bool("dry_run", self.dry_run)
+        create = as_bool("create_topics", self.create_topics)
         configs = self.topic_configs or {}
         if not isinstance(configs, dict) or not all(isinstance(v, str | int) for v in configs.values()):
             raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
@@ -167,7 +159,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     def _groups_to_restore(self, admin, plan, group_mapping: dict[str, str]) -> dict[str, str]:
         """Source group -> target group, when asked; refuses groups with active members, and two groups
         mapped to one, up front (before any topic is created)."""
-        if not _as_bool("restore_consumer_groups", self.restore_consumer_groups):
+        if not as_bool("restore_consumer_groups", self.restore_consumer_groups):
             return {}
         groups = target_groups(plan.group_offsets, group_mapping)
         check_groups_inactive(admin, sorted(set(groups.values())))

@@ -37,6 +37,16 @@ def test_bad_settings_are_refused_with_a_message_naming_them(override, message):
         BackupSettings.create(**kwargs)
 
 
+def test_the_text_a_dag_without_native_rendering_renders_is_read_as_the_value_it_stands_for():
+    settings = BackupSettings.create(topics=["t"], bucket="b", offset_pad_width="12", allow_data_loss="False",
+                                     rotate_interval_ms="None", rotate_schedule_interval_ms="None")
+    assert settings.segments.offset_pad_width == 12 and settings.allow_data_loss is False
+    assert settings.segments.rotate_interval_ms is None and settings.segments.rotate_schedule_interval_ms is None
+    assert BackupSettings.create(topics=["t"], bucket="b", allow_data_loss="true").allow_data_loss is True
+    with pytest.raises(ConfigurationError, match="offset_pad_width must be a whole number from 0 to 20, got '21'"):
+        BackupSettings.create(topics=["t"], bucket="b", offset_pad_width="21")
+
+
 def test_templated_strings_are_accepted():
     s = BackupSettings.create(topics="a, b", bucket="b", flush_size="25", prefix="/x/")
     assert s.topics == ("a", "b") and s.segments.flush_size == 25 and s.prefix == "x"
