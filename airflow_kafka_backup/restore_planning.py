@@ -8,6 +8,7 @@ segments down to the requested offset bounds and time window. Nothing here write
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from airflow_kafka_backup.key_layout import topic_prefix
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.settings import validate_topics
+
+log = logging.getLogger(__name__)
 
 # Epoch values from 1 up to this are refused: as milliseconds they fall before March 1973, years
 # before Kafka, while epoch seconds of any date from 1973 to the year 5138 and dates written
@@ -273,7 +276,24 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
         plan.append(restore)
     counts = {t: 1 + max(p for tt, p in ranges if tt == t) for t in settings.topics}
     metadata, groups = _newest_captures(manifests, settings.topics)
+    _drop_partitions_beyond(groups, counts)
     return RestorePlan(plan, counts, dict(settings.topic_mapping), metadata, groups)
+
+
+def _drop_partitions_beyond(groups: dict[str, dict[str, dict[str, int]]], counts: Mapping[str, int]) -> None:
+    """Drop group offsets on partitions the backup does not have (added while a run captured the groups).
+
+    No record of theirs was backed up, so there is nothing to translate them through; a
+    target created with the backed-up partition count does not even have them.
+    """
+    for group, by_topic in groups.items():
+        for topic, offsets in by_topic.items():
+            beyond = sorted((p for p in offsets if int(p) >= counts[topic]), key=int)
+            for partition in beyond:
+                del offsets[partition]
+            if beyond:
+                log.warning("Consumer group %s has offsets on %s partitions %s, which the backup does not have "
+                            "(it has %d); they are not restored.", group, topic, ", ".join(beyond), counts[topic])
 
 
 def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) -> tuple[dict, dict]:

@@ -160,6 +160,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         """Source group -> target group, when asked; refuses groups with active members, and two groups
         mapped to one, up front (before any topic is created)."""
         if not as_bool("restore_consumer_groups", self.restore_consumer_groups):
+            if group_mapping:
+                log.warning("group_mapping is given but restore_consumer_groups is off: no consumer group is moved.")
             return {}
         groups = target_groups(plan.group_offsets, group_mapping)
         check_groups_inactive(admin, sorted(set(groups.values())))

@@ -264,3 +264,8 @@ def test_the_restore_id_is_the_dag_id_and_the_run_id():
                                                       "bk/_restores/restore_us/incident_42"]
     assert len({progress_group(i) for i in ids}) == 2
     assert len({transactional_id(i, "t", 0) for i in ids}) == 2
+
+
+def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):
+    _plan(group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
+    assert "group_mapping is given but restore_consumer_groups is off" in caplog.text

@@ -145,3 +145,21 @@ def test_illegal_target_topic_names_are_refused_before_anything_is_created(targe
 def test_legal_target_topic_names_pass():
     settings = RestoreSettings.create(topics=["a", "b"], topic_mapping={"a": "A.restored_1-x", "b": "x" * 249})
     assert settings.topic_mapping == {"a": "A.restored_1-x", "b": "x" * 249}
+
+
+def test_group_offsets_on_partitions_the_backup_does_not_have_are_dropped_with_a_warning(caplog):
+    # The topic grew to 3 partitions between the run's partition list and its group capture.
+    store = MemoryStore()
+    commit(store, "scheduled__1", [PartitionRange("t", 0, 0, 100)], [segment(0, 99)],
+           consumer_groups={"g": {"t": {"0": 50, "2": 7}}})
+    plan = plan_restore(store, "p", RestoreSettings.create(topics=["t"]))
+    assert plan.group_offsets == {"g": {"t": {"0": 50}}}
+    assert "Consumer group g has offsets on t partitions 2, which the backup does not have (it has 1)" in caplog.text
+
+
+def test_a_group_mapping_naming_a_group_without_offsets_on_the_restored_topics_says_so():
+    from airflow_kafka_backup.group_offsets import target_groups
+
+    with pytest.raises(ConfigurationError, match="recorded no offsets for on the topics being restored: "
+                                                 r"\['biling'\]"):
+        target_groups({"billing": {}}, {"biling": "billing-v2"})
