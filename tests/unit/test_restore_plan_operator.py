@@ -267,5 +267,5 @@ def test_the_restore_id_is_the_dag_id_and_the_run_id():
 
 
 def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):
-    _plan(group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
+    _plan(dry_run=True, group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
     assert "group_mapping is given but restore_consumer_groups is off" in caplog.text
