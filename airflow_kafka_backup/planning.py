@@ -41,7 +41,11 @@ def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
 
 
 def isolation_level(name: str) -> IsolationLevel:
-    return IsolationLevel.READ_COMMITTED if name == "read_committed" else IsolationLevel.READ_UNCOMMITTED
+    """The admin client's isolation level for ``read_committed`` / ``read_uncommitted``; anything else is refused."""
+    levels = {"read_committed": IsolationLevel.READ_COMMITTED, "read_uncommitted": IsolationLevel.READ_UNCOMMITTED}
+    if name not in levels:
+        raise ConfigurationError(f"isolation_level must be one of {', '.join(levels)}, got {name!r}.")
+    return levels[name]
 
 
 def snapshot_offsets(admin, tps: Sequence[TP], isolation_level_name: str) -> dict[TP, OffsetBounds]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
 from airflow_kafka_backup.errors import ConfigurationError
 
 ADMIN_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 # Our own restore-progress groups (see restore.progress_group) are bookkeeping, not consumers.
 RESTORE_GROUP_PREFIX = "airflow-kafka-backup-restore-"
 
@@ -73,6 +75,10 @@ def select_groups(admin, selector: object) -> list[str]:
         raise ConfigurationError(
             f"consumer_groups must be '*', a list of group ids or 're:<pattern>', got {selector!r}."
         )
+    unknown = [g for g in selector if g not in listed]
+    if unknown:  # a typo, or a group that has not committed yet: say so rather than record nothing
+        log.warning("consumer_groups names group(s) the cluster does not have: %s; their offsets are not recorded.",
+                    ", ".join(unknown))
     return [g for g in selector if g in listed]
 
 

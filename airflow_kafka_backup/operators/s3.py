@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.definitions.context import render_template_to_string
+from airflow.sdk.exceptions import ErrorType
 
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
@@ -172,10 +173,12 @@ class S3BackupBaseOperator(BaseOperator):
         if self.sse_customer_key_variable:
             try:
                 key = Variable.get(self.sse_customer_key_variable)
-            except Exception:
+            except Exception as error:  # its text is not repeated: it is the secrets backend's, not ours
+                missing = getattr(getattr(error, "error", None), "error", None) == ErrorType.VARIABLE_NOT_FOUND
                 raise ConfigurationError(
-                    f"The Airflow Variable {self.sse_customer_key_variable!r} (sse_customer_key_variable) does not "
-                    "exist; it must hold the SSE-C key."
+                    f"The Airflow Variable {self.sse_customer_key_variable!r} (sse_customer_key_variable) "
+                    f"{'does not exist' if missing else f'could not be read ({type(error).__name__})'}; it must "
+                    "hold the SSE-C key."
                 ) from None
             mask_secret(key)
         settings = self._s3_write_settings(key)

@@ -119,3 +119,24 @@ def test_consumer_groups_may_still_be_a_bool():
     assert as_text("consumer_groups", [7, "a"], NAMES_OR_BOOL) == ["7", "a"]
     with pytest.raises(ConfigurationError, match="consumer_groups must be text"):
         as_text("consumer_groups", 1.5, NAMES_OR_BOOL)
+
+
+def test_a_named_group_the_cluster_does_not_have_is_called_out(caplog):
+    from airflow_kafka_backup.topic_metadata import select_groups
+
+    admin = SimpleNamespace(list_consumer_groups=lambda request_timeout: SimpleNamespace(
+        result=lambda: SimpleNamespace(valid=[SimpleNamespace(group_id="billing")])))
+    assert select_groups(admin, ["billing", "biling"]) == ["billing"]
+    assert "consumer_groups names group(s) the cluster does not have: biling" in caplog.text
+
+
+def test_an_unknown_isolation_level_is_refused_not_read_as_read_uncommitted():
+    from confluent_kafka import IsolationLevel
+
+    from airflow_kafka_backup.planning import isolation_level
+
+    assert isolation_level("read_committed") == IsolationLevel.READ_COMMITTED
+    assert isolation_level("read_uncommitted") == IsolationLevel.READ_UNCOMMITTED
+    with pytest.raises(ConfigurationError, match="isolation_level must be one of read_committed, read_uncommitted, "
+                                                 "got 'read_commited'"):
+        isolation_level("read_commited")

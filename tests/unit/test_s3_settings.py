@@ -78,3 +78,27 @@ def test_retention_rule_is_merged_idempotently():
     assert ensure_retention_rule(client, "b", "kb", 3) == "unchanged"
     assert ensure_retention_rule(client, "b", "kb", 5) == "updated"
     assert client.puts == 2 and client.rules[0] == foreign and len(client.rules) == 2
+
+
+@pytest.mark.parametrize("raised,problem", [
+    ("not found", "'ssec_key' \\(sse_customer_key_variable\\) does not exist; it must hold the SSE-C key"),
+    ("backend down", "'ssec_key' \\(sse_customer_key_variable\\) could not be read \\(ConnectionError\\)"),
+])
+def test_an_sse_c_key_variable_that_cannot_be_read_is_named_without_the_backends_text(monkeypatch, raised, problem):
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.operators import s3 as s3_operators
+    from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+    def get(key):
+        if raised == "not found":
+            raise AirflowRuntimeError(ErrorResponse(error=ErrorType.VARIABLE_NOT_FOUND, detail={"key": key}))
+        raise ConnectionError("vault at https://user:hunter2@vault.internal refused")
+
+    monkeypatch.setattr(s3_operators, "Variable", type("V", (), {"get": staticmethod(get)}))
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=["t"], bucket="b", sse_customer_key_variable="ssec_key")
+    with pytest.raises(ConfigurationError, match=problem) as refused:
+        plan.s3_settings  # noqa: B018 - reading it fetches the key
+    assert "hunter2" not in str(refused.value)
