@@ -128,15 +128,3 @@ def test_a_named_group_the_cluster_does_not_have_is_called_out(caplog):
         result=lambda: SimpleNamespace(valid=[SimpleNamespace(group_id="billing")])))
     assert select_groups(admin, ["billing", "biling"]) == ["billing"]
     assert "consumer_groups names group(s) the cluster does not have: biling" in caplog.text
-
-
-def test_an_unknown_isolation_level_is_refused_not_read_as_read_uncommitted():
-    from confluent_kafka import IsolationLevel
-
-    from airflow_kafka_backup.planning import isolation_level
-
-    assert isolation_level("read_committed") == IsolationLevel.READ_COMMITTED
-    assert isolation_level("read_uncommitted") == IsolationLevel.READ_UNCOMMITTED
-    with pytest.raises(ConfigurationError, match="isolation_level must be one of read_committed, read_uncommitted, "
-                                                 "got 'read_commited'"):
-        isolation_level("read_commited")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_kafka_backup.errors import DataLossError
+from airflow_kafka_backup.errors import ConfigurationError, DataLossError
 from airflow_kafka_backup.planning import OffsetBounds, group_work_units, plan_ranges
 
 
@@ -72,3 +72,15 @@ def test_split_at_cuts_makes_one_pass_per_segment():
     assert [[(r.partition, r.start, r.end) for r in p] for p in passes] == [
         [(0, 100, 200), (1, 0, 50)], [(0, 200, 300)], [(0, 300, 400)]]
     assert split_at_cuts(ranges, {}) == [ranges]
+
+
+def test_an_unknown_isolation_level_is_refused_not_read_as_read_uncommitted():
+    from confluent_kafka import IsolationLevel
+
+    from airflow_kafka_backup.planning import isolation_level
+
+    assert isolation_level("read_committed") == IsolationLevel.READ_COMMITTED
+    assert isolation_level("read_uncommitted") == IsolationLevel.READ_UNCOMMITTED
+    with pytest.raises(ConfigurationError, match="isolation_level must be one of read_committed, read_uncommitted, "
+                                                 "got 'read_commited'"):
+        isolation_level("read_commited")
