@@ -217,7 +217,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                          generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
         units = [
-            {"ranges": unit, "settings": asdict(segment_settings),
+            {"ranges": unit, "settings": asdict(segment_settings), "isolation_level": settings.isolation_level,
              "cuts": {k: v for k, v in cuts.items() if k in {f"{r['topic']}[{r['partition']}]" for r in unit}}}
             for unit in group_work_units(ranges, max_units)
         ]
@@ -318,7 +318,13 @@ class KafkaBackupOperator(S3BackupBaseOperator):
         ranges = [PartitionRange(**r) for r in self.work_unit["ranges"]]
         settings = SegmentSettings(**self.work_unit["settings"])
         prefix = self.prefix.strip("/")
-        consumer = KafkaRangeConsumerHook(self.kafka_conn_id, self.isolation_level).get_conn
+        # The plan's: its end offsets were snapshotted under it, and a range read under another isolation
+        # would end elsewhere (read_committed stops at the last stable offset).
+        isolation = self.work_unit.get("isolation_level", self.isolation_level)
+        if isolation != self.isolation_level:
+            log.warning("isolation_level %s differs from the plan's %s; reading with the plan's.",
+                        self.isolation_level, isolation)
+        consumer = KafkaRangeConsumerHook(self.kafka_conn_id, isolation).get_conn
         committed_keys: set[str] | None = None
 
         def is_committed(key: str) -> bool:

@@ -123,3 +123,22 @@ def test_a_backup_time_window_that_holds_no_instant_is_refused_before_s3_or_kafk
                                    kafka_conn_id="no_such_connection")
     with pytest.raises(ConfigurationError, match=f"from_timestamp \\({since}\\) must be before until_timestamp"):
         plan.execute({"run_id": "manual__window", "ti": None})
+
+
+def test_the_backup_task_reads_with_the_isolation_level_its_plan_snapshotted_under(monkeypatch, caplog):
+    from airflow_kafka_backup.backup import BackupResult
+    from airflow_kafka_backup.operators.backup import KafkaBackupOperator
+
+    used = []
+    consumer = SimpleNamespace(resume=lambda tps: None, unassign=lambda: None, close=lambda: None)
+    monkeypatch.setattr(backup_operators, "KafkaRangeConsumerHook", lambda conn_id, isolation: (
+        used.append(isolation), SimpleNamespace(get_conn=consumer))[1])
+    monkeypatch.setattr(backup_operators, "back_up_ranges", lambda *args: BackupResult([], 0, 0, 0.0))
+    unit = {"ranges": [{"topic": "orders", "partition": 0, "start": 0, "end": 5}],
+            "settings": {"segment_format": "jsonl", "compression": "none", "flush_size": 10, "offset_pad_width": 10},
+            "isolation_level": "read_uncommitted"}
+    task = KafkaBackupOperator(task_id="backup", work_unit=unit, bucket="b")
+    task.__dict__["store"] = FakeStore()
+    assert task.execute({}) == []
+    assert used == ["read_uncommitted"]
+    assert "isolation_level read_committed differs from the plan's read_uncommitted" in caplog.text
