@@ -105,24 +105,31 @@ class PartitionRestore:
         return sum(s.records for s in self.segments)
 
     def timestamp_span(self) -> tuple[int | None, int | None]:
-        """(at or before the oldest, at or after the newest) timestamp a restored record can have; None: unknown.
+        """(oldest, newest) timestamp of the restored records, as young (oldest) and as old (newest) as they can be.
 
-        From the manifests' per-segment timestamps, cut by the time window; what the target
-        topic's retention and timestamp limits are checked against before anything is produced.
-        Timestamps of 0 or below are left out: such records are stamped by the broker as they
-        are restored. A segment holding one is counted from its newest record, which may make
-        the span look younger than it is but never older: a check on it never refuses wrongly.
+        From the manifests' per-segment timestamps; what the target topic's retention and
+        timestamp limits are checked against before anything is produced, so each bound errs
+        on the side that never refuses wrongly. A segment restored whole gives its exact
+        oldest and newest. Of one that the offset bounds or the time window cut, the restored
+        records are known only to lie between the window's edges and the segment's: its
+        oldest is taken as late, and its newest as early, as they can be. Timestamps of 0 or
+        below are left out (those records are stamped by the broker as they are restored),
+        so a segment holding one counts as cut. None: nothing to go on.
         """
         oldest = newest = None
+        since, until = self.from_timestamp, self.until_timestamp
         for seg in self.segments:
-            low = next((t for t in (seg.min_timestamp, seg.max_timestamp) if t is not None and t > 0), None)
-            if low is not None:
-                low = max(low, self.from_timestamp or 0)
-                oldest = low if oldest is None else min(oldest, low)
-            high = seg.max_timestamp
-            if high is not None and high > 0:
-                high = high if self.until_timestamp is None else min(high, self.until_timestamp - 1)
-                newest = high if newest is None else max(newest, high)
+            if seg.min_timestamp is None or seg.max_timestamp is None or seg.max_timestamp <= 0:
+                continue
+            whole = (seg.min_timestamp > 0 and seg.first_offset >= self.start_offset
+                     and (self.end_offset is None or seg.last_offset < self.end_offset)
+                     and (since is None or seg.min_timestamp >= since)
+                     and (until is None or seg.max_timestamp < until))
+            latest = seg.max_timestamp if until is None else min(seg.max_timestamp, until - 1)
+            earliest = max(seg.min_timestamp, since or 0, 1)
+            low, high = (seg.min_timestamp, seg.max_timestamp) if whole else (latest, earliest)
+            oldest = low if oldest is None else min(oldest, low)
+            newest = high if newest is None else max(newest, high)
         return oldest, newest
 
 

@@ -38,17 +38,20 @@ log = logging.getLogger(__name__)
 def restore_topic_configs(topic: str, recorded: Mapping[str, str], overrides: Mapping[str, object]) -> dict[str, str]:
     """Configs for a target the restore creates: the source topic's recorded ones, then ``topic_configs``.
 
-    A recorded ``message.timestamp.type=LogAppendTime`` becomes ``CreateTime``: on a
+    ``message.timestamp.type`` is ``CreateTime`` unless ``topic_configs`` says otherwise: on a
     LogAppendTime topic the broker stamps every record with the time it is appended, so the
-    restored records would lose the timestamps they were backed up with. The value given
-    in ``topic_configs`` is the user's choice and is kept as it is.
+    restored records would lose the timestamps they were backed up with. Set explicitly, so
+    that a broker whose default is LogAppendTime does not restamp them either; a source
+    recorded as LogAppendTime gets a warning. A value given in ``topic_configs`` is the
+    user's choice and is kept as it is.
     """
     configs = {**recorded, **{k: str(v) for k, v in overrides.items()}}
-    if TIMESTAMP_TYPE_CONFIG not in overrides and configs.get(TIMESTAMP_TYPE_CONFIG) == "LogAppendTime":
+    if TIMESTAMP_TYPE_CONFIG not in overrides:
+        if configs.get(TIMESTAMP_TYPE_CONFIG) == "LogAppendTime":
+            log.warning("%s: the source topic had message.timestamp.type=LogAppendTime; the target is created with "
+                        "CreateTime so that the restored records keep their backed-up timestamps. Set it back once "
+                        "the restore is done, or pass it in topic_configs to keep it.", topic)
         configs[TIMESTAMP_TYPE_CONFIG] = "CreateTime"
-        log.warning("%s: the source topic had message.timestamp.type=LogAppendTime; the target is created with "
-                    "CreateTime so that the restored records keep their backed-up timestamps. Set it back once "
-                    "the restore is done, or pass it in topic_configs to keep it.", topic)
     return configs
 
 
@@ -91,8 +94,8 @@ def record_keeping_problems(topic: str, configs: Mapping[str, str], span: Span, 
     """What in ``configs`` would change or lose the records restored into ``topic``, each with its fix.
 
     - ``LogAppendTime`` on an existing target: the broker would restamp every record with
-      the time of the restore. (A target the restore creates gets ``CreateTime``, unless
-      ``topic_configs`` asks for ``LogAppendTime``: then the user chose it.)
+      the time of the restore. (A target the restore creates gets ``CreateTime`` explicitly
+      (see :func:`restore_topic_configs`), so ``LogAppendTime`` there is the user's choice.)
     - Records older than ``retention.ms`` (with ``cleanup.policy`` delete): the broker would
       delete them minutes after the restore wrote them, and the restore would have "succeeded".
     - Records outside ``message.timestamp.before.max.ms`` / ``after.max.ms``: the broker

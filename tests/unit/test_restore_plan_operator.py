@@ -111,7 +111,7 @@ def test_dry_run_asks_the_broker_about_topic_configs(admin):
 def test_dry_run_with_good_configs_validates_and_creates_nothing(admin):
     plan = _plan(dry_run=True, topic_configs={"retention.ms": "-1"})
     assert plan.execute({"run_id": "manual__dry", "ti": NoXCom()}) == []
-    assert admin.validated == ["orders-restored"] and admin.created == []
+    assert set(admin.validated) == {"orders-restored"} and admin.created == []
 
 
 def test_real_run_creates_the_missing_target(admin, monkeypatch):
@@ -173,7 +173,9 @@ def test_a_log_append_time_source_is_recreated_as_create_time_unless_topic_confi
         "message.timestamp.type": "CreateTime", "retention.ms": "-1"}
     assert restore_topic_configs("t", recorded, {"message.timestamp.type": "LogAppendTime"})[
         "message.timestamp.type"] == "LogAppendTime"
-    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {"cleanup.policy": "compact"}
+    # Pinned, so that a broker whose default is LogAppendTime does not restamp the records either.
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {
+        "cleanup.policy": "compact", "message.timestamp.type": "CreateTime"}
 
 
 def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admin, monkeypatch):
@@ -216,7 +218,7 @@ def test_records_within_retention_or_with_retention_off_are_restored(admin):
     _plan(dry_run=True).execute({"run_id": "manual__recent", "ti": NoXCom()})
     admin.segments = [_segment_days_old(300)]
     _plan(dry_run=True, topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__off", "ti": NoXCom()})
-    assert admin.validated == ["orders-restored"]  # the dry run went on to ask the broker about retention.ms
+    assert set(admin.validated) == {"orders-restored"}  # the dry run went on to ask the broker about retention.ms
 
 
 def test_from_timestamp_inside_retention_lets_a_restore_of_an_old_backup_through(admin):
@@ -269,3 +271,15 @@ def test_the_restore_id_is_the_dag_id_and_the_run_id():
 def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):
     _plan(dry_run=True, group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
     assert "group_mapping is given but restore_consumer_groups is off" in caplog.text
+
+
+def test_a_broker_defaulting_to_log_append_time_neither_restamps_nor_skips_the_checks(admin, monkeypatch):
+    admin.broker_configs["log.message.timestamp.type"] = "LogAppendTime"
+    admin.segments = [_segment_days_old(30)]
+    with pytest.raises(ConfigurationError, match=r"retention.ms=604800000 \(7 days\)"):
+        _plan(dry_run=True).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+    created: dict = {}
+    monkeypatch.setattr(restore_operators, "create_topics",
+                        lambda admin, partitions, configs, *a, validate_only: created.update(configs))
+    _plan(topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+    assert created["orders-restored"]["message.timestamp.type"] == "CreateTime"

@@ -19,16 +19,28 @@ def _segment(min_ts: int | None, max_ts: int | None) -> PlannedSegment:
     return PlannedSegment("k", 0, 9, 10, 1, "x", "jsonl", "none", min_ts, max_ts)
 
 
-def test_the_span_comes_from_the_manifests_cut_by_the_time_window():
+def test_a_segment_restored_whole_gives_its_exact_span():
     p = PartitionRestore("s", "t", 0, [_segment(NOW - 9 * DAY, NOW - 8 * DAY), _segment(NOW - 2 * DAY, NOW - DAY)])
     assert p.timestamp_span() == (NOW - 9 * DAY, NOW - DAY)
-    p.from_timestamp, p.until_timestamp = NOW - 5 * DAY, NOW - 3 * DAY
-    assert p.timestamp_span() == (NOW - 5 * DAY, NOW - 3 * DAY - 1)
+    p.from_timestamp, p.until_timestamp = NOW - 10 * DAY, NOW  # a window around both cuts nothing
+    assert p.timestamp_span() == (NOW - 9 * DAY, NOW - DAY)
+
+
+def test_a_segment_cut_by_the_window_or_the_offset_bounds_counts_as_young_as_it_can_be():
+    # Which of its records pass is not known before they are read: never refuse on a guess.
+    straddling = _segment(NOW - 30 * DAY, NOW - DAY)
+    cut_by_window = PartitionRestore("s", "t", 0, [straddling], from_timestamp=NOW - 5 * DAY)
+    assert cut_by_window.timestamp_span() == (NOW - DAY, NOW - 5 * DAY)
+    cut_by_until = PartitionRestore("s", "t", 0, [straddling], until_timestamp=NOW - 20 * DAY)
+    assert cut_by_until.timestamp_span() == (NOW - 20 * DAY - 1, NOW - 30 * DAY)
+    cut_by_offsets = PartitionRestore("s", "t", 0, [straddling], start_offset=5)
+    assert cut_by_offsets.timestamp_span() == (NOW - DAY, NOW - 30 * DAY)
+    assert record_keeping_problems("t", KAFKA_DEFAULTS, cut_by_offsets.timestamp_span(), NOW, True) == []
 
 
 def test_broker_stamped_and_unknown_timestamps_never_make_the_span_older():
-    # A segment with a record of timestamp 0 (stamped by the broker on restore) counts from its newest record.
-    assert PartitionRestore("s", "t", 0, [_segment(0, NOW - DAY)]).timestamp_span() == (NOW - DAY, NOW - DAY)
+    # A segment with a record of timestamp 0 (stamped by the broker on restore) counts as cut.
+    assert PartitionRestore("s", "t", 0, [_segment(0, NOW - DAY)]).timestamp_span() == (NOW - DAY, 1)
     assert PartitionRestore("s", "t", 0, [_segment(-1, 0)]).timestamp_span() == (None, None)
     assert PartitionRestore("s", "t", 0, [_segment(None, None)]).timestamp_span() == (None, None)  # older work units
 
