@@ -217,6 +217,7 @@ def backup_dag(
             ranges="{{ params.ranges }}",
             from_timestamp="{{ params.from_timestamp }}",
             until_timestamp="{{ params.until_timestamp }}",
+            retention_days="{{ params.retention_days }}",
             **s3,
         )
         plan >> retention

@@ -49,7 +49,7 @@ from airflow_kafka_backup.s3_settings import (
     validate_object_lock,
     validate_retention_days,
 )
-from airflow_kafka_backup.settings import BackupSettings, validate_topics
+from airflow_kafka_backup.settings import BackupSettings, as_bool, validate_topics
 from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups
 from airflow_kafka_backup.verify import require_ok, verify_backup
 from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
@@ -94,7 +94,7 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         days = validate_retention_days(self.retention_days)
         lock_mode, lock_days = validate_object_lock(self.object_lock_mode, self.object_lock_retention_days)
         check_retention_covers_object_lock(days, lock_days)
-        if days is not None:
+        if days is not None:  # before S3 is touched; the plan checked the same before it took the lock
             if not self.bucket:
                 raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
             check_retention_prefix(self.bucket, self.prefix)
@@ -126,7 +126,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
-        "ranges", "from_timestamp", "until_timestamp",
+        "ranges", "from_timestamp", "until_timestamp", "retention_days",
     )
 
     def __init__(
@@ -150,9 +150,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         ranges: dict | str | None = None,
         from_timestamp: str | int | None = None,
         until_timestamp: str | int | None = None,
+        retention_days: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.retention_days = retention_days  # only checked here: the retention task after the plan puts the rule
         self.consumer_groups = consumer_groups
         self.ranges = ranges
         self.from_timestamp = from_timestamp
@@ -189,6 +191,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         if None not in window and window[0] >= window[1]:  # else no record matches and the run "succeeds"
             raise ConfigurationError(
                 f"from_timestamp ({self.from_timestamp}) must be before until_timestamp ({self.until_timestamp}).")
+        self._check_retention(settings)
         unknown = sorted({t for t, _ in requested} - set(settings.topics))
         if unknown:
             raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")
@@ -212,7 +215,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             generation_id = generation(keys)
             if any(not r.is_empty or r.lost_start is not None for r in ranges):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
-                              force=str(self.force_unlock).lower() == "true")
+                              force=as_bool("force_unlock", self.force_unlock))
                 log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
                          generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
@@ -231,6 +234,14 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             ", ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end}" for r in todo[:50]) or "nothing new",
         )
         return units
+
+    def _check_retention(self, settings: BackupSettings) -> None:
+        """The retention task's arguments, checked before the lock is taken: that task runs after this one, and
+        its failure would leave the lock to block every other run until the lease ends."""
+        days = validate_retention_days(self.retention_days)
+        check_retention_covers_object_lock(days, self.s3_settings.object_lock_retention_days)
+        if days is not None:
+            check_retention_prefix(settings.bucket, settings.prefix)
 
     def _plan_manual(self, settings: BackupSettings, manifest_keys: list[str], requested: dict,
                      window: tuple[int | None, int | None]) -> tuple[list[PartitionRange], SegmentSettings,
@@ -472,7 +483,7 @@ class KafkaBackupVerifyOperator(S3BackupBaseOperator):
         for m in manifests:
             self.s3_settings.check_can_add_to(m.encryption, f"backup run {m.run_id}")
         topics = validate_topics(self.topics) if self.topics else None
-        report = verify_backup(self.store, prefix, topics, deep=str(self.deep).lower() != "false",
+        report = verify_backup(self.store, prefix, topics, deep=as_bool("deep", self.deep),
                                manifests=manifests)
         for line in report.table().splitlines():
             log.info("%s", line)

@@ -71,15 +71,17 @@ def plan_with(monkeypatch):
     monkeypatch.setattr(backup_operators, "select_groups", lambda admin, selector: [])
     monkeypatch.setattr(backup_operators, "committed_group_offsets", lambda *args: {})
 
-    def plan_with(existing_key: bytes | None, run_key: bytes | None) -> FakeStore:
+    def plan_with(existing_key: bytes | None, run_key: bytes | None, **arguments) -> FakeStore:
         store = plan_with.store = FakeStore()
         encryption = {"sse": "SSE-C", "sse_c_key_fingerprint": key_fingerprint(existing_key)} if existing_key else {}
         old = RunManifest("scheduled__1", SegmentSettings("jsonl", "none", 10000, 10),
                           [PartitionRange("orders", 0, 0, 5)], [], encryption=encryption)
         store.objects[manifest_key("kafka-backup", "scheduled__1")] = old.to_json()
-        plan = KafkaBackupPlanOperator(task_id="plan", topics=["orders"], bucket="b")
+        plan = KafkaBackupPlanOperator(task_id="plan", topics=["orders"], bucket="b", **arguments)
         plan.__dict__["store"] = store
-        plan.__dict__["s3_settings"] = S3WriteSettings.create(sse_customer_key=run_key)
+        plan.__dict__["s3_settings"] = S3WriteSettings.create(
+            sse_customer_key=run_key, object_lock_mode=arguments.get("object_lock_mode"),
+            object_lock_retention_days=arguments.get("object_lock_retention_days"))
         plan.check_bucket = lambda: None
         plan.execute({"run_id": "scheduled__2", "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
         return store
@@ -142,3 +144,21 @@ def test_the_backup_task_reads_with_the_isolation_level_its_plan_snapshotted_und
     assert task.execute({}) == []
     assert used == ["read_uncommitted"]
     assert "isolation_level read_committed differs from the plan's read_uncommitted" in caplog.text
+
+
+@pytest.mark.parametrize("arguments,problem", [
+    ({"prefix": "", "retention_days": 30}, "retention_days needs a prefix"),
+    ({"retention_days": 0}, "retention_days must be"),
+    ({"retention_days": 7, "object_lock_mode": "GOVERNANCE", "object_lock_retention_days": 30},
+     "shorter than object_lock_retention_days"),
+])
+def test_the_retention_tasks_arguments_are_refused_before_the_plan_takes_the_lock(plan_with, arguments, problem):
+    """The retention task runs after the plan: failing there would leave the lock blocking other runs."""
+    with pytest.raises(ConfigurationError, match=problem):
+        plan_with(None, None, **arguments)
+    assert plan_with.store.writes == []
+
+
+def test_a_valid_retention_lets_the_plan_go_ahead(plan_with):
+    store = plan_with(None, None, retention_days=30)
+    assert [k for k in store.writes if "/_locks/" in k]
