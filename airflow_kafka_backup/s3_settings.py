@@ -121,24 +121,23 @@ class S3WriteSettings:
             out["kms_key_id"] = self.sse_kms_key_id
         return out
 
-    def check_can_add_to(self, encryption: dict[str, str], what: str) -> None:
-        """Fail before writing into a backup whose runs use another SSE-C key, or none while we have one.
-
-        A restore reads a prefix with one key, and S3 refuses a GET that gives an SSE-C key
-        for an object stored without one: a prefix whose runs use two keys (or a key and none)
-        could not be restored in one go. A new key starts a new prefix.
-        """
-        self.check_can_read(encryption, what)
-        if self.sse_customer_key is not None and encryption.get("sse_c_key_fingerprint") is None:
-            raise ConfigurationError(
-                f"{what} is not encrypted with a customer-provided key (SSE-C), but sse_customer_key_variable gives "
-                "one: a restore reads a prefix with one key, so back up to a new prefix to start using SSE-C."
-            )
-
     def check_can_read(self, encryption: dict[str, str], what: str) -> None:
-        """Fail before reading objects written with an SSE-C key we do not have."""
+        """Fail before reading (or adding to) objects whose SSE-C key is not the one we have.
+
+        S3 refuses a GET without the key an object was written with, and a GET that gives a
+        key for an object written without one. So a backup prefix holds one SSE-C key or none,
+        and a backup run under another key (or a key where the backup has none) is refused
+        too: a restore could then read no key's worth of it in one go. A new key starts a new prefix.
+        """
         wanted = encryption.get("sse_c_key_fingerprint")
         if wanted is None:
+            if self.sse_customer_key is not None:
+                raise ConfigurationError(
+                    f"{what} is not encrypted with a customer-provided key (SSE-C), but sse_customer_key_variable "
+                    "gives one: S3 refuses a key for objects stored without one, so a backup prefix holds one "
+                    "SSE-C key or none. Leave sse_customer_key_variable unset for it; to start using SSE-C, back up "
+                    "to a new prefix."
+                )
             return
         if self.sse_customer_key is None:
             raise ConfigurationError(

@@ -200,7 +200,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         committed = read_manifest(self.store, settings.prefix, run_id)
         cuts: dict[str, list[int]] = {}
         if committed is not None:
-            self.s3_settings.check_can_add_to(committed.encryption, f"backup run {committed.run_id}")
+            self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
             captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups}
@@ -270,7 +270,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         checkpoints, _ = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
         manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
         for m in manifests:
-            self.s3_settings.check_can_add_to(m.encryption, f"backup run {m.run_id}")
+            self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
         manual = resolve_manual_ranges(requested, bounds, checkpoints, manifests, settings.allow_data_loss)
         kinds = {m.settings for m in manual if m.settings is not None}
         if len(kinds) > 1:
@@ -292,7 +292,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         # One run's encryption stands for the prefix's: every run is checked this way when it is planned,
         # so one GET per run refuses another SSE-C key (or none) before anything is written.
         for newest in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
-            self.s3_settings.check_can_add_to(newest.encryption, f"backup run {newest.run_id}")
+            self.s3_settings.check_can_read(newest.encryption, f"backup run {newest.run_id}")
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
         cached = Variable.get(variable_key, default=None, deserialize_json=True)
         checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
@@ -481,7 +481,7 @@ class KafkaBackupVerifyOperator(S3BackupBaseOperator):
         self.store.check_bucket()
         manifests = list(load_manifests(self.store, prefix))
         for m in manifests:
-            self.s3_settings.check_can_add_to(m.encryption, f"backup run {m.run_id}")
+            self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
         topics = validate_topics(self.topics) if self.topics else None
         report = verify_backup(self.store, prefix, topics, deep=as_bool("deep", self.deep),
                                manifests=manifests)

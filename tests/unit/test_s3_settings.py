@@ -102,3 +102,14 @@ def test_an_sse_c_key_variable_that_cannot_be_read_is_named_without_the_backends
     with pytest.raises(ConfigurationError, match=problem) as refused:
         plan.s3_settings  # noqa: B018 - reading it fetches the key
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_key_for_objects_stored_without_one_is_refused_for_reads_too():
+    """S3 refuses such a GET: the restore plan and verify say so before they read a segment."""
+    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.s3_settings import S3WriteSettings
+
+    with pytest.raises(ConfigurationError, match="backup run r is not encrypted with a customer-provided key"):
+        S3WriteSettings.create(sse_customer_key=b"k" * 32).check_can_read({}, "backup run r")
+    S3WriteSettings.create().check_can_read({}, "backup run r")
+    S3WriteSettings.create().check_can_read({"sse": "aws:kms"}, "backup run r")
