@@ -98,7 +98,7 @@ COMMIT_INTERVAL_S = 5.0
 # ran out, and must still commit well inside that 60 s.
 MAX_COMMIT_INTERVAL_S = 30.0
 # librdkafka's default transaction.timeout.ms. A transaction that Kafka fails after being open
-# this long most likely timed out: one segment took that long to produce (see _Transaction).
+# longer than the producer's timeout most likely timed out: one segment took that long to produce.
 TRANSACTION_TIMEOUT_S = 60.0
 
 
@@ -332,6 +332,7 @@ def restore_partition(
     unit: PartitionRestore,
     spool_dir: str | None = None,
     commit_interval_s: float = COMMIT_INTERVAL_S,
+    transaction_timeout_s: float = TRANSACTION_TIMEOUT_S,
 ) -> PartitionRestoreResult:
     """Restore one partition with transactional producers whose ``transactional.id`` is unique to it.
 
@@ -341,13 +342,15 @@ def restore_partition(
     progress group (see :func:`progress_group`); it is only used for its committed offsets
     and group metadata, never subscribed. A transaction takes whole segments until it has
     been open ``commit_interval_s`` (0: one segment per transaction); see :class:`_Transaction`.
+    ``transaction_timeout_s``: the producers' ``transaction.timeout.ms``, for the error of a
+    transaction that outlives it.
     """
     started = time.monotonic()
     totals = _Totals()
     for replacement in range(MAX_PRODUCER_REPLACEMENTS + 1):
         try:
             _restore_with_producer(new_producer(), group_consumer, store, restore_prefix, unit, spool_dir, totals,
-                                   commit_interval_s)
+                                   commit_interval_s, transaction_timeout_s)
             break
         except ProducerStuckError as stuck:
             if replacement == MAX_PRODUCER_REPLACEMENTS:
@@ -387,7 +390,7 @@ class _Totals:
 
 def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, restore_prefix: str,
                            unit: PartitionRestore, spool_dir: str | None, totals: _Totals,
-                           commit_interval_s: float) -> None:
+                           commit_interval_s: float, transaction_timeout_s: float) -> None:
     """Restore what the committed progress says is left of ``unit`` with ``producer``, adding to ``totals``."""
     # Learn the cluster's brokers before looking for the transaction coordinator. librdkafka drops
     # its bootstrap connection once it knows them, losing a FindCoordinator sent on it meanwhile;
@@ -418,7 +421,8 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
         with _Prefetcher(store, todo, spool_dir) as prefetcher:
             downloads = iter(prefetcher)
             while left:
-                transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit)
+                transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit,
+                                           transaction_timeout_s=transaction_timeout_s)
                 # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
                 with transaction.aborted_on_failure():
                     while left and (not transaction.segments or transaction.age() < commit_interval_s):
@@ -456,7 +460,8 @@ def _commit_or_redo(transaction: _Transaction, totals: _Totals, spool_dir: str |
                  unit.partition, redo, ", ".join(p.seg.key for p in transaction.segments))
     for produced in transaction.segments:
         again = _Transaction(transaction.producer, transaction.group_metadata, transaction.store,
-                             transaction.restore_prefix, transaction.unit, report_every_record=True)
+                             transaction.restore_prefix, transaction.unit, report_every_record=True,
+                             transaction_timeout_s=transaction.transaction_timeout_s)
         path = download_verified(transaction.store, produced.seg, spool_dir)
         try:
             with again.aborted_on_failure():
@@ -534,13 +539,14 @@ class _Transaction:
     """
 
     def __init__(self, producer, group_metadata, store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
-                 report_every_record: bool = False) -> None:
+                 report_every_record: bool = False, transaction_timeout_s: float = TRANSACTION_TIMEOUT_S) -> None:
         self.producer = producer
         self.group_metadata = group_metadata
         self.store = store
         self.restore_prefix = restore_prefix
         self.unit = unit
         self.report_every_record = report_every_record
+        self.transaction_timeout_s = transaction_timeout_s
         self.segments: list[_ProducedSegment] = []
         self._began = time.monotonic()
         producer.begin_transaction()
@@ -564,12 +570,12 @@ class _Transaction:
                 if isinstance(failure, _RedoWithReports):
                     raise abort_failure from failure  # no redo on a producer that could not abort
                 log.exception("Aborting the restore transaction failed")  # the original failure is the one to report
-            if isinstance(failure, KafkaException) and self.age() > TRANSACTION_TIMEOUT_S:
+            if isinstance(failure, KafkaException) and self.age() > self.transaction_timeout_s:
                 raise self._timed_out(failure) from failure
             raise
 
     def _timed_out(self, failure: KafkaException) -> KafkaBackupError:
-        """The error for a transaction Kafka failed after it was open longer than the default transaction timeout.
+        """The error for a transaction Kafka failed after it was open longer than the producer's transaction timeout.
 
         A segment is produced in one transaction, so a segment that takes longer than the
         producer's ``transaction.timeout.ms`` to produce (a huge one, or a slow link) is
@@ -580,10 +586,10 @@ class _Transaction:
         return KafkaBackupError(
             f"{unit.target_topic}[{unit.partition}]: Kafka failed the restore transaction holding "
             f"{', '.join(p.seg.key for p in self.segments)} after it had been open {self.age():.0f}s "
-            f"({failure.args[0].str() if failure.args else failure}). A transaction open longer than the producer's "
-            "transaction.timeout.ms (60 s unless the kafka connection's extra sets it) is aborted by the broker, and "
-            "each segment is produced in one transaction: set transaction.timeout.ms in the kafka connection's "
-            "extra above the time the largest segment takes to produce (the broker caps it at its "
+            f"({failure.args[0].str() if failure.args else failure}), longer than the producer's "
+            f"transaction.timeout.ms ({self.transaction_timeout_s * 1000:.0f}), after which the broker aborts it. Each "
+            "segment is produced in one transaction: set transaction.timeout.ms in the kafka connection's extra "
+            "above the time the largest segment takes to produce (the broker caps it at its "
             "transaction.max.timeout.ms, 15 minutes by default)."
         )
 

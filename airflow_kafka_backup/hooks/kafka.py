@@ -11,7 +11,7 @@ from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
 from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
-from airflow_kafka_backup.restore import PRODUCER_OVERRIDES
+from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, TRANSACTION_TIMEOUT_S
 
 
 class KafkaRangeConsumerHook(KafkaConsumerHook):
@@ -45,6 +45,11 @@ class KafkaTransactionalProducerHook(KafkaProducerHook):
     def __init__(self, kafka_config_id: str = KafkaBaseHook.default_conn_name, *, transactional_id: str) -> None:
         super().__init__(kafka_config_id=kafka_config_id)
         self.transactional_id = transactional_id
+
+    def transaction_timeout_s(self) -> float:
+        """The connection's ``transaction.timeout.ms`` in seconds (librdkafka's default: 60)."""
+        extra = self.get_connection(self.kafka_config_id).extra_dejson
+        return float(extra.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_S * 1000)) / 1000
 
     def _get_client(self, config):
         consumer_only = ("group.id", "enable.auto.commit", "auto.offset.reset", "isolation.level")

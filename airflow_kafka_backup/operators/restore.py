@@ -203,6 +203,8 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
         restore_id = restore_id_of(context)
         target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
+        transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
+                                                               transactional_id="-").transaction_timeout_s()
         results = []
         try:
             for data in self.work_unit:
@@ -214,7 +216,8 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
                     return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id).get_conn
 
                 result = restore_partition(new_producer, group, self.store, target_prefix, unit,
-                                           commit_interval_s=commit_interval_s)
+                                           commit_interval_s=commit_interval_s,
+                                           transaction_timeout_s=transaction_timeout_s)
                 log.info("%s[%d] -> %s[%d]: %d records restored, %d filtered out, in %.1fs",
                          unit.source_topic, unit.partition, unit.target_topic, unit.partition,
                          result.records_restored, result.records_filtered, result.seconds)

@@ -76,3 +76,15 @@ def test_a_value_librdkafka_refuses_fails_every_client_naming_it(monkeypatch):
         with pytest.raises(KafkaException, match='"retry.backoff.ms" value 0 is outside allowed range'):
             _close(build())
             pytest.fail(f"{kind} accepted retry.backoff.ms 0")
+
+
+@pytest.mark.parametrize("extra,seconds", [({}, 60.0), ({"transaction.timeout.ms": "300000"}, 300.0),
+                                           ({"transaction.timeout.ms": 900000}, 900.0)])
+def test_the_restore_reads_the_producers_transaction_timeout_from_the_connection(monkeypatch, extra, seconds):
+    """The restore names it when a transaction outlives it (see restore._Transaction._timed_out)."""
+    from airflow_kafka_backup.hooks.kafka import KafkaTransactionalProducerHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_TX_TIMEOUT", json.dumps(
+        {"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:1", **extra}}))
+    hook = KafkaTransactionalProducerHook("kafka_tx_timeout", transactional_id="t")
+    assert hook.transaction_timeout_s() == seconds

@@ -688,20 +688,17 @@ class TimedOutProducer(FakeProducer):
         super().produce(*args)
 
 
-def test_a_transaction_that_outlived_the_transaction_timeout_fails_saying_how_to_fix_it(tmp_path, monkeypatch):
-    import airflow_kafka_backup.restore as restore
-
+def test_a_transaction_that_outlived_the_transaction_timeout_fails_saying_how_to_fix_it(tmp_path):
     segments, objects = _segments_of_ten(20)
     unit = PartitionRestore("t", "t2", 0, segments)
-    monkeypatch.setattr(restore, "TRANSACTION_TIMEOUT_S", -1.0)  # every transaction is "older" than it
     with pytest.raises(KafkaBackupError, match=r"t2\[0\]: Kafka failed the restore transaction holding "
                                                r"bk/t/partition=0/t\+0\+0000000010.jsonl after it had been open 0s "
-                                               r"\(Unable to produce.*set transaction.timeout.ms in the kafka "
-                                               r"connection's extra"):
+                                               r"\(Unable to produce.*\), longer than the producer's "
+                                               r"transaction.timeout.ms \(-1\).*set transaction.timeout.ms in the "
+                                               r"kafka connection's extra"):
         restore_partition(TimedOutProducer, FakeGroup(), FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
-                          commit_interval_s=0)
-    monkeypatch.setattr(restore, "TRANSACTION_TIMEOUT_S", 60.0)  # a failure in a young transaction is Kafka's own
-    with pytest.raises(KafkaException, match="Local: Fatal error"):
+                          commit_interval_s=0, transaction_timeout_s=-0.001)  # every transaction is older than that
+    with pytest.raises(KafkaException, match="Local: Fatal error"):  # a failure in a young transaction is Kafka's
         restore_partition(TimedOutProducer, FakeGroup(), FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
-                          commit_interval_s=0)
+                          commit_interval_s=0, transaction_timeout_s=60.0)
     assert _spool_files(tmp_path) == []
