@@ -61,7 +61,7 @@ def target_groups(group_offsets: Mapping[str, object], group_mapping: object) ->
     unknown = sorted(set(mapping) - set(group_offsets))
     if unknown:
         raise ConfigurationError(
-            f"group_mapping names groups the backup recorded no offsets for on the topics being restored: {unknown}.")
+            f"group_mapping names groups with no recorded offsets on the topics being restored: {unknown}.")
     groups = {g: mapping.get(g, g) for g in sorted(group_offsets)}
     sources: dict[str, list[str]] = {}
     for source, target in groups.items():

@@ -3,8 +3,8 @@
     <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment
     <prefix>/_manifests/run=<run id>.json                                           run manifest
     <prefix>/_locks/generation=<digest>.json                                        writer lock
-    <prefix>/_restores/<run id>/restore-manifest.json                               restore manifest
-    <prefix>/_restores/<run id>/offset-map/<target>/partition=<p>/<offset>.json     offset-map chunk
+    <prefix>/_restores/<dag id>/<run id>/restore-manifest.json                      restore manifest
+    <prefix>/_restores/<dag id>/<run id>/offset-map/<target>/partition=<p>/<offset>.json  offset-map chunk
 
 Zero-padding (the seed's ``filename.offset.zero.pad.width``) keeps lexicographic order
 equal to offset order for offsets of up to that many digits.
@@ -44,6 +44,15 @@ def safe_run_id(run_id: str) -> str:
 
 def manifest_key(prefix: str, run_id: str) -> str:
     return manifests_prefix(prefix) + f"run={safe_run_id(run_id)}.json"
+
+
+def safe_restore_id(restore_id: str) -> str:
+    """A restore id ``<dag id>/<run id>`` as one URL-safe name: ``<dag id>=<run id>``.
+
+    ``=`` cannot occur in a DAG id, so two (DAG, run) pairs never give one name (with ``_``,
+    DAG ``restore`` + run ``eu_x`` and DAG ``restore_eu`` + run ``x`` would).
+    """
+    return "=".join(safe_run_id(part) for part in restore_id.split("/", 1))
 
 
 def restore_prefix(prefix: str, restore_id: str) -> str:

@@ -8,7 +8,9 @@ restores as one run per segment.
 The map is written to S3 one chunk per restored segment, keyed by the segment's first
 source offset, *before* the transaction holding the segment commits. A retry after a
 crash resumes at the same source offset, so it rewrites the same chunk keys with the
-target offsets it really got; a committed chunk is never left describing aborted records.
+target offsets it really got. The one way a chunk can describe aborted records: an
+attempt fenced by its retry in the single S3 round trip between adding its progress
+offsets and writing its chunks, whose write then lands after the retry's.
 """
 
 from __future__ import annotations

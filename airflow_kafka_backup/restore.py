@@ -12,7 +12,7 @@ holds):
    number, with the original key, value, headers and timestamp;
 3. at the transaction's end, ``send_offsets_to_transaction``: the next source offset, as
    the committed offset of the restore's own consumer group on the target partition (a
-   producer fenced by a retry is refused here, before it writes anything to S3);
+   producer a retry has already fenced is refused here, before it writes anything to S3);
 4. write each of its segments' offset-map chunk to S3 (source -> target offsets);
 5. commit.
 
@@ -52,7 +52,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, ProducerStuckError
-from airflow_kafka_backup.key_layout import chunk_key, safe_run_id
+from airflow_kafka_backup.key_layout import chunk_key, safe_restore_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
@@ -124,12 +124,12 @@ def validate_commit_interval(value: object) -> float:
 
 
 def transactional_id(restore_id: str, target_topic: str, partition: int) -> str:
-    return f"airflow-kafka-backup-restore-{safe_run_id(restore_id)}-{target_topic}-{partition}"
+    return f"airflow-kafka-backup-restore-{safe_restore_id(restore_id)}-{target_topic}-{partition}"
 
 
 def progress_group(restore_id: str) -> str:
     """The consumer group whose committed offsets are the restore's progress (next source offset)."""
-    return f"airflow-kafka-backup-restore-{safe_run_id(restore_id)}"
+    return f"airflow-kafka-backup-restore-{safe_restore_id(restore_id)}"
 
 
 @dataclass
@@ -658,8 +658,9 @@ class _Transaction:
             for produced in self.segments
         }
         last_offset = self.segments[-1].seg.last_offset
-        # Before the chunks are written: a zombie attempt (one a retry has fenced) is refused here by the
-        # coordinator, so it never overwrites a chunk with the offsets of its own aborted records.
+        # Before the chunks are written: a zombie attempt that a retry has fenced is refused here by the
+        # coordinator, so it does not overwrite a chunk with the offsets of its own aborted records. (One
+        # fenced between this call and its writes still can: a window of one S3 round trip.)
         bounded_call(self.producer.send_offsets_to_transaction,
                      [TopicPartition(unit.target_topic, unit.partition, last_offset + 1)], self.group_metadata)
         # In parallel: a transaction of many small segments would otherwise wait one round trip per chunk.

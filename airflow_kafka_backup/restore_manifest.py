@@ -74,7 +74,7 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
 
 
 def _check_runs(key: str, first_offset: int, last_offset: int, chunk: OffsetMapChunk) -> None:
-    """A chunk's runs must map its restored records, and only source offsets of its own segment."""
+    """A chunk's runs must map its restored records, each source offset once, all within its own segment."""
     mapped = sum(n for _, _, n in chunk.runs)
     outside = [r for r in chunk.runs if r[0] < first_offset or r[0] + r[2] - 1 > last_offset]
     if mapped != chunk.records_restored or outside:
@@ -82,6 +82,9 @@ def _check_runs(key: str, first_offset: int, last_offset: int, chunk: OffsetMapC
             f"Segment {key}: its offset map maps {mapped} records (runs outside source offsets "
             f"{first_offset}..{last_offset}: {outside[:3] or 'none'}), but {chunk.records_restored} were restored."
         )
+    for (source, _, count), (next_source, _, _) in pairwise(sorted(chunk.runs)):
+        if next_source < source + count:
+            raise IntegrityError(f"Segment {key}: its offset map maps source offset {next_source} twice.")
 
 
 def _check_targets_disjoint(unit: PartitionRestore, chunks: Sequence[OffsetMapChunk]) -> None:

@@ -55,6 +55,19 @@ def parse_timestamp(name: str, value: object) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+def parse_time_window(from_timestamp: object, until_timestamp: object) -> tuple[int | None, int | None]:
+    """``from_timestamp`` / ``until_timestamp`` in epoch ms; a window that holds no instant is refused.
+
+    Refused rather than run: no record would match, and the run would "succeed" having done nothing.
+    """
+    start, until = parse_timestamp("from_timestamp", from_timestamp), parse_timestamp("until_timestamp",
+                                                                                       until_timestamp)
+    if start is not None and until is not None and start >= until:
+        raise ConfigurationError(
+            f"from_timestamp ({from_timestamp}) must be before until_timestamp ({until_timestamp}).")
+    return start, until
+
+
 def _epoch_ms(name: str, value: int) -> int:
     if 0 < value < _MIN_EPOCH_MS:
         raise ConfigurationError(
@@ -173,10 +186,7 @@ class RestoreSettings:
                 f"Target topic name(s) {', '.join(map(repr, bad))} are not legal in Kafka: a topic name is 1 to "
                 f"{_MAX_TOPIC_NAME} characters of ASCII letters, digits, '.', '_' and '-', and not '.' or '..'."
             )
-        start, until = parse_timestamp("from_timestamp", from_timestamp), parse_timestamp(
-            "until_timestamp", until_timestamp)
-        if start is not None and until is not None and start >= until:
-            raise ConfigurationError(f"from_timestamp ({start}) must be before until_timestamp ({until}).")
+        start, until = parse_time_window(from_timestamp, until_timestamp)
         return cls(tuple(names), {t: mapping.get(t, t) for t in names}, start, until,
                    _parse_offset_bounds(offset_bounds, names))
 
@@ -301,6 +311,8 @@ def _drop_partitions_beyond(groups: dict[str, dict[str, dict[str, int]]], counts
             if beyond:
                 log.warning("Consumer group %s has offsets on %s partitions %s, which the backup does not have "
                             "(it has %d); they are not restored.", group, topic, ", ".join(beyond), counts[topic])
+    for group in [g for g, by_topic in groups.items() if not any(by_topic.values())]:
+        del groups[group]  # nothing left to move
 
 
 def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) -> tuple[dict, dict]:

@@ -42,7 +42,7 @@ from airflow_kafka_backup.planning import (
     plan_ranges,
     snapshot_offsets,
 )
-from airflow_kafka_backup.restore_planning import parse_timestamp
+from airflow_kafka_backup.restore_planning import parse_time_window
 from airflow_kafka_backup.retention import check_retention_prefix, ensure_retention_rule
 from airflow_kafka_backup.s3_settings import (
     check_retention_covers_object_lock,
@@ -184,13 +184,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             timezone=self.timezone,
         )
         requested = parse_manual_ranges(self.ranges)
-        window = (parse_timestamp("from_timestamp", self.from_timestamp),
-                  parse_timestamp("until_timestamp", self.until_timestamp))
+        window = parse_time_window(self.from_timestamp, self.until_timestamp)
         if requested and window != (None, None):
             raise ConfigurationError("Give either ranges or a from/until timestamp window, not both.")
-        if None not in window and window[0] >= window[1]:  # else no record matches and the run "succeeds"
-            raise ConfigurationError(
-                f"from_timestamp ({self.from_timestamp}) must be before until_timestamp ({self.until_timestamp}).")
         self._check_retention(settings)
         unknown = sorted({t for t, _ in requested} - set(settings.topics))
         if unknown:
@@ -291,8 +287,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         partitions = partitions_of(admin, settings.topics)
         # One run's encryption stands for the prefix's: every run is checked this way when it is planned,
         # so one GET per run refuses another SSE-C key (or none) before anything is written.
-        for newest in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
-            self.s3_settings.check_can_read(newest.encryption, f"backup run {newest.run_id}")
+        for sample in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
+            self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
         cached = Variable.get(variable_key, default=None, deserialize_json=True)
         checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)

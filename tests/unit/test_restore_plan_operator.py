@@ -264,8 +264,11 @@ def test_the_restore_id_is_the_dag_id_and_the_run_id():
     assert ids == ["restore_eu/incident+42", "restore_us/incident+42"]
     assert [restore_prefix("bk", i) for i in ids] == ["bk/_restores/restore_eu/incident_42",
                                                       "bk/_restores/restore_us/incident_42"]
-    assert len({progress_group(i) for i in ids}) == 2
+    assert [progress_group(i) for i in ids] == ["airflow-kafka-backup-restore-restore_eu=incident_42",
+                                                "airflow-kafka-backup-restore-restore_us=incident_42"]
     assert len({transactional_id(i, "t", 0) for i in ids}) == 2
+    # '=' cannot be in a DAG id: DAG restore + run eu_x and DAG restore_eu + run x stay apart.
+    assert progress_group("restore/eu_x") != progress_group("restore_eu/x")
 
 
 def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):

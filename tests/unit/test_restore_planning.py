@@ -151,15 +151,15 @@ def test_group_offsets_on_partitions_the_backup_does_not_have_are_dropped_with_a
     # The topic grew to 3 partitions between the run's partition list and its group capture.
     store = MemoryStore()
     commit(store, "scheduled__1", [PartitionRange("t", 0, 0, 100)], [segment(0, 99)],
-           consumer_groups={"g": {"t": {"0": 50, "2": 7}}})
+           consumer_groups={"g": {"t": {"0": 50, "2": 7}}, "only-new": {"t": {"1": 3}}})
     plan = plan_restore(store, "p", RestoreSettings.create(topics=["t"]))
-    assert plan.group_offsets == {"g": {"t": {"0": 50}}}
+    assert plan.group_offsets == {"g": {"t": {"0": 50}}}  # only-new had nothing left to move
     assert "Consumer group g has offsets on t partitions 2, which the backup does not have (it has 1)" in caplog.text
 
 
 def test_a_group_mapping_naming_a_group_without_offsets_on_the_restored_topics_says_so():
     from airflow_kafka_backup.group_offsets import target_groups
 
-    with pytest.raises(ConfigurationError, match="recorded no offsets for on the topics being restored: "
-                                                 r"\['biling'\]"):
+    with pytest.raises(ConfigurationError, match="names groups with no recorded offsets on the topics being "
+                                                 r"restored: \['biling'\]"):
         target_groups({"billing": {}}, {"biling": "billing-v2"})

@@ -73,3 +73,9 @@ def test_two_segments_claiming_one_target_offset_are_refused():
     with pytest.raises(IntegrityError, match=r"t2\[0\]: the offset maps of bk/t/partition=0/seg0 and "
                                              r"bk/t/partition=0/seg1 both claim target offset 109"):
         verify_restore(store, PREFIX, [unit])
+
+
+def test_a_chunk_mapping_one_source_offset_twice_is_refused():
+    store, unit = _unit_with_chunks([(0, 100, 5), (4, 105, 5)])
+    with pytest.raises(IntegrityError, match="seg0: its offset map maps source offset 4 twice"):
+        verify_restore(store, PREFIX, [unit])
