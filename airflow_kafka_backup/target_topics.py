@@ -35,23 +35,25 @@ Span = tuple[int | None, int | None]  # (oldest, newest) record timestamp in ms;
 log = logging.getLogger(__name__)
 
 
-def restore_topic_configs(topic: str, recorded: Mapping[str, str], overrides: Mapping[str, object]) -> dict[str, str]:
+def restore_topic_configs(topic: str, recorded: Mapping[str, str], overrides: Mapping[str, object],
+                          broker_defaults: Mapping[str, str] | None = None) -> dict[str, str]:
     """Configs for a target the restore creates: the source topic's recorded ones, then ``topic_configs``.
 
-    ``message.timestamp.type`` is ``CreateTime`` unless ``topic_configs`` says otherwise: on a
+    When the topic would be ``LogAppendTime`` (recorded so, or the broker's default, see
+    :func:`broker_topic_defaults`), it is created ``CreateTime``, with a warning: on a
     LogAppendTime topic the broker stamps every record with the time it is appended, so the
-    restored records would lose the timestamps they were backed up with. Set explicitly, so
-    that a broker whose default is LogAppendTime does not restamp them either; a source
-    recorded as LogAppendTime gets a warning. A value given in ``topic_configs`` is the
-    user's choice and is kept as it is.
+    restored records would lose the timestamps they were backed up with. A value given in
+    ``topic_configs`` is the user's choice and is kept as it is. Otherwise the configs are the
+    source's, exactly.
     """
     configs = {**recorded, **{k: str(v) for k, v in overrides.items()}}
     if TIMESTAMP_TYPE_CONFIG not in overrides:
-        if configs.get(TIMESTAMP_TYPE_CONFIG) == "LogAppendTime":
-            log.warning("%s: the source topic had message.timestamp.type=LogAppendTime; the target is created with "
-                        "CreateTime so that the restored records keep their backed-up timestamps. Set it back once "
-                        "the restore is done, or pass it in topic_configs to keep it.", topic)
-        configs[TIMESTAMP_TYPE_CONFIG] = "CreateTime"
+        recorded_type = configs.get(TIMESTAMP_TYPE_CONFIG)
+        if (recorded_type or (broker_defaults or {}).get(TIMESTAMP_TYPE_CONFIG)) == "LogAppendTime":
+            log.warning("%s: the %s is message.timestamp.type=LogAppendTime; the target is created with CreateTime so "
+                        "that the restored records keep their backed-up timestamps. Pass it in topic_configs to keep "
+                        "LogAppendTime.", topic, "source topic" if recorded_type else "broker's default")
+            configs[TIMESTAMP_TYPE_CONFIG] = "CreateTime"
     return configs
 
 
@@ -67,18 +69,19 @@ def timestamp_spans(partitions: Iterable[PartitionRestore]) -> dict[str, Span]:
 
 
 def check_targets_keep_records(admin, spans: Mapping[str, Span], new_topic_configs: Mapping[str, Mapping[str, str]],
-                               now_ms: int) -> None:
+                               now_ms: int, broker_defaults: Mapping[str, str] | None = None) -> None:
     """Fail, before anything is produced, when a target would not keep the restored records as they were backed up.
 
     Checked against each target's effective configs: those of an existing topic as the
     broker reports them, those of a topic to create from ``new_topic_configs`` over the
-    broker's defaults. See :func:`record_keeping_problems` for what is refused. A config the
-    restore is not allowed to read (no DescribeConfigs ACL) is not checked, with a warning.
+    broker's defaults (``broker_defaults``, read here when not given). See
+    :func:`record_keeping_problems` for what is refused. A config the restore is not allowed
+    to read (no DescribeConfigs ACL) is not checked, with a warning.
     """
     existing = sorted(t for t in spans if t not in new_topic_configs)
     effective = _topic_configs(admin, existing)
     if new_topic_configs:
-        defaults = _broker_defaults(admin)
+        defaults = broker_topic_defaults(admin) if broker_defaults is None else broker_defaults
         effective.update({t: {**defaults, **configs} for t, configs in new_topic_configs.items()})
     problems = []
     for topic in sorted(spans):
@@ -94,8 +97,9 @@ def record_keeping_problems(topic: str, configs: Mapping[str, str], span: Span, 
     """What in ``configs`` would change or lose the records restored into ``topic``, each with its fix.
 
     - ``LogAppendTime`` on an existing target: the broker would restamp every record with
-      the time of the restore. (A target the restore creates gets ``CreateTime`` explicitly
-      (see :func:`restore_topic_configs`), so ``LogAppendTime`` there is the user's choice.)
+      the time of the restore. (A target the restore creates gets ``CreateTime`` where it
+      would be ``LogAppendTime`` (see :func:`restore_topic_configs`), so ``LogAppendTime``
+      there is the user's choice.)
     - Records older than ``retention.ms`` (with ``cleanup.policy`` delete): the broker would
       delete them minutes after the restore wrote them, and the restore would have "succeeded".
     - Records outside ``message.timestamp.before.max.ms`` / ``after.max.ms``: the broker
@@ -154,7 +158,7 @@ def _topic_configs(admin, topics: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _broker_defaults(admin) -> dict[str, str]:
+def broker_topic_defaults(admin) -> dict[str, str]:
     """The topic configs a new topic gets from the broker, for those the checks read; {} when they cannot be read."""
     brokers = admin.list_topics(timeout=ADMIN_TIMEOUT_S).brokers
     resource = ConfigResource(ResourceType.BROKER, str(min(brokers)))

@@ -39,6 +39,7 @@ from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restor
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
+    broker_topic_defaults,
     check_targets_keep_records,
     create_topics,
     missing_target_topics,
@@ -143,8 +144,10 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         source_of = {target: source for source, target in plan.topic_mapping.items()}
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
-        new_configs = {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs) for t in missing}
-        check_targets_keep_records(admin, timestamp_spans(plan.partitions), new_configs, now_ms=int(time.time() * 1000))
+        defaults = broker_topic_defaults(admin) if missing else {}
+        new_configs = {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs, defaults) for t in missing}
+        check_targets_keep_records(admin, timestamp_spans(plan.partitions), new_configs,
+                                   now_ms=int(time.time() * 1000), broker_defaults=defaults)
         create_topics(  # a dry run only asks the broker whether it would accept the configs
             admin, {t: needed[t] for t in missing}, new_configs,
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},

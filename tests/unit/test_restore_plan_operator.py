@@ -173,9 +173,12 @@ def test_a_log_append_time_source_is_recreated_as_create_time_unless_topic_confi
         "message.timestamp.type": "CreateTime", "retention.ms": "-1"}
     assert restore_topic_configs("t", recorded, {"message.timestamp.type": "LogAppendTime"})[
         "message.timestamp.type"] == "LogAppendTime"
-    # Pinned, so that a broker whose default is LogAppendTime does not restamp the records either.
-    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {"cleanup.policy": "compact"}
+    # A broker whose default is LogAppendTime would restamp the records too.
+    lat_broker = {"message.timestamp.type": "LogAppendTime", "retention.ms": "604800000"}
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}, lat_broker) == {
         "cleanup.policy": "compact", "message.timestamp.type": "CreateTime"}
+    assert restore_topic_configs("t", {}, {}, {"message.timestamp.type": "CreateTime"}) == {}
 
 
 def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admin, monkeypatch):

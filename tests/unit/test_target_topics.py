@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
-from airflow_kafka_backup.target_topics import _broker_defaults, record_keeping_problems, timestamp_spans
+from airflow_kafka_backup.target_topics import broker_topic_defaults, record_keeping_problems, timestamp_spans
 
 NOW = 1_790_000_000_000  # 2026-09-21
 DAY = 86_400_000
@@ -93,4 +93,4 @@ def test_a_new_topics_retention_is_the_brokers_in_kafkas_order_ms_minutes_hours(
         describe_configs=lambda resources, request_timeout: {
             r: SimpleNamespace(result=lambda: {n: SimpleNamespace(value=v) for n, v in broker.items()})
             for r in resources})
-    assert _broker_defaults(admin)["retention.ms"] == retention
+    assert broker_topic_defaults(admin)["retention.ms"] == retention
