@@ -18,6 +18,7 @@ from confluent_kafka.admin import OffsetSpec
 from airflow_kafka_backup.errors import ConfigurationError, DataLossError
 from airflow_kafka_backup.manifest import PartitionRange
 from airflow_kafka_backup.manifest import TopicPartition as TP
+from airflow_kafka_backup.settings import check_isolation_level
 
 ADMIN_TIMEOUT_S = 30.0
 
@@ -42,10 +43,8 @@ def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
 
 def isolation_level(name: str) -> IsolationLevel:
     """The admin client's isolation level for ``read_committed`` / ``read_uncommitted``; anything else is refused."""
-    levels = {"read_committed": IsolationLevel.READ_COMMITTED, "read_uncommitted": IsolationLevel.READ_UNCOMMITTED}
-    if name not in levels:
-        raise ConfigurationError(f"isolation_level must be one of {', '.join(levels)}, got {name!r}.")
-    return levels[name]
+    committed = check_isolation_level(name) == "read_committed"
+    return IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
 
 
 def snapshot_offsets(admin, tps: Sequence[TP], isolation_level_name: str) -> dict[TP, OffsetBounds]:

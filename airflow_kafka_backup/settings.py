@@ -25,6 +25,13 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_isolation_level(name: object) -> str:
+    """``read_committed`` or ``read_uncommitted``; anything else (a typo) is refused, naming it."""
+    if name not in ISOLATION_LEVELS:
+        raise ConfigurationError(f"isolation_level must be one of {', '.join(ISOLATION_LEVELS)}, got {name!r}.")
+    return str(name)
+
+
 def as_bool(name: str, value: object) -> bool:
     """A bool, or its text ("true"/"false", any case) as a DAG without native rendering renders it."""
     if isinstance(value, bool):
@@ -96,10 +103,7 @@ class BackupSettings:
         get_compression(str(compression))
         get_format(str(segment_format))
         pad = _pad_width(offset_pad_width)
-        if isolation_level not in ISOLATION_LEVELS:
-            raise ConfigurationError(
-                f"isolation_level must be one of {', '.join(ISOLATION_LEVELS)}, got {isolation_level!r}."
-            )
+        check_isolation_level(isolation_level)
         allow_data_loss = as_bool("allow_data_loss", allow_data_loss)
         rotate = _optional_positive_int("rotate_interval_ms", rotate_interval_ms)
         schedule = _optional_positive_int("rotate_schedule_interval_ms", rotate_schedule_interval_ms)
