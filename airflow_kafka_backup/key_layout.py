@@ -4,7 +4,8 @@
     <prefix>/_manifests/run=<run id>.json                                           run manifest
     <prefix>/_locks/generation=<digest>.json                                        writer lock
     <prefix>/_restores/<dag id>/<run id>/restore-manifest.json                      restore manifest
-    <prefix>/_restores/<dag id>/<run id>/offset-map/<target>/partition=<p>/<offset>.json  offset-map chunk
+    <prefix>/_restores/<dag id>/<run id>/offset-map/<target>/partition=<p>/<offset>-<attempt>.json  offset-map chunk
+    <prefix>/_restores/<dag id>/<run id>/attempts/<target>/partition=<p>/<attempt>.json       restore attempt
 
 Zero-padding (the seed's ``filename.offset.zero.pad.width``) keeps lexicographic order
 equal to offset order for offsets of up to that many digits.
@@ -64,8 +65,14 @@ def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) ->
     return _join(restore_prefix, "offset-map", target_topic, f"partition={partition}") + "/"
 
 
-def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_source_offset: int) -> str:
-    return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}.json"
+def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_source_offset: int,
+              attempt: str) -> str:
+    """One segment's offset-map chunk as written by one restore attempt (see :mod:`restore_attempts`)."""
+    return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}-{attempt}.json"
+
+
+def attempt_key(restore_prefix: str, target_topic: str, partition: int, attempt: str) -> str:
+    return _join(restore_prefix, "attempts", target_topic, f"partition={partition}", f"{attempt}.json")
 
 
 def restore_manifest_key(restore_prefix: str) -> str:

@@ -6,11 +6,10 @@ compacted source (offset gaps) or a point-in-time cut starts a new run; a plain 
 restores as one run per segment.
 
 The map is written to S3 one chunk per restored segment, keyed by the segment's first
-source offset, *before* the transaction holding the segment commits. A retry after a
-crash resumes at the same source offset, so it rewrites the same chunk keys with the
-target offsets it really got. The one way a chunk can describe aborted records: an
-attempt fenced by its retry in the single S3 round trip between adding its progress
-offsets and writing its chunks, whose write then lands after the retry's.
+source offset and the restore attempt that wrote it, *before* the transaction holding the
+segment commits. A retry after a crash is a new attempt: it writes its own chunks for the
+segments it restores again, and :mod:`restore_attempts` tells which attempt's chunk
+belongs to the committed records.
 """
 
 from __future__ import annotations

@@ -11,13 +11,18 @@ holds):
 2. produce its records (after the offset and time filters) to the same partition
    number, with the original key, value, headers and timestamp;
 3. at the transaction's end, ``send_offsets_to_transaction``: the next source offset, as
-   the committed offset of the restore's own consumer group on the target partition (a
-   producer a retry has already fenced is refused here, before it writes anything to S3);
-4. write each of its segments' offset-map chunk to S3 (source -> target offsets);
+   the committed offset of the restore's own consumer group on the target partition, with
+   the producer's attempt id as its metadata (a producer a retry has already fenced is
+   refused here, before it writes anything to S3);
+4. write each of its segments' offset-map chunk to S3 (source -> target offsets), under
+   a key holding the attempt id;
 5. commit.
 
 A retry reads that committed offset and skips every segment below it, so a restore
-killed at any point and retried produces each record exactly once.
+killed at any point and retried produces each record exactly once. Each producer is a
+new attempt: before producing it records where it resumed and whose commits it follows
+(:mod:`restore_attempts`), so the chunks of committed transactions are told apart from
+those of aborted ones, whatever order their writes reached S3 in.
 
 Every blocking transactional call runs under a watchdog (:func:`bounded_call`): librdkafka
 can ignore the timeout of ``send_offsets_to_transaction`` and ``init_transactions`` once
@@ -42,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -55,6 +60,7 @@ from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, Kafk
 from airflow_kafka_backup.key_layout import chunk_key, safe_restore_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
+from airflow_kafka_backup.restore_attempts import RestoreAttempt, new_attempt_id, write_attempt
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
 
@@ -198,9 +204,29 @@ def _chunks(body) -> Iterator[bytes | memoryview]:
         yield buffer[:size]
 
 
+@dataclass(frozen=True)
+class RestoreProgress:
+    """What the restore's progress group holds for one target partition."""
+
+    next_offset: int | None  # the next source offset to restore; None before the first commit
+    attempt: str | None  # the restore attempt whose transaction committed it (the offset's metadata)
+
+
 def committed_progress(group_consumer, target_topic: str, partition: int,
                        timeout: float = KAFKA_TIMEOUT_S) -> int | None:
-    """The restore's committed progress (the next source offset) on the target partition; None before any.
+    """The restore's committed progress (the next source offset) on the target partition; None before any."""
+    return read_progress(group_consumer, target_topic, partition, timeout).next_offset
+
+
+def progress_of(group_consumer, units: Iterable[PartitionRestore]) -> dict[tuple[str, int], RestoreProgress]:
+    """The committed progress of every unit with segments to restore, by target partition (what verify checks)."""
+    return {(u.target_topic, u.partition): read_progress(group_consumer, u.target_topic, u.partition)
+            for u in units if u.segments}
+
+
+def read_progress(group_consumer, target_topic: str, partition: int,
+                  timeout: float = KAFKA_TIMEOUT_S) -> RestoreProgress:
+    """The restore's committed progress on the target partition, and the attempt that committed it.
 
     An offset fetch refused because the group coordinator is not ready is tried again until
     ``timeout``: librdkafka's ``committed()`` does not retry those. A cluster that has never
@@ -218,7 +244,9 @@ def committed_progress(group_consumer, target_topic: str, partition: int,
             failure, error = raised, raised.args[0]
         else:
             if tp.error is None:
-                return tp.offset if tp.offset >= 0 else None
+                if tp.offset < 0:
+                    return RestoreProgress(None, None)
+                return RestoreProgress(tp.offset, getattr(tp, "metadata", None) or None)
             error = tp.error
         if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() + backoff > deadline:
             raise failure or KafkaBackupError(
@@ -399,7 +427,10 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
     bounded_call(lambda timeout: producer.list_topics(unit.target_topic, timeout=timeout))
     bounded_call(producer.init_transactions)
     group_metadata = group_consumer.consumer_group_metadata()
-    resume = committed_progress(group_consumer, unit.target_topic, unit.partition)
+    # Read after init_transactions, which fenced every earlier producer of this partition and
+    # completed or aborted its open transaction: no commit can land behind this read.
+    progress = read_progress(group_consumer, unit.target_topic, unit.partition)
+    resume = progress.next_offset
     first_attempt = totals.skipped is None
     if resume is not None and first_attempt:
         log.info("%s[%d]: resuming after a previous attempt at source offset %d",
@@ -415,13 +446,16 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
             totals.filtered += n_filtered
             totals.segments += n_segments
             totals.transactions += 1
+    attempt = RestoreAttempt(new_attempt_id(), unit.target_topic, unit.partition, resume, progress.attempt)
+    if todo:
+        write_attempt(store, restore_prefix, attempt)
     last_log = time.monotonic()
     left = len(todo)
     try:
         with _Prefetcher(store, todo, spool_dir) as prefetcher:
             downloads = iter(prefetcher)
             while left:
-                transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit,
+                transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit, attempt.attempt,
                                            transaction_timeout_s=transaction_timeout_s)
                 # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
                 with transaction.aborted_on_failure():
@@ -460,7 +494,8 @@ def _commit_or_redo(transaction: _Transaction, totals: _Totals, spool_dir: str |
                  unit.partition, redo, ", ".join(p.seg.key for p in transaction.segments))
     for produced in transaction.segments:
         again = _Transaction(transaction.producer, transaction.group_metadata, transaction.store,
-                             transaction.restore_prefix, transaction.unit, report_every_record=True,
+                             transaction.restore_prefix, transaction.unit, transaction.attempt,
+                             report_every_record=True,
                              transaction_timeout_s=transaction.transaction_timeout_s)
         path = download_verified(transaction.store, produced.seg, spool_dir)
         try:
@@ -539,12 +574,14 @@ class _Transaction:
     """
 
     def __init__(self, producer, group_metadata, store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
-                 report_every_record: bool = False, transaction_timeout_s: float = TRANSACTION_TIMEOUT_S) -> None:
+                 attempt: str, report_every_record: bool = False,
+                 transaction_timeout_s: float = TRANSACTION_TIMEOUT_S) -> None:
         self.producer = producer
         self.group_metadata = group_metadata
         self.store = store
         self.restore_prefix = restore_prefix
         self.unit = unit
+        self.attempt = attempt  # the producer's attempt id: in the chunk keys and the progress offset's metadata
         self.report_every_record = report_every_record
         self.transaction_timeout_s = transaction_timeout_s
         self.segments: list[_ProducedSegment] = []
@@ -651,7 +688,7 @@ class _Transaction:
         unit, report_every_record = self.unit, self.report_every_record
         self.producer.flush(KAFKA_TIMEOUT_S)
         chunks = {
-            chunk_key(self.restore_prefix, unit.target_topic, unit.partition, produced.seg.first_offset):
+            chunk_key(self.restore_prefix, unit.target_topic, unit.partition, produced.seg.first_offset, self.attempt):
                 OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, produced.seg.key,
                                produced.seg.sha256, produced.restored, produced.filtered,
                                tuple(produced.offset_runs(unit, report_every_record))).to_json()
@@ -659,10 +696,11 @@ class _Transaction:
         }
         last_offset = self.segments[-1].seg.last_offset
         # Before the chunks are written: a zombie attempt that a retry has fenced is refused here by the
-        # coordinator, so it does not overwrite a chunk with the offsets of its own aborted records. (One
-        # fenced between this call and its writes still can: a window of one S3 round trip.)
+        # coordinator and writes nothing. One fenced just after still writes its chunks, under its own
+        # attempt id, which no committed progress names (see restore_attempts).
         bounded_call(self.producer.send_offsets_to_transaction,
-                     [TopicPartition(unit.target_topic, unit.partition, last_offset + 1)], self.group_metadata)
+                     [TopicPartition(unit.target_topic, unit.partition, last_offset + 1, metadata=self.attempt)],
+                     self.group_metadata)
         # In parallel: a transaction of many small segments would otherwise wait one round trip per chunk.
         with ThreadPoolExecutor(max_workers=CHUNK_WRITERS, thread_name_prefix="restore-offset-map") as pool:
             for _ in pool.map(self.store.put_bytes, chunks, chunks.values()):

@@ -1,22 +1,25 @@
 """Verifying a finished restore and writing its manifest.
 
-Every planned segment must have an offset-map chunk (written inside the transaction
-that restored it) with the segment's sha256, and restored + filtered records must add up
-to the segment's record count. The restore manifest then records, per partition, what
-was restored and where the offset map lives.
+Every planned segment must have an offset-map chunk written by the attempt that
+committed it (see :mod:`restore_attempts`), with the segment's sha256, and restored +
+filtered records must add up to the segment's record count. The restore manifest then
+records, per partition, what was restored, where the offset map lives and which
+attempts' chunks it is made of.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
 from airflow_kafka_backup.errors import IntegrityError
-from airflow_kafka_backup.key_layout import offset_map_prefix, restore_manifest_key
+from airflow_kafka_backup.key_layout import chunk_key, offset_map_prefix, restore_manifest_key
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMap, OffsetMapChunk
+from airflow_kafka_backup.restore import RestoreProgress
+from airflow_kafka_backup.restore_attempts import RestoreAttempt, attempt_chain, committer_of
 from airflow_kafka_backup.restore_planning import PartitionRestore
 
 
@@ -30,32 +33,79 @@ class PartitionSummary:
     records_filtered: int
     next_source_offset: int | None
     offset_map_prefix: str
+    # (resumed from, attempt id) of the attempts whose chunks make up the offset map, oldest first.
+    attempts: tuple[tuple[int | None, str], ...] = ()
 
 
-def load_offset_map_chunks(store: S3ObjectStore, restore_prefix: str, target_topic: str,
-                           partition: int) -> dict[str, OffsetMapChunk]:
-    """Chunks of one target partition, by segment key."""
-    chunks = (OffsetMapChunk.from_json(store.get_bytes(k))
-              for k in store.list_keys(offset_map_prefix(restore_prefix, target_topic, partition)))
-    return {c.segment: c for c in chunks}
+def load_offset_map_chunks(store: S3ObjectStore, restore_prefix: str, target_topic: str, partition: int,
+                           attempts: Sequence[tuple[int | None, str]]) -> dict[int, OffsetMapChunk]:
+    """The committed chunks of one target partition, by the first source offset of their segment.
+
+    ``attempts``: the partition's attempt chain as the restore manifest records it. Every
+    chunk an attempt outside the chain wrote (for records whose transaction aborted) is
+    left out.
+    """
+    chain = [RestoreAttempt(attempt, target_topic, partition, resumed_from, None)
+             for resumed_from, attempt in attempts]
+    chunks = {}
+    for key in store.list_keys(offset_map_prefix(restore_prefix, target_topic, partition)):
+        first_offset, _, attempt = key.rsplit("/", 1)[-1].removesuffix(".json").partition("-")
+        if attempt and committer_of(chain, int(first_offset)) == attempt:
+            chunks[int(first_offset)] = OffsetMapChunk.from_json(store.get_bytes(key))
+    return chunks
+
+
+def load_restore_manifest(store: S3ObjectStore, restore_prefix: str) -> dict:
+    key = restore_manifest_key(restore_prefix)
+    if store.head(key) is None:
+        raise IntegrityError(f"s3://{store.bucket}/{key} is missing: the restore was not verified, so its offset "
+                             "map cannot be trusted yet.")
+    return json.loads(store.get_bytes(key))
 
 
 def load_offset_map(store: S3ObjectStore, restore_prefix: str, target_topic: str, partition: int) -> OffsetMap:
-    return OffsetMap.from_chunks(load_offset_map_chunks(store, restore_prefix, target_topic, partition).values())
+    """A verified restore's offset map of one target partition (read through its restore manifest)."""
+    manifest = load_restore_manifest(store, restore_prefix)
+    entry = next((p for p in manifest["partitions"]
+                  if p["target_topic"] == target_topic and p["partition"] == partition), None)
+    if entry is None:
+        return OffsetMap(())  # nothing of the backup was restored to that partition
+    attempts = [(resumed_from, attempt) for resumed_from, attempt in entry["attempts"]]
+    return OffsetMap.from_chunks(load_offset_map_chunks(store, restore_prefix, target_topic, partition,
+                                                        attempts).values())
 
 
-def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[PartitionRestore]) -> list[
-        PartitionSummary]:
-    """Check every planned segment against its chunk; raises :class:`IntegrityError` naming the first problem."""
+def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[PartitionRestore],
+                   progress: Mapping[tuple[str, int], RestoreProgress]) -> list[PartitionSummary]:
+    """Check every planned segment against its committed chunk; raises :class:`IntegrityError` naming the first problem.
+
+    ``progress``: the restore's committed progress per target partition (every unit with
+    segments needs one): it must stand right after the last planned segment, and the
+    attempt that committed it starts the chain that picks each segment's chunk.
+    """
     summaries = []
     for unit in units:
-        chunks = load_offset_map_chunks(store, restore_prefix, unit.target_topic, unit.partition)
+        chain: tuple[RestoreAttempt, ...] = ()
+        if unit.segments:
+            committed = progress[(unit.target_topic, unit.partition)]
+            expected = unit.segments[-1].last_offset + 1
+            if committed.next_offset != expected:
+                raise IntegrityError(
+                    f"{unit.target_topic}[{unit.partition}]: restore progress is at source offset "
+                    f"{committed.next_offset}, expected {expected}."
+                )
+            chain = attempt_chain(store, restore_prefix, unit.target_topic, unit.partition, committed.attempt)
         restored = filtered = 0
+        chunks = []
+        written = set(store.list_keys(offset_map_prefix(restore_prefix, unit.target_topic, unit.partition)))
         for seg in unit.segments:
-            chunk = chunks.get(seg.key)
+            chunk = _committed_chunk(store, restore_prefix, unit, chain, seg.first_offset, written)
             if chunk is None:
                 raise IntegrityError(f"Segment {seg.key} was planned but never restored to "
                                      f"{unit.target_topic}[{unit.partition}].")
+            if chunk.segment != seg.key:
+                raise IntegrityError(f"The offset-map chunk for source offset {seg.first_offset} of "
+                                     f"{unit.target_topic}[{unit.partition}] describes {chunk.segment}, not {seg.key}.")
             if chunk.sha256 != seg.sha256 or chunk.records_restored + chunk.records_filtered != seg.records:
                 raise IntegrityError(
                     f"Segment {seg.key}: restored {chunk.records_restored} + filtered {chunk.records_filtered} "
@@ -64,13 +114,25 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
             _check_runs(seg.key, seg.first_offset, seg.last_offset, chunk)
             restored += chunk.records_restored
             filtered += chunk.records_filtered
-        _check_targets_disjoint(unit, [chunks[seg.key] for seg in unit.segments])
+            chunks.append(chunk)
+        _check_targets_disjoint(unit, chunks)
         summaries.append(PartitionSummary(
             unit.source_topic, unit.target_topic, unit.partition, len(unit.segments), restored, filtered,
             unit.segments[-1].last_offset + 1 if unit.segments else None,
             offset_map_prefix(restore_prefix, unit.target_topic, unit.partition),
+            tuple((a.resumed_from, a.attempt) for a in chain),
         ))
     return summaries
+
+
+def _committed_chunk(store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
+                     chain: Sequence[RestoreAttempt], first_offset: int, written: set[str]) -> OffsetMapChunk | None:
+    """The chunk the attempt that committed the segment starting at ``first_offset`` wrote; None without one."""
+    attempt = committer_of(chain, first_offset)
+    if attempt is None:
+        return None
+    key = chunk_key(restore_prefix, unit.target_topic, unit.partition, first_offset, attempt)
+    return OffsetMapChunk.from_json(store.get_bytes(key)) if key in written else None
 
 
 def _check_runs(key: str, first_offset: int, last_offset: int, chunk: OffsetMapChunk) -> None:

@@ -193,3 +193,17 @@ def run_dag(dag_id: str, conf: dict, logical_date=None):
         # Airflow 3 names manual runs after run_after: the same instant is the same run.
         kwargs["logical_date"] = kwargs["run_after"] = logical_date
     return dag.test(**kwargs)
+
+
+def verify_finished_restore(bootstrap: str, store: S3ObjectStore, prefix: str, restore_id: str, units) -> list:
+    """``verify_restore`` as the verify task runs it: against the progress the restore committed in Kafka."""
+    from airflow_kafka_backup.key_layout import restore_prefix
+    from airflow_kafka_backup.restore import progress_group, progress_of
+    from airflow_kafka_backup.restore_manifest import verify_restore
+
+    group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
+    try:
+        progress = progress_of(group, units)
+    finally:
+        group.close()
+    return verify_restore(store, restore_prefix(prefix, restore_id), units, progress)

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
 
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.group_offsets import (
     check_groups_inactive,
     commit_translations,
@@ -29,8 +29,8 @@ from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.planning import balance, snapshot_offsets
 from airflow_kafka_backup.restore import (
     COMMIT_INTERVAL_S,
-    committed_progress,
     progress_group,
+    progress_of,
     restore_partition,
     transactional_id,
     validate_commit_interval,
@@ -253,20 +253,12 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
         restore_id = restore_id_of(context)
         prefix = self.prefix.strip("/")
         target_prefix = restore_prefix(prefix, restore_id)
-        summaries = verify_restore(self.store, target_prefix, units)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         try:
-            for s in summaries:
-                if s.next_source_offset is None:
-                    continue
-                committed = committed_progress(group, s.target_topic, s.partition)
-                if committed != s.next_source_offset:
-                    raise IntegrityError(
-                        f"{s.target_topic}[{s.partition}]: restore progress is at source offset {committed}, "
-                        f"expected {s.next_source_offset}."
-                    )
+            progress = progress_of(group, units)
         finally:
             group.close()
+        summaries = verify_restore(self.store, target_prefix, units, progress)
         settings = {
             "topic_mapping": {u.source_topic: u.target_topic for u in units},
             "from_timestamp": units[0].from_timestamp,

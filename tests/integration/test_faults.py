@@ -38,7 +38,15 @@ from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
 from airflow_kafka_backup.planning import partitions_of, plan_ranges, snapshot_offsets
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-from tests.helpers import create_topics, produce_tricky, read_backup, read_kafka, run_dag, snapshot_bucket
+from tests.helpers import (
+    create_topics,
+    produce_tricky,
+    read_backup,
+    read_kafka,
+    run_dag,
+    snapshot_bucket,
+    verify_finished_restore,
+)
 from tests.s3_proxy import S3Proxy
 
 pytestmark = pytest.mark.integration
@@ -366,9 +374,7 @@ def test_broker_restart_during_backup(restartable_broker, airflow_stack, bucket,
 
 
 def test_broker_restart_during_restore(restartable_broker, airflow_stack, bucket, s3):
-    from airflow_kafka_backup.key_layout import restore_prefix
     from airflow_kafka_backup.restore import KAFKA_TIMEOUT_S, WATCHDOG_GRACE_S
-    from airflow_kafka_backup.restore_manifest import verify_restore
     from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 
     broker = restartable_broker
@@ -417,7 +423,7 @@ def test_broker_restart_during_restore(restartable_broker, airflow_stack, bucket
         _run_worker("restore_worker", rargs)
     _assert_restored(truth, read_kafka(bootstrap, [target]), {topic: target})
     units = plan_restore(store, prefix, RestoreSettings.create(topics=[topic], topic_mapping={topic: target}))
-    summaries = verify_restore(store, restore_prefix(prefix, "restart-test"), units.partitions)
+    summaries = verify_finished_restore(bootstrap, store, prefix, "restart-test", units.partitions)
     assert sum(s.records_restored for s in summaries) == 20_000
 
 

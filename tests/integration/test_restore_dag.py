@@ -20,10 +20,11 @@ from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.key_layout import restore_prefix, safe_run_id
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.offset_map import OffsetMapChunk
 from airflow_kafka_backup.restore import committed_progress, progress_group
-from airflow_kafka_backup.restore_manifest import load_offset_map, load_offset_map_chunks, verify_restore
+from airflow_kafka_backup.restore_manifest import load_offset_map, load_offset_map_chunks, write_restore_manifest
 from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
-from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
+from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag, verify_finished_restore
 
 pytestmark = pytest.mark.integration
 
@@ -263,8 +264,10 @@ def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_i
     store = S3ObjectStore(client=s3, bucket=bucket)
     settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
     units = plan_restore(store, "bk", settings).partitions
-    (summary,) = verify_restore(store, restore_prefix("bk", restore_id), units)
+    (summary,) = verify_finished_restore(bootstrap, store, "bk", restore_id, units)
     assert summary.records_restored == 30_000
+    # The killed worker's chunk of the transaction it had open, if it wrote one, is not the one read.
+    assert len(summary.attempts) == 2 and summary.attempts[1][0] == resumed
 
 
 def _tamper(s3, bucket, key, body: bytes | None) -> None:
@@ -356,12 +359,88 @@ def test_another_producer_writing_into_the_target_partition_leaves_the_restore_e
     ours = [r for r in landed if ("foreign", b"1") not in r.headers]
     assert len(landed) > len(ours), "the foreign writer wrote nothing"
     assert [_fields(r) for r in ours] == [_fields(r) for r in source]
+    (summary,) = verify_finished_restore(bootstrap, store, "bk", restore_id, [unit])
+    assert summary.records_restored == 10_000
     # The map sends each source offset to where its record landed, across the foreign records in between.
-    chunks = load_offset_map_chunks(store, restore_prefix("bk", restore_id), target, 0)
+    rprefix = restore_prefix("bk", restore_id)
+    chunks = load_offset_map_chunks(store, rprefix, target, 0, summary.attempts)
     assert any(len(chunk.runs) > 1 for chunk in chunks.values()), "no transaction was interleaved"
-    offset_map = load_offset_map(store, restore_prefix("bk", restore_id), target, 0)
+    write_restore_manifest(store, rprefix, restore_id, "bk", {}, [summary])
+    offset_map = load_offset_map(store, rprefix, target, 0)
     by_offset = {r.offset: r for r in landed}
     assert [_fields(by_offset[offset_map.first_target_at_or_after(r.offset)]) for r in source] == [
         _fields(r) for r in source]
-    (summary,) = verify_restore(store, restore_prefix("bk", restore_id), [unit])
-    assert summary.records_restored == 10_000
+
+
+def test_a_zombie_whose_offset_map_chunk_lands_after_its_retry_finished_does_not_corrupt_the_map(
+        airflow_stack, bucket, s3):
+    """The window of a zombie: attempt Z has added its progress offsets to its transaction (so it was not fenced
+    yet) and is writing its offset-map chunk when its retry R fences it. R restores everything and commits; only
+    then does Z's chunk write land in S3, describing records Kafka aborted. The map must still be R's."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, restore_partition, transactional_id
+
+    bootstrap = airflow_stack["bootstrap"]
+    topic, target = _backed_up_topic(bootstrap, bucket, "zombie", 2_000, seed=44, flush_size=500)
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
+    (unit,) = plan_restore(store, "bk", settings).partitions
+    restore_id = f"zombie-{uuid.uuid4().hex[:6]}"
+    rprefix = restore_prefix("bk", restore_id)
+    config = {"bootstrap.servers": bootstrap, **PRODUCER_OVERRIDES,
+              "transactional.id": transactional_id(restore_id, target, 0)}
+
+    writing, release = threading.Event(), threading.Event()
+
+    class ChunkWritesHeldBack(S3ObjectStore):
+        """Z's store: its offset-map chunk writes wait until R has finished."""
+
+        def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+            if "/offset-map/" in key:
+                writing.set()
+                release.wait(120)
+            super().put_bytes(key, data, content_type)
+
+    zombie_failure: list[BaseException] = []
+
+    def zombie() -> None:
+        group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
+        try:
+            restore_partition(lambda: Producer(config), group, ChunkWritesHeldBack(client=s3, bucket=bucket),
+                              rprefix, unit, commit_interval_s=0)
+        except BaseException as failure:  # expected: fenced at its commit
+            zombie_failure.append(failure)
+        finally:
+            group.close()
+
+    z = threading.Thread(target=zombie, daemon=True)
+    z.start()
+    assert writing.wait(120), "the zombie never reached its chunk write"
+    group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
+    try:
+        result = restore_partition(lambda: Producer(config), group, store, rprefix, unit, commit_interval_s=0)
+    finally:
+        group.close()
+    release.set()
+    z.join(180)
+    assert not z.is_alive() and zombie_failure, "the zombie committed after being fenced"
+    assert "fenced" in str(zombie_failure[0]).lower(), zombie_failure[0]
+    assert result.records_restored == 2_000 and result.resumed_from is None
+
+    (summary,) = verify_finished_restore(bootstrap, store, "bk", restore_id, [unit])
+    ((_, retry_attempt),) = summary.attempts
+    chunks = {k: OffsetMapChunk.from_json(store.get_bytes(k)) for k in store.list_keys(f"{rprefix}/offset-map/")}
+    (late,) = [k for k in chunks if not k.endswith(f"-{retry_attempt}.json")]
+    assert len(chunks) == 4 + 1, "the zombie's late chunk did not land beside R's four"
+    # It describes records Kafka aborted, at other target offsets than R's: read, it would corrupt the map.
+    assert chunks[late].runs != chunks[late.rsplit("-", 1)[0] + f"-{retry_attempt}.json"].runs
+    write_restore_manifest(store, rprefix, restore_id, "bk", {}, [summary])
+    offset_map = load_offset_map(store, rprefix, target, 0)
+    source = read_kafka(bootstrap, [topic])[(topic, 0)]
+    landed = {r.offset: r for r in read_kafka(bootstrap, [target])[(target, 0)]}
+    assert len(landed) == 2_000  # Z's records were aborted: read_committed sees R's only
+    assert [_fields(landed[offset_map.first_target_at_or_after(r.offset)]) for r in source] == [
+        _fields(r) for r in source]

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.key_layout import attempt_key, chunk_key
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
 from airflow_kafka_backup.restore import (
@@ -31,6 +32,7 @@ from airflow_kafka_backup.restore import (
     restore_partition,
     validate_commit_interval,
 )
+from airflow_kafka_backup.restore_attempts import RestoreAttempt
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from tests.helpers import encode_segment
 
@@ -103,6 +105,7 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, positions, group_metadata, timeout=None) -> None:
         self.transactions.append(f"offsets {positions[0].offset}")
+        self.offset_metadata = positions[0].metadata
 
     def commit_transaction(self, timeout=None) -> None:
         self.transactions.append("commit")
@@ -112,15 +115,25 @@ class FakeProducer:
 
 
 class FakeGroup:
-    def __init__(self, committed: int | None = None) -> None:
+    def __init__(self, committed: int | None = None, attempt: str | None = None) -> None:
         self._committed = committed
+        self._attempt = attempt  # the committed offset's metadata: the attempt that committed it
 
     def consumer_group_metadata(self) -> object:
         return object()
 
     def committed(self, partitions, timeout=None):
         (tp,) = partitions
-        return [TopicPartition(tp.topic, tp.partition, -1001 if self._committed is None else self._committed)]
+        if self._committed is None:
+            return [TopicPartition(tp.topic, tp.partition, -1001)]
+        if self._attempt is None:  # TopicPartition refuses metadata=None
+            return [TopicPartition(tp.topic, tp.partition, self._committed)]
+        return [TopicPartition(tp.topic, tp.partition, self._committed, metadata=self._attempt)]
+
+
+def _written_chunks(store: FakeStore) -> list[OffsetMapChunk]:
+    """The offset-map chunks the restore wrote, in key (source offset) order."""
+    return [OffsetMapChunk.from_json(data) for key, data in sorted(store.written.items()) if "/offset-map/" in key]
 
 
 def _segment(records: list[Record], compression: str = "none") -> tuple[PlannedSegment, bytes]:
@@ -311,7 +324,7 @@ def test_restore_partition_produces_every_field_and_maps_offsets(tmp_path, compr
             step for seg in segments for step in ("begin", f"offsets {seg.last_offset + 1}", "commit")]
     else:  # the segments take far less than a minute: one transaction for all of them
         assert producer.transactions == ["begin", f"offsets {segments[-1].last_offset + 1}", "commit"]
-    maps = [OffsetMapChunk.from_json(data) for _, data in sorted(store.written.items())]
+    maps = _written_chunks(store)
     target = iter(range(1000, 2000))
     for chunk, offset_map in zip(chunks, maps, strict=True):  # one map chunk per segment
         builder = OffsetMapBuilder()
@@ -468,7 +481,7 @@ def test_a_record_of_another_producer_between_ours_aborts_and_redoes_the_segment
     result = restore_partition(lambda: producer, FakeGroup(), store, "r", PartitionRestore("t", "t2", 0, [seg]),
                                spool_dir=str(tmp_path))
     assert producer.transactions == ["begin", "abort", "begin", "offsets 20", "commit"]
-    (chunk,) = [OffsetMapChunk.from_json(v) for v in store.written.values()]
+    (chunk,) = _written_chunks(store)
     # The redo: 20 records from 521 on, with a foreign record after our 7th (at 528).
     assert chunk.runs == ((0, 521, 7), (7, 529, 13))
     assert result.records_restored == 20
@@ -484,7 +497,7 @@ def test_a_transaction_of_segments_with_a_foreign_record_is_redone_a_segment_at_
                                                          for step in ("begin", f"offsets {end}", "commit")]]
     # Each segment is downloaded (and verified) again for its redo.
     assert sorted(store.opened) == sorted([s.key for s in segments] * 2)
-    chunks = sorted((OffsetMapChunk.from_json(v) for v in store.written.values()), key=lambda c: c.runs[0])
+    chunks = sorted(_written_chunks(store), key=lambda c: c.runs[0])
     # 30 records from 500 + 7 + 30 = 531 on (the aborted ones and the foreign one took offsets too).
     assert [c.runs for c in chunks] == [((0, 531, 10),), ((10, 541, 10),), ((20, 551, 10),)]
     assert result.records_restored == 30 and result.segments_restored == 3
@@ -668,14 +681,47 @@ class FencedProducer(FakeProducer):
 
 
 def test_a_fenced_attempt_writes_no_offset_map_chunk(tmp_path):
-    """Its records are aborted: an offset-map chunk of theirs would overwrite the live attempt's with wrong offsets."""
+    """Its records are aborted: a chunk of theirs would only be litter (no committed progress names its attempt)."""
     segments, objects = _segments_of_ten(20)
     store = FakeStore(objects)
     with pytest.raises(KafkaException, match="fenced"):
         restore_partition(FencedProducer, FakeGroup(), store, "r", PartitionRestore("t", "t2", 0, segments),
                           spool_dir=str(tmp_path), commit_interval_s=0)
-    assert store.written == {}
+    assert _written_chunks(store) == []
     assert _spool_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("committed,previous", [(None, None), (10, "a1")])
+def test_each_producer_records_its_attempt_before_producing_and_commits_under_its_id(tmp_path, committed, previous):
+    """The attempt record (where it resumed, after whose commits), its chunk keys and its progress metadata agree."""
+    segments, objects = _segments_of_ten(30)
+    store = FakeStore(objects)
+
+    class RecordedFirst(FakeProducer):
+        def begin_transaction(self) -> None:
+            assert [k for k in store.written if "/attempts/" in k], "the attempt must be recorded before producing"
+            super().begin_transaction()
+
+    producer = RecordedFirst()
+    restore_partition(lambda: producer, FakeGroup(committed, previous), store, "r",
+                      PartitionRestore("t", "t2", 0, segments), spool_dir=str(tmp_path))
+    (record_key,) = [k for k in store.written if "/attempts/" in k]
+    attempt = RestoreAttempt.from_json(store.written[record_key])
+    assert (attempt.target_topic, attempt.partition, attempt.resumed_from, attempt.previous) == (
+        "t2", 0, committed, previous)
+    assert record_key == attempt_key("r", "t2", 0, attempt.attempt)
+    assert producer.offset_metadata == attempt.attempt
+    restored = [s for s in segments if committed is None or s.first_offset >= committed]
+    assert sorted(k for k in store.written if "/offset-map/" in k) == [
+        chunk_key("r", "t2", 0, s.first_offset, attempt.attempt) for s in restored]
+
+
+def test_a_partition_already_restored_records_no_attempt(tmp_path):
+    segments, objects = _segments_of_ten(20)
+    store = FakeStore(objects)
+    restore_partition(FakeProducer, FakeGroup(20, "a1"), store, "r", PartitionRestore("t", "t2", 0, segments),
+                      spool_dir=str(tmp_path))
+    assert store.written == {}
 
 
 class TimedOutProducer(FakeProducer):
