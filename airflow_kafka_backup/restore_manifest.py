@@ -10,7 +10,7 @@ attempts' chunks it is made of.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
@@ -63,16 +63,23 @@ def load_restore_manifest(store: S3ObjectStore, restore_prefix: str) -> dict:
     return json.loads(store.get_bytes(key))
 
 
-def load_offset_map(store: S3ObjectStore, restore_prefix: str, target_topic: str, partition: int) -> OffsetMap:
-    """A verified restore's offset map of one target partition (read through its restore manifest)."""
+def load_offset_maps(store: S3ObjectStore, restore_prefix: str,
+                     partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], OffsetMap]:
+    """A verified restore's offset maps of the given target partitions, read through its restore manifest.
+
+    A partition the restore did not write to maps nothing.
+    """
     manifest = load_restore_manifest(store, restore_prefix)
-    entry = next((p for p in manifest["partitions"]
-                  if p["target_topic"] == target_topic and p["partition"] == partition), None)
-    if entry is None:
-        return OffsetMap(())  # nothing of the backup was restored to that partition
-    attempts = [(resumed_from, attempt) for resumed_from, attempt in entry["attempts"]]
-    return OffsetMap.from_chunks(load_offset_map_chunks(store, restore_prefix, target_topic, partition,
-                                                        attempts).values())
+    chains = {(p["target_topic"], p["partition"]): [(resumed_from, attempt) for resumed_from, attempt in p["attempts"]]
+              for p in manifest["partitions"]}
+    return {(topic, partition): OffsetMap.from_chunks(load_offset_map_chunks(
+                store, restore_prefix, topic, partition, chains.get((topic, partition), ())).values())
+            for topic, partition in partitions}
+
+
+def load_offset_map(store: S3ObjectStore, restore_prefix: str, target_topic: str, partition: int) -> OffsetMap:
+    """A verified restore's offset map of one target partition (see :func:`load_offset_maps`)."""
+    return load_offset_maps(store, restore_prefix, [(target_topic, partition)])[(target_topic, partition)]
 
 
 def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[PartitionRestore],

@@ -35,7 +35,7 @@ from airflow_kafka_backup.restore import (
     transactional_id,
     validate_commit_interval,
 )
-from airflow_kafka_backup.restore_manifest import load_offset_map, verify_restore, write_restore_manifest
+from airflow_kafka_backup.restore_manifest import load_offset_maps, verify_restore, write_restore_manifest
 from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
@@ -307,7 +307,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
         involved = sorted({(selection["topic_mapping"][topic], int(p))
                            for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
                            if topic in selection["topic_mapping"] for p in offsets})
-        offset_maps = {tp: load_offset_map(self.store, target_prefix, *tp) for tp in involved}
+        offset_maps = load_offset_maps(self.store, target_prefix, involved)
         ends = {tp: b.end for tp, b in snapshot_offsets(admin, involved, "read_uncommitted").items()}
         rows = translate(selection["offsets"], selection["groups"], selection["topic_mapping"], offset_maps, ends)
         commit_translations(admin, rows)

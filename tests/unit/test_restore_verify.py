@@ -167,3 +167,9 @@ def test_a_chunk_mapping_one_source_offset_twice_is_refused():
     store, unit = _unit_with_chunks([(0, 100, 5), (4, 105, 5)])
     with pytest.raises(IntegrityError, match="seg0: its offset map maps source offset 4 twice"):
         verify_restore(store, PREFIX, [unit], _done(unit))
+
+
+def test_an_offset_map_is_read_only_through_a_verified_restore_manifest():
+    store, _ = _retried_with_a_zombie()
+    with pytest.raises(IntegrityError, match=r"restore-manifest.json is missing: the restore was not verified"):
+        load_offset_map(store, PREFIX, "t2", 0)
