@@ -60,7 +60,7 @@ from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, Kafk
 from airflow_kafka_backup.key_layout import chunk_key, safe_restore_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
-from airflow_kafka_backup.restore_attempts import RestoreAttempt, new_attempt_id, write_attempt
+from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress, new_attempt_id, write_attempt
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
 
@@ -88,7 +88,7 @@ PREFETCH_WORKERS = 4
 # Offset-map chunks (one per segment) written at once when a transaction commits. With the
 # prefetch threads, 8 requests at most: within botocore's default pool of 10 connections.
 CHUNK_WRITERS = 4
-# Offset-fetch errors that only mean "ask again shortly" (see :func:`committed_progress`).
+# Offset-fetch errors that only mean "ask again shortly" (see :func:`read_progress`).
 _COORDINATOR_NOT_READY = frozenset({
     KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
 })
@@ -204,20 +204,6 @@ def _chunks(body) -> Iterator[bytes | memoryview]:
         yield buffer[:size]
 
 
-@dataclass(frozen=True)
-class RestoreProgress:
-    """What the restore's progress group holds for one target partition."""
-
-    next_offset: int | None  # the next source offset to restore; None before the first commit
-    attempt: str | None  # the restore attempt whose transaction committed it (the offset's metadata)
-
-
-def committed_progress(group_consumer, target_topic: str, partition: int,
-                       timeout: float = KAFKA_TIMEOUT_S) -> int | None:
-    """The restore's committed progress (the next source offset) on the target partition; None before any."""
-    return read_progress(group_consumer, target_topic, partition, timeout).next_offset
-
-
 def progress_of(group_consumer, units: Iterable[PartitionRestore]) -> dict[tuple[str, int], RestoreProgress]:
     """The committed progress of every unit with segments to restore, by target partition (what verify checks)."""
     return {(u.target_topic, u.partition): read_progress(group_consumer, u.target_topic, u.partition)
@@ -246,7 +232,7 @@ def read_progress(group_consumer, target_topic: str, partition: int,
             if tp.error is None:
                 if tp.offset < 0:
                     return RestoreProgress(None, None)
-                return RestoreProgress(tp.offset, getattr(tp, "metadata", None) or None)
+                return RestoreProgress(tp.offset, tp.metadata or None)
             error = tp.error
         if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() + backoff > deadline:
             raise failure or KafkaBackupError(

@@ -11,8 +11,9 @@ So Kafka itself says which attempt made the last commit, and each attempt record
 to the one before: the chain from the last committer backwards names, for every source
 offset, the one attempt whose transactions committed it. A chunk written by any other
 attempt (a zombie fenced by its retry whose S3 write landed late, or one whose
-transaction was aborted) is never read, whatever order the writes landed in. Nothing is
-overwritten, so no write race can replace a committed chunk.
+transaction was aborted) is never read, whatever order the writes landed in. Two attempts
+never write one key; an attempt rewrites a chunk of its own only when it redoes an aborted
+transaction, in the same thread after the first write returned, so the redo's stands.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from dataclasses import asdict, dataclass
 from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.key_layout import attempt_key
 from airflow_kafka_backup.object_store import S3ObjectStore
+
+
+@dataclass(frozen=True)
+class RestoreProgress:
+    """What the restore's progress group holds for one target partition."""
+
+    next_offset: int | None  # the next source offset to restore; None before the first commit
+    attempt: str | None  # the restore attempt whose transaction committed it (the offset's metadata)
 
 
 def new_attempt_id() -> str:
@@ -58,18 +67,21 @@ def write_attempt(store: S3ObjectStore, restore_prefix: str, attempt: RestoreAtt
 
 
 def attempt_chain(store: S3ObjectStore, restore_prefix: str, target_topic: str, partition: int,
-                  last_committer: str | None) -> tuple[RestoreAttempt, ...]:
+                  progress: RestoreProgress) -> tuple[RestoreAttempt, ...]:
     """The attempts whose commits make up the partition's progress, oldest first.
 
-    ``last_committer`` is the metadata of the progress offset committed in Kafka. Each
-    attempt in the chain resumed strictly after the one before it (it committed at least
-    once, or the next one would not name it), which is checked: a chain that loops or goes
-    backwards is damage, not something to guess around.
+    ``progress`` is what Kafka holds: the progress offset and, as its metadata, the attempt
+    that committed it. Each attempt in the chain resumed strictly after the one before it
+    (it committed at least once, or the next one would not name it), and the oldest one
+    from the start; both are checked: a chain that loops, goes backwards or stops short is
+    damage, not something to guess around.
     """
-    if last_committer is None:
+    if progress.next_offset is None:
         return ()
+    if progress.attempt is None:
+        raise _without_attempts(target_topic, partition, f"its progress ({progress.next_offset}) names no attempt")
     chain: list[RestoreAttempt] = []
-    attempt_id: str | None = last_committer
+    attempt_id: str | None = progress.attempt
     while attempt_id is not None:
         key = attempt_key(restore_prefix, target_topic, partition, attempt_id)
         if store.head(key) is None:
@@ -81,12 +93,28 @@ def attempt_chain(store: S3ObjectStore, restore_prefix: str, target_topic: str, 
         if chain and not _resumed_before(attempt, chain[-1]):
             raise IntegrityError(
                 f"{target_topic}[{partition}]: the restore attempt records are damaged: attempt {chain[-1].attempt} "
-                f"resumed at {chain[-1].resumed_from} after attempt {attempt.attempt}, which resumed at "
-                f"{attempt.resumed_from}."
+                f"resumed {_at(chain[-1].resumed_from)} after attempt {attempt.attempt}, which resumed "
+                f"{_at(attempt.resumed_from)}."
             )
         chain.append(attempt)
         attempt_id = attempt.previous
+    if chain[-1].resumed_from is not None:
+        raise _without_attempts(target_topic, partition, f"its oldest attempt {chain[-1].attempt} resumed at "
+                                                         f"{chain[-1].resumed_from} after a commit that names none")
     return tuple(reversed(chain))
+
+
+def _at(resumed_from: int | None) -> str:
+    return "from the start" if resumed_from is None else f"at source offset {resumed_from}"
+
+
+def _without_attempts(target_topic: str, partition: int, why: str) -> IntegrityError:
+    """Progress committed by a version without restore attempts: which chunks are committed is unknown."""
+    return IntegrityError(
+        f"{target_topic}[{partition}]: {why}: part of this restore was committed by a version of "
+        "airflow-kafka-backup without restore attempts, so its offset-map chunks cannot be told from those of "
+        "aborted transactions. Restore again in a new DAG run."
+    )
 
 
 def _resumed_before(earlier: RestoreAttempt, later: RestoreAttempt) -> bool:
@@ -95,12 +123,13 @@ def _resumed_before(earlier: RestoreAttempt, later: RestoreAttempt) -> bool:
     return earlier.resumed_from is None or earlier.resumed_from < later.resumed_from
 
 
-def committer_of(chain: Sequence[RestoreAttempt], first_source_offset: int) -> str | None:
+def committer_of(chain: Sequence[tuple[int | None, str]], first_source_offset: int) -> str | None:
     """The attempt that committed the segment starting at ``first_source_offset`` (None: no attempt did).
 
-    The last attempt of the chain that resumed at or before that offset: resume points are
-    segment boundaries, and every attempt restores from its resume point on.
+    ``chain``: ``(resumed from, attempt id)``, oldest first. The committer is the last
+    attempt that resumed at or before that offset: resume points are segment boundaries,
+    and every attempt restores from its resume point on.
     """
-    starts = [-1 if a.resumed_from is None else a.resumed_from for a in chain]
+    starts = [-1 if resumed_from is None else resumed_from for resumed_from, _ in chain]
     index = bisect_right(starts, first_source_offset) - 1
-    return chain[index].attempt if index >= 0 else None
+    return chain[index][1] if index >= 0 else None

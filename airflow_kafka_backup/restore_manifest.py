@@ -18,8 +18,7 @@ from airflow_kafka_backup.errors import IntegrityError
 from airflow_kafka_backup.key_layout import chunk_key, offset_map_prefix, restore_manifest_key
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMap, OffsetMapChunk
-from airflow_kafka_backup.restore import RestoreProgress
-from airflow_kafka_backup.restore_attempts import RestoreAttempt, attempt_chain, committer_of
+from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress, attempt_chain, committer_of
 from airflow_kafka_backup.restore_planning import PartitionRestore
 
 
@@ -45,12 +44,10 @@ def load_offset_map_chunks(store: S3ObjectStore, restore_prefix: str, target_top
     chunk an attempt outside the chain wrote (for records whose transaction aborted) is
     left out.
     """
-    chain = [RestoreAttempt(attempt, target_topic, partition, resumed_from, None)
-             for resumed_from, attempt in attempts]
     chunks = {}
     for key in store.list_keys(offset_map_prefix(restore_prefix, target_topic, partition)):
         first_offset, _, attempt = key.rsplit("/", 1)[-1].removesuffix(".json").partition("-")
-        if attempt and committer_of(chain, int(first_offset)) == attempt:
+        if first_offset.isdigit() and attempt and committer_of(attempts, int(first_offset)) == attempt:
             chunks[int(first_offset)] = OffsetMapChunk.from_json(store.get_bytes(key))
     return chunks
 
@@ -70,6 +67,12 @@ def load_offset_maps(store: S3ObjectStore, restore_prefix: str,
     A partition the restore did not write to maps nothing.
     """
     manifest = load_restore_manifest(store, restore_prefix)
+    if any("attempts" not in p for p in manifest["partitions"]):
+        raise IntegrityError(
+            f"s3://{store.bucket}/{restore_manifest_key(restore_prefix)} was written by a version of "
+            "airflow-kafka-backup without restore attempts: its offset map cannot be told from the chunks of "
+            "aborted transactions. Restore again in a new DAG run."
+        )
     chains = {(p["target_topic"], p["partition"]): [(resumed_from, attempt) for resumed_from, attempt in p["attempts"]]
               for p in manifest["partitions"]}
     return {(topic, partition): OffsetMap.from_chunks(load_offset_map_chunks(
@@ -92,24 +95,10 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
     """
     summaries = []
     for unit in units:
-        chain: tuple[RestoreAttempt, ...] = ()
-        if unit.segments:
-            committed = progress[(unit.target_topic, unit.partition)]
-            expected = unit.segments[-1].last_offset + 1
-            if committed.next_offset != expected:
-                raise IntegrityError(
-                    f"{unit.target_topic}[{unit.partition}]: restore progress is at source offset "
-                    f"{committed.next_offset}, expected {expected}."
-                )
-            chain = attempt_chain(store, restore_prefix, unit.target_topic, unit.partition, committed.attempt)
-        restored = filtered = 0
-        chunks = []
-        written = set(store.list_keys(offset_map_prefix(restore_prefix, unit.target_topic, unit.partition)))
-        for seg in unit.segments:
-            chunk = _committed_chunk(store, restore_prefix, unit, chain, seg.first_offset, written)
-            if chunk is None:
-                raise IntegrityError(f"Segment {seg.key} was planned but never restored to "
-                                     f"{unit.target_topic}[{unit.partition}].")
+        chain = _check_progress(store, restore_prefix, unit, progress) if unit.segments else ()
+        resume_points = tuple((a.resumed_from, a.attempt) for a in chain)
+        chunks = _committed_chunks(store, restore_prefix, unit, resume_points) if unit.segments else []
+        for seg, chunk in zip(unit.segments, chunks, strict=True):
             if chunk.segment != seg.key:
                 raise IntegrityError(f"The offset-map chunk for source offset {seg.first_offset} of "
                                      f"{unit.target_topic}[{unit.partition}] describes {chunk.segment}, not {seg.key}.")
@@ -119,27 +108,45 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
                     f"records (sha256 {chunk.sha256}), but the backup holds {seg.records} (sha256 {seg.sha256})."
                 )
             _check_runs(seg.key, seg.first_offset, seg.last_offset, chunk)
-            restored += chunk.records_restored
-            filtered += chunk.records_filtered
-            chunks.append(chunk)
         _check_targets_disjoint(unit, chunks)
         summaries.append(PartitionSummary(
-            unit.source_topic, unit.target_topic, unit.partition, len(unit.segments), restored, filtered,
+            unit.source_topic, unit.target_topic, unit.partition, len(unit.segments),
+            sum(c.records_restored for c in chunks), sum(c.records_filtered for c in chunks),
             unit.segments[-1].last_offset + 1 if unit.segments else None,
-            offset_map_prefix(restore_prefix, unit.target_topic, unit.partition),
-            tuple((a.resumed_from, a.attempt) for a in chain),
+            offset_map_prefix(restore_prefix, unit.target_topic, unit.partition), resume_points,
         ))
     return summaries
 
 
-def _committed_chunk(store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
-                     chain: Sequence[RestoreAttempt], first_offset: int, written: set[str]) -> OffsetMapChunk | None:
-    """The chunk the attempt that committed the segment starting at ``first_offset`` wrote; None without one."""
-    attempt = committer_of(chain, first_offset)
-    if attempt is None:
-        return None
-    key = chunk_key(restore_prefix, unit.target_topic, unit.partition, first_offset, attempt)
-    return OffsetMapChunk.from_json(store.get_bytes(key)) if key in written else None
+def _check_progress(store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
+                    progress: Mapping[tuple[str, int], RestoreProgress]) -> tuple[RestoreAttempt, ...]:
+    """The unit's attempt chain, once its committed progress stands right after its last segment."""
+    committed = progress[(unit.target_topic, unit.partition)]
+    expected = unit.segments[-1].last_offset + 1
+    if committed.next_offset != expected:
+        raise IntegrityError(f"{unit.target_topic}[{unit.partition}]: restore progress is at source offset "
+                             f"{committed.next_offset}, expected {expected}.")
+    return attempt_chain(store, restore_prefix, unit.target_topic, unit.partition, committed)
+
+
+def _committed_chunks(store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
+                      resume_points: Sequence[tuple[int | None, str]]) -> list[OffsetMapChunk]:
+    """Each planned segment's chunk, as written by the attempt that committed it."""
+    written = set(store.list_keys(offset_map_prefix(restore_prefix, unit.target_topic, unit.partition)))
+    chunks = []
+    for seg in unit.segments:
+        attempt = committer_of(resume_points, seg.first_offset)
+        if attempt is None:
+            raise IntegrityError(f"Segment {seg.key} was planned but never restored to "
+                                 f"{unit.target_topic}[{unit.partition}].")
+        key = chunk_key(restore_prefix, unit.target_topic, unit.partition, seg.first_offset, attempt)
+        if key not in written:
+            raise IntegrityError(
+                f"Segment {seg.key} was planned but never restored to {unit.target_topic}[{unit.partition}]: the "
+                f"restore attempt that committed it ({attempt}) wrote no offset-map chunk s3://{store.bucket}/{key}."
+            )
+        chunks.append(OffsetMapChunk.from_json(store.get_bytes(key)))
+    return chunks
 
 
 def _check_runs(key: str, first_offset: int, last_offset: int, chunk: OffsetMapChunk) -> None:

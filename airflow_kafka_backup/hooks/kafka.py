@@ -60,6 +60,10 @@ class KafkaTransactionalProducerHook(KafkaProducerHook):
 class KafkaGroupConsumerHook(KafkaConsumerHook):
     """A consumer of one named group, never subscribed: for committed offsets and group metadata.
 
+    Always ``read_committed``: librdkafka then fetches committed offsets as stable, waiting
+    for transactions still completing, so a restore's progress (and the attempt that
+    committed it) is never read from before its last commit, whatever the connection says.
+
     :param kafka_config_id: the ``kafka`` connection.
     :param group_id: the consumer group.
     """
@@ -69,4 +73,5 @@ class KafkaGroupConsumerHook(KafkaConsumerHook):
         self.group_id = group_id
 
     def _get_client(self, config):
-        return super()._get_client({**config, "group.id": self.group_id, "enable.auto.commit": False})
+        return super()._get_client({**config, "group.id": self.group_id, "enable.auto.commit": False,
+                                    "isolation.level": "read_committed"})

@@ -21,7 +21,7 @@ from airflow_kafka_backup.key_layout import restore_prefix, safe_run_id
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapChunk
-from airflow_kafka_backup.restore import committed_progress, progress_group
+from airflow_kafka_backup.restore import progress_group, read_progress
 from airflow_kafka_backup.restore_manifest import load_offset_map, load_offset_map_chunks, write_restore_manifest
 from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag, verify_finished_restore
@@ -141,7 +141,7 @@ def test_restore_into_a_brand_new_cluster_is_exact(airflow_stack, bucket, monkey
         # retry itself is unit-tested (test_progress_is_read_again_while_the_group_coordinator_is_not_ready).
         group = Consumer({"bootstrap.servers": fresh.bootstrap, "group.id": progress_group("first-fetch")})
         try:
-            assert committed_progress(group, topic, 0) is None
+            assert read_progress(group, topic, 0).next_offset is None
         finally:
             group.close()
         extra = {"bootstrap.servers": fresh.bootstrap, "group.id": "airflow-kafka-backup"}
@@ -241,7 +241,7 @@ def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_i
     # progress is not read again after the kill: the dead worker's open transaction may hold progress
     # offsets, which a read_committed offset fetch waits on until the broker times the transaction out.
     while time.monotonic() < deadline and worker.poll() is None:
-        killed_at = committed_progress(progress, target, 0)
+        killed_at = read_progress(progress, target, 0).next_offset
         if (killed_at or 0) >= 3_000:
             break
         time.sleep(0.02)

@@ -27,12 +27,13 @@ from airflow_kafka_backup.restore import (
     _offset_runs,
     _Prefetcher,
     _source_runs,
-    committed_progress,
     download_verified,
+    read_progress,
     restore_partition,
     validate_commit_interval,
 )
-from airflow_kafka_backup.restore_attempts import RestoreAttempt
+from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress
+from airflow_kafka_backup.restore_manifest import verify_restore
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from tests.helpers import encode_segment
 
@@ -51,6 +52,16 @@ class FakeStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.written[key] = data
+
+    # What verify reads back: the objects the restore wrote.
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.written if k.startswith(prefix))
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.written[key]
+
+    def head(self, key: str) -> dict | None:
+        return {} if key in self.written else None
 
 
 class FakeMessage:
@@ -392,12 +403,18 @@ class CommittingProducer(FakeProducer):
         self.sends += 1
         if self.sends == self.stuck_at:
             self.never.wait()  # ignores its timeout
-        self.pending_offset = positions[0].offset
+        self.pending_offset, self.pending_attempt = positions[0].offset, positions[0].metadata
 
     def commit_transaction(self, timeout=None) -> None:
         super().commit_transaction()
         self.log.extend(self.pending)
-        self.group._committed = self.pending_offset
+        self.group._committed, self.group._attempt = self.pending_offset, self.pending_attempt
+
+
+def _verified(store: FakeStore, unit: PartitionRestore, group: FakeGroup):
+    """``verify_restore`` of what the restore wrote, against the progress (and attempt) the group holds."""
+    (summary,) = verify_restore(store, "r", [unit], {("t2", 0): RestoreProgress(group._committed, group._attempt)})
+    return summary
 
 
 def test_a_stuck_transactional_call_is_given_up_on_and_a_new_producer_resumes_exactly(tmp_path, monkeypatch):
@@ -414,14 +431,16 @@ def test_a_stuck_transactional_call_is_given_up_on_and_a_new_producer_resumes_ex
         producers.append(CommittingProducer(committed_keys, group, 100 * len(producers), stuck_at))
         return producers[-1]
 
-    unit = PartitionRestore("t", "t2", 0, segments)
+    store, unit = FakeStore(objects), PartitionRestore("t", "t2", 0, segments)
     started = time.monotonic()
-    result = restore_partition(new_producer, group, FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
-                               commit_interval_s=0)
+    result = restore_partition(new_producer, group, store, "r", unit, spool_dir=str(tmp_path), commit_interval_s=0)
     assert time.monotonic() - started < 5
     assert len(producers) == 3
     assert committed_keys == [r.key for r in _records(range(50))]  # each record once, in order
     assert group._committed == 50
+    # Three attempts were recorded; the second committed nothing, so the chain skips it.
+    assert len([k for k in store.written if "/attempts/" in k]) == 3
+    assert [resumed_from for resumed_from, _ in _verified(store, unit, group).attempts] == [None, 20]
     assert result.records_restored == 50 and result.segments_restored == 5
     assert result.segments_skipped_as_done == 0 and result.resumed_from is None
     assert _spool_files(tmp_path) == []
@@ -604,10 +623,15 @@ def test_a_stuck_commit_that_went_through_is_counted_once(tmp_path, monkeypatch,
         producers.append(kind(committed_keys, group, 100 * len(producers)))
         return producers[-1]
 
-    result = restore_partition(new_producer, group, FakeStore(objects), "r", PartitionRestore("t", "t2", 0, segments),
-                               spool_dir=str(tmp_path), commit_interval_s=commit_interval_s)
+    store, unit = FakeStore(objects), PartitionRestore("t", "t2", 0, segments)
+    result = restore_partition(new_producer, group, store, "r", unit, spool_dir=str(tmp_path),
+                               commit_interval_s=commit_interval_s)
     assert committed_keys == [r.key for r in _records(range(30))]  # each once: the next producer skipped it
     assert result.records_restored == 30 and result.segments_restored == 3
+    # Verify reads the stuck producer's chunks for what its commit held, the replacement's for the rest.
+    summary = _verified(store, unit, group)
+    assert summary.records_restored == 30
+    assert len(summary.attempts) == (2 if commit_interval_s == 0 else 1)
     # The replacement producer restores what the stuck commit did not hold: two segments, or nothing.
     assert len(producers[1].produced) == (20 if commit_interval_s == 0 else 0)
 
@@ -645,7 +669,7 @@ class _NotReadyGroup(FakeGroup):
                                   KafkaError.COORDINATOR_NOT_AVAILABLE])
 def test_progress_is_read_again_while_the_group_coordinator_is_not_ready(code, as_result):
     group = _NotReadyGroup(failures=2, code=code, as_result=as_result)
-    assert committed_progress(group, "t", 0) == 42
+    assert read_progress(group, "t", 0).next_offset == 42
     assert group.calls == 3
 
 
@@ -653,7 +677,7 @@ def test_progress_gives_up_on_a_coordinator_that_stays_unready_at_the_timeout():
     group = _NotReadyGroup(failures=10**6)
     started = time.monotonic()
     with pytest.raises(KafkaException, match="Not coordinator"):
-        committed_progress(group, "t", 0, timeout=0.5)
+        read_progress(group, "t", 0, timeout=0.5)
     assert time.monotonic() - started < 2 and group.calls >= 2
 
 
@@ -661,7 +685,7 @@ def test_progress_gives_up_on_a_coordinator_that_stays_unready_at_the_timeout():
 def test_progress_fails_at_once_on_any_other_error(as_result):
     group = _NotReadyGroup(failures=1, code=KafkaError.GROUP_AUTHORIZATION_FAILED, as_result=as_result)
     with pytest.raises(KafkaException if not as_result else KafkaBackupError, match="(?i)authoriz|GROUP_AUTH"):
-        committed_progress(group, "t", 0)
+        read_progress(group, "t", 0)
     assert group.calls == 1
 
 

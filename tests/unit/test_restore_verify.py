@@ -5,6 +5,8 @@ S3 is a dict here; the integration tests verify real restores (and damaged ones)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_kafka_backup.errors import IntegrityError
@@ -106,7 +108,9 @@ def test_the_chunks_of_attempts_whose_transactions_aborted_are_never_read():
 def test_a_segment_whose_committing_attempt_wrote_no_chunk_is_refused():
     store, unit = _retried_with_a_zombie()
     del store.objects[chunk_key(PREFIX, "t2", 0, 10, "a2")]  # a1's (aborted) chunk for it does not stand in
-    with pytest.raises(IntegrityError, match=r"Segment bk/t/partition=0/seg1 was planned but never restored"):
+    with pytest.raises(IntegrityError, match=r"Segment bk/t/partition=0/seg1 was planned but never restored to "
+                                             r"t2\[0\]: the restore attempt that committed it \(a2\) wrote no "
+                                             r"offset-map chunk s3://b/.*/00000000000000000010-a2.json"):
         verify_restore(store, PREFIX, [unit], _done(unit, "a2"))
 
 
@@ -123,13 +127,37 @@ def test_an_attempt_chain_that_loops_or_goes_backwards_is_refused(earlier):
     store = DictStore()
     write_attempt(store, PREFIX, earlier)
     write_attempt(store, PREFIX, RestoreAttempt("a2", "t2", 0, 10, "a1"))
-    with pytest.raises(IntegrityError, match="attempt records are damaged: attempt a2 resumed at 10 after attempt a1"):
-        attempt_chain(store, PREFIX, "t2", 0, "a2")
+    with pytest.raises(IntegrityError, match="attempt records are damaged: attempt a2 resumed at source offset 10 "
+                                             "after attempt a1"):
+        attempt_chain(store, PREFIX, "t2", 0, RestoreProgress(20, "a2"))
+
+
+@pytest.mark.parametrize("progress,why", [
+    (RestoreProgress(20, None), r"its progress \(20\) names no attempt"),
+    (RestoreProgress(20, "a2"), "its oldest attempt a2 resumed at 10 after a commit that names none"),
+])
+def test_progress_committed_by_a_version_without_attempts_is_refused_saying_so(progress, why):
+    store = DictStore()
+    write_attempt(store, PREFIX, RestoreAttempt("a2", "t2", 0, 10, None))
+    with pytest.raises(IntegrityError, match=rf"t2\[0\]: {why}: .* without restore attempts.*new DAG run"):
+        attempt_chain(store, PREFIX, "t2", 0, progress)
+
+
+def test_a_restore_manifest_without_attempt_chains_is_refused_saying_so():
+    store, unit = _retried_with_a_zombie()
+    (summary,) = verify_restore(store, PREFIX, [unit], _done(unit, "a2"))
+    write_restore_manifest(store, PREFIX, "kafka_restore/r", "bk", {}, [summary])
+    key = f"{PREFIX}/restore-manifest.json"
+    manifest = json.loads(store.objects[key])
+    del manifest["partitions"][0]["attempts"]
+    store.objects[key] = json.dumps(manifest).encode()
+    with pytest.raises(IntegrityError, match="restore-manifest.json was written by a version .* without restore "
+                                             "attempts"):
+        load_offset_map(store, PREFIX, "t2", 0)
 
 
 def test_each_source_offset_belongs_to_the_last_attempt_that_resumed_at_or_before_it():
-    chain = (RestoreAttempt("a1", "t2", 0, None, None), RestoreAttempt("a2", "t2", 0, 10, "a1"),
-             RestoreAttempt("a3", "t2", 0, 30, "a2"))
+    chain = ((None, "a1"), (10, "a2"), (30, "a3"))
     assert [committer_of(chain, o) for o in (0, 9, 10, 29, 30, 99)] == ["a1", "a1", "a2", "a2", "a3", "a3"]
     assert committer_of(chain[1:], 0) is None  # before the first resume point of a chain
     assert committer_of((), 0) is None
