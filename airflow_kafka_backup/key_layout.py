@@ -71,6 +71,12 @@ def chunk_key(restore_prefix: str, target_topic: str, partition: int, first_sour
     return offset_map_prefix(restore_prefix, target_topic, partition) + f"{first_source_offset:020d}-{attempt}.json"
 
 
+def parse_chunk_key(key: str) -> tuple[int, str] | None:
+    """``(first source offset, attempt)`` of a :func:`chunk_key`; None for any other object in the folder."""
+    first_offset, _, attempt = key.rsplit("/", 1)[-1].removesuffix(".json").partition("-")
+    return (int(first_offset), attempt) if first_offset.isdigit() and attempt else None
+
+
 def attempt_key(restore_prefix: str, target_topic: str, partition: int, attempt: str) -> str:
     return _join(restore_prefix, "attempts", target_topic, f"partition={partition}", f"{attempt}.json")
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 
 from airflow_kafka_backup.errors import IntegrityError
-from airflow_kafka_backup.key_layout import chunk_key, offset_map_prefix, restore_manifest_key
+from airflow_kafka_backup.key_layout import chunk_key, offset_map_prefix, parse_chunk_key, restore_manifest_key
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMap, OffsetMapChunk
 from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress, attempt_chain, committer_of
@@ -46,9 +46,9 @@ def load_offset_map_chunks(store: S3ObjectStore, restore_prefix: str, target_top
     """
     chunks = {}
     for key in store.list_keys(offset_map_prefix(restore_prefix, target_topic, partition)):
-        first_offset, _, attempt = key.rsplit("/", 1)[-1].removesuffix(".json").partition("-")
-        if first_offset.isdigit() and attempt and committer_of(attempts, int(first_offset)) == attempt:
-            chunks[int(first_offset)] = OffsetMapChunk.from_json(store.get_bytes(key))
+        parsed = parse_chunk_key(key)
+        if parsed is not None and committer_of(attempts, parsed[0]) == parsed[1]:
+            chunks[parsed[0]] = OffsetMapChunk.from_json(store.get_bytes(key))
     return chunks
 
 
