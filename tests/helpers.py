@@ -184,9 +184,9 @@ def run_dag(dag_id: str, conf: dict, logical_date=None):
     """Run a shipped DAG through ``dag.test()``; returns the finished DagRun."""
     import os
 
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_kafka_backup.compat import dag_bag_class
 
-    dag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
+    dag = dag_bag_class()(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
     assert dag is not None, dag_id
     kwargs = {"run_conf": conf}
     if logical_date is not None:

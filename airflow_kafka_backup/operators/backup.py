@@ -13,11 +13,12 @@ from dataclasses import asdict
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Asset, AssetAlias, Context, TriggerRule, Variable
+from airflow.sdk import Asset, AssetAlias, Context, Variable
 from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
+from airflow_kafka_backup.compat import TriggerRule, conf
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.key_layout import manifest_key
@@ -65,8 +66,6 @@ def checkpoint_variable_key(bucket: str, prefix: str) -> str:
 
 
 def _max_map_length() -> int:
-    from airflow.sdk.configuration import conf
-
     return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
 
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Asset, AssetAlias, Context, TriggerRule
+from airflow.sdk import Asset, AssetAlias, Context
 
+from airflow_kafka_backup.compat import TriggerRule
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.group_offsets import (
     check_groups_inactive,

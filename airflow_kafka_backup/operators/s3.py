@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import BaseOperator, Context, Variable
-from airflow.sdk.definitions.context import render_template_to_string
 from airflow.sdk.exceptions import ErrorType
 
+from airflow_kafka_backup.compat import mask_secret, render_template_to_string
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
@@ -55,8 +55,6 @@ def as_text(field: str, value: object, shape: str = NAME) -> Any:
 
 def _mask_proxy_credentials(hook: S3Hook) -> None:
     """Proxy URLs in the connection's ``config_kwargs`` may carry a password: mask it, check the URL."""
-    from airflow.sdk.log import mask_secret
-
     proxies = getattr(hook.conn_config.botocore_config, "proxies", None) or {}
     for scheme, url in proxies.items():
         parts = urlsplit(str(url))
@@ -167,8 +165,6 @@ class S3BackupBaseOperator(BaseOperator):
 
     @cached_property
     def s3_settings(self) -> S3WriteSettings:
-        from airflow.sdk.log import mask_secret
-
         key = None
         if self.sse_customer_key_variable:
             try:

@@ -13,10 +13,10 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import BaseSensorOperator, Context, Variable
-from airflow.sdk.configuration import conf
 
 from airflow_kafka_backup.backlog import Backlog, measure_backlog
 from airflow_kafka_backup.checkpoint import resolve_checkpoints
+from airflow_kafka_backup.compat import conf
 from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.manifest import TopicPartition, checkpoints_to_json

@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("folder", ["dags", "airflow_kafka_backup/example_dags"])
 def test_dag_files_parse_without_errors(folder):
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_kafka_backup.compat import dag_bag_class
 
-    bag = DagBag(dag_folder=str(REPO / folder))
+    bag = dag_bag_class()(dag_folder=str(REPO / folder))
     assert bag.import_errors == {}
     assert bag.dags
 
