@@ -61,6 +61,16 @@ def airflow_at_least(version: str) -> bool:
     return version_tuple(airflow_version()) >= version_tuple(version)
 
 
+def variable_keys_may_contain_slash() -> bool:
+    """Whether the Task SDK can read and write a Variable whose key has ``/`` in it.
+
+    Airflow 3.0's Execution API routes ``/variables/{variable_key}``; 3.1 made it
+    ``{variable_key:path}``. On 3.0 such a key answers 404: a read looks like a missing
+    Variable, a write fails the task.
+    """
+    return airflow_at_least("3.1.0")
+
+
 def dag_bag_class() -> type[DagBag]:
     """``DagBag``: in ``airflow.dag_processing.dagbag`` from 3.2, ``airflow.models.dagbag`` before.
 
@@ -105,4 +115,5 @@ def warn_if_below_floor() -> str | None:
 warn_if_below_floor()
 
 __all__: list[Any] = ["TriggerRule", "airflow_at_least", "airflow_version", "conf", "dag_bag_class", "mask_secret",
-                      "render_template_to_string", "version_tuple", "warn_if_below_floor"]
+                      "render_template_to_string", "variable_keys_may_contain_slash", "version_tuple",
+                      "warn_if_below_floor"]

@@ -18,7 +18,7 @@ from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
-from airflow_kafka_backup.compat import TriggerRule, conf
+from airflow_kafka_backup.compat import TriggerRule, airflow_version, conf, variable_keys_may_contain_slash
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.key_layout import manifest_key
@@ -63,6 +63,32 @@ DEFAULT_MAX_MAP_LENGTH = 1024
 def checkpoint_variable_key(bucket: str, prefix: str) -> str:
     """One Variable per backup location: ``kafka_backup_checkpoint:<bucket>/<prefix>``."""
     return f"kafka_backup_checkpoint:{bucket}/{prefix.strip('/')}"
+
+
+def get_checkpoint_variable(bucket: str, prefix: str) -> dict[str, Any] | None:
+    """The checkpoints cached in the Variable, or ``None`` (missing, or an Airflow that cannot keep it).
+
+    The Variable is only a cache: the S3 manifests are the truth, and ``resolve_checkpoints`` reads
+    them whenever the cache is missing or behind.
+    """
+    if not variable_keys_may_contain_slash():
+        return None
+    return Variable.get(checkpoint_variable_key(bucket, prefix), default=None, deserialize_json=True)
+
+
+def set_checkpoint_variable(bucket: str, prefix: str, value: dict[str, Any]) -> None:
+    """Advance the checkpoint Variable; on Airflow 3.0 say once per commit why there is none.
+
+    Airflow 3.0's Execution API routes ``/variables/{key}`` without ``:path``, so a key with ``/``
+    (every checkpoint key has one) answers 404 and the task would fail after its manifest committed.
+    Leaving the cache out costs a plan that lists and reads the manifests; it loses nothing.
+    """
+    key = checkpoint_variable_key(bucket, prefix)
+    if not variable_keys_may_contain_slash():
+        log.warning("Airflow %s cannot store the checkpoint Variable %s ('/' in Variable keys needs Airflow 3.1): "
+                    "each plan recovers the checkpoints from the S3 manifests instead.", airflow_version(), key)
+        return
+    Variable.set(key, value, serialize_json=True)
 
 
 def _max_map_length() -> int:
@@ -260,8 +286,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 end = bounds[tp].end if end is None else end
                 if start < end:
                     requested[tp] = (start, end)
-        cached = Variable.get(checkpoint_variable_key(settings.bucket, settings.prefix), default=None,
-                              deserialize_json=True)
+        cached = get_checkpoint_variable(settings.bucket, settings.prefix)
         checkpoints, _ = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
         manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
         for m in manifests:
@@ -289,7 +314,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         for sample in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
             self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
-        cached = Variable.get(variable_key, default=None, deserialize_json=True)
+        cached = get_checkpoint_variable(settings.bucket, settings.prefix)
         checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
         if recovered:
             log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
@@ -403,11 +428,10 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         key = write_manifest(self.store, prefix, manifest)
         log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
 
-        variable_key = checkpoint_variable_key(self.bucket, prefix)
-        cached = Variable.get(variable_key, default=None, deserialize_json=True) or {}
+        cached = get_checkpoint_variable(self.bucket, prefix) or {}
         checkpoints = merge_checkpoints(checkpoints_from_json(cached.get("checkpoints")), manifest.end_offsets())
-        Variable.set(variable_key, checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))),
-                     serialize_json=True)
+        set_checkpoint_variable(self.bucket, prefix,
+                                checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))))
         self._emit_asset_events(context, prefix, ranges, segments)
         return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import BaseSensorOperator, Context, Variable
+from airflow.sdk import BaseSensorOperator, Context
 
 from airflow_kafka_backup.backlog import Backlog, measure_backlog
 from airflow_kafka_backup.checkpoint import resolve_checkpoints
@@ -20,7 +20,7 @@ from airflow_kafka_backup.compat import conf
 from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.manifest import TopicPartition, checkpoints_to_json
-from airflow_kafka_backup.operators.backup import checkpoint_variable_key
+from airflow_kafka_backup.operators.backup import get_checkpoint_variable
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.settings import validate_topics
 from airflow_kafka_backup.triggers.backlog import KafkaBacklogTrigger
@@ -98,7 +98,7 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
 
     def _checkpoints(self) -> dict[TopicPartition, int]:
         prefix = self.prefix.strip("/")
-        cached = Variable.get(checkpoint_variable_key(self.bucket, prefix), default=None, deserialize_json=True)
+        cached = get_checkpoint_variable(self.bucket, prefix)
         checkpoints, _ = resolve_checkpoints(self.store, prefix, cached)
         return checkpoints
 
