@@ -23,7 +23,11 @@ from airflow_kafka_backup.group_offsets import (
     translate,
     validate_group_mapping,
 )
-from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
+from airflow_kafka_backup.hooks.kafka import (
+    KafkaGroupConsumerHook,
+    KafkaTransactionalProducerHook,
+    first_bootstrap_server,
+)
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
@@ -273,8 +277,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
             log.info("Restored %d records into %s", count, topic)
         log.info("Restore verified; manifest s3://%s/%s", self.bucket, key)
         if self.asset_alias:
-            server = str(KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id)._build_config().get(
-                "bootstrap.servers", "")).split(",")[0].strip()
+            server = first_bootstrap_server(self.kafka_conn_id)
             events = context["outlet_events"][AssetAlias(self.asset_alias)]
             for topic, count in sorted(by_topic.items()):
                 # The Kafka provider's asset URI scheme: kafka://<bootstrap server>/<topic>.
