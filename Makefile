@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv test test-floor floor-constraints demo lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,49 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+# The compat run (issue #21): the oldest supported Airflow, pinned whole by constraints-floor.txt, in a
+# second venv. It runs the unit tests (the DAG parse is among them), then one backup and one restore DAG
+# run on the real local stack. --fail-on-skip: a skipped test fails it. See docs/compatibility.md.
+FLOOR_VENV ?= .venv-floor
+FPY := $(FLOOR_VENV)/bin/python
+FLOOR_AIRFLOW = $(shell sed -n 's/^apache-airflow==//p' constraints-floor.txt)
+FLOOR_DATE ?= 2025-09-01T00:00:00Z
+FLOOR_PROVIDERS = apache-airflow-providers-amazon apache-airflow-providers-apache-kafka
+
+$(FLOOR_VENV)/.installed: pyproject.toml constraints-floor.txt
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FPY) -m pip install -q --upgrade pip
+	$(FPY) -m pip install -q -c constraints-floor.txt -e '.[test]'
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	AKB_EXPECT_AIRFLOW=$(FLOOR_AIRFLOW) $(FPY) -m pytest -ra --fail-on-skip -p no:cacheprovider tests/unit \
+		tests/integration/test_backup_dag.py::test_backup_is_byte_exact \
+		tests/integration/test_restore_dag.py::test_restore_round_trip_is_byte_exact_with_offset_map
+
+# Regenerate constraints-floor.txt: resolve the floor Airflow as PyPI stood at FLOOR_DATE (its release,
+# so its providers and libraries are the ones it shipped with), then take botocore from constraints.txt
+# (s3_retry_backoff_ms needs botocore 1.43; older ones refuse it with a clear message). Needs pip >= 26.
+floor-constraints:
+	rm -rf .venv-floor-resolve
+	$(PYTHON) -m venv .venv-floor-resolve
+	.venv-floor-resolve/bin/python -m pip install -q --upgrade pip
+	.venv-floor-resolve/bin/python -m pip install -q --uploaded-prior-to $(FLOOR_DATE) \
+		"apache-airflow==$(FLOOR_AIRFLOW)" $(FLOOR_PROVIDERS) -e '.[test]'
+	.venv-floor-resolve/bin/python -m pip install -q $$(grep -E '^(boto3|botocore|s3transfer|ruff)==' constraints.txt)
+	.venv-floor-resolve/bin/python -m pip check
+	{ echo "# Airflow $(FLOOR_AIRFLOW), the floor, as PyPI stood at $(FLOOR_DATE) (botocore, ruff: constraints.txt)."; \
+	  echo "# Made by 'make floor-constraints'; used by 'make test-floor'."; \
+	  .venv-floor-resolve/bin/python -m pip freeze --exclude-editable; } > constraints-floor.txt
+	rm -rf .venv-floor-resolve
+
 lint: venv
 	$(PY) -m ruff check .
 
 test: venv lint
 	$(PY) -m pytest -ra
+	$(MAKE) test-floor
 
 demo: venv
 	$(PY) -m devstack.demo
@@ -27,4 +65,4 @@ bench: venv
 	$(PY) benchmarks/restore_throughput.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(FLOOR_VENV)

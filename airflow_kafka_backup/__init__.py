@@ -10,13 +10,13 @@ __version__ = "0.1.0"
 
 # The oldest Airflow this provider is tested on (`make test-floor`). pyproject.toml and
 # get_provider_info() state the same floor; tests/unit/test_compat.py checks that they agree.
-MIN_AIRFLOW_VERSION = "3.1.0"
+MIN_AIRFLOW_VERSION = "3.0.6"
 
 # The package's install requirements, as pyproject.toml lists them (and the same test checks).
 DEPENDENCIES = [
     f"apache-airflow>={MIN_AIRFLOW_VERSION},<4",
-    "apache-airflow-providers-amazon>=9.14.0",
-    "apache-airflow-providers-apache-kafka>=1.10.4",
+    "apache-airflow-providers-amazon>=9.12.0",
+    "apache-airflow-providers-apache-kafka>=1.10.2",
     "confluent-kafka>=2.6",
     "zstandard>=0.22",
     "pybase64>=1.4",

@@ -72,7 +72,7 @@ def variable_keys_may_contain_slash() -> bool:
 
 
 def dag_bag_class() -> type[DagBag]:
-    """``DagBag``: in ``airflow.dag_processing.dagbag`` from 3.2, ``airflow.models.dagbag`` before.
+    """``DagBag``: ``airflow.dag_processing.dagbag`` in current releases, ``airflow.models.dagbag`` in 3.0 and 3.1.
 
     Imported on call, not at module import: it pulls in the scheduler side of core, which
     operators running in a worker never need.
@@ -114,6 +114,5 @@ def warn_if_below_floor() -> str | None:
 
 warn_if_below_floor()
 
-__all__: list[Any] = ["TriggerRule", "airflow_at_least", "airflow_version", "conf", "dag_bag_class", "mask_secret",
-                      "render_template_to_string", "variable_keys_may_contain_slash", "version_tuple",
-                      "warn_if_below_floor"]
+__all__ = ["TriggerRule", "airflow_at_least", "airflow_version", "conf", "dag_bag_class", "mask_secret",
+           "render_template_to_string", "variable_keys_may_contain_slash", "version_tuple", "warn_if_below_floor"]

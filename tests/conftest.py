@@ -69,3 +69,22 @@ def s3(s3_server):
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fail-on-skip", action="store_true",
+        help="A skipped or xfailed test fails the run: the floor run (make test-floor) must prove every test, "
+             "not pass by skipping what the older Airflow cannot do.",
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With --fail-on-skip, turn a green run that skipped anything into a failure (exit 1)."""
+    if not session.config.getoption("--fail-on-skip") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = [*reporter.stats.get("skipped", ()), *reporter.stats.get("xfailed", ())] if reporter else []
+    if skipped:
+        reporter.write_line(f"--fail-on-skip: {len(skipped)} test(s) skipped or xfailed; the run fails.", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
