@@ -18,7 +18,7 @@ def first_bootstrap_server(kafka_config_id: str) -> str:
     """The first ``host:port`` of the connection's ``bootstrap.servers``: the server in ``kafka://`` asset URIs.
 
     Read from the connection's extra, where every Kafka provider version keeps it; the provider's
-    ``_build_config`` (private, and only in provider 1.11+) would also build OAuth callbacks for nothing.
+    ``_build_config`` (private, and missing in provider 1.10.x) would also build OAuth callbacks for nothing.
     """
     extra = KafkaBaseHook.get_connection(kafka_config_id).extra_dejson
     return str(extra.get("bootstrap.servers", "")).split(",")[0].strip()
