@@ -54,6 +54,16 @@ class SegmentInfo:
     max_timestamp: int
     bytes: int
     sha256: str
+    # The largest record's key + value + header bytes (see ``records.record_bytes``); what a restore
+    # sizes its producer and checks its targets by. None in manifests written before it was recorded.
+    max_record_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        """As in the manifest JSON: ``max_record_bytes`` only when known, so older manifests keep their bytes."""
+        body = asdict(self)
+        if body["max_record_bytes"] is None:
+            del body["max_record_bytes"]
+        return body
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class RunManifest:
             "consumer_groups": self.consumer_groups,
             "ranges": [asdict(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
             "segments": [
-                asdict(s) for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
+                s.to_dict() for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
             ],
         }
         return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"

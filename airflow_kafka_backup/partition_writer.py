@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.key_layout import segment_key
 from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
-from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record
+from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record, record_bytes
 from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
 
@@ -86,6 +86,7 @@ class TopicPartitionWriter:
         self._count = 0
         self._min_ts = 0
         self._max_ts = 0
+        self._max_record_bytes = 0
         self._window: int | None = None
 
     def write(self, record: Record) -> None:
@@ -114,7 +115,13 @@ class TopicPartitionWriter:
             self._max_ts = ts
         self._count += 1
         self.records_written += 1
-        self.payload_bytes += (len(key) if key else 0) + (len(value) if value else 0)
+        # record_bytes() inlined for the common case of no headers: this runs for every record.
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            size = record_bytes(key, value, headers)
+        self.payload_bytes += size
+        if size > self._max_record_bytes:
+            self._max_record_bytes = size
         if self._count >= self._flush_size:
             self._close()
 
@@ -132,7 +139,8 @@ class TopicPartitionWriter:
         self.state = WriterState.IDLE
 
     def _open(self, first_offset: int, first_timestamp: int) -> None:
-        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic}+{self.partition}+", dir=self._spool_dir)
+        # The topic name cut short: a topic name may be 249 characters, a file name at most 255 bytes.
+        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic[:64]}+{self.partition}+", dir=self._spool_dir)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hashing = HashingWriter(self._file)
         self._encoder = self._format.encoder(self._hashing, self._compression)
@@ -158,6 +166,7 @@ class TopicPartitionWriter:
             max_timestamp=self._max_ts,
             bytes=self._hashing.size,
             sha256=self._hashing.sha256.hexdigest(),
+            max_record_bytes=self._max_record_bytes,
         )
         segment = ClosedSegment(self._path, info)
         self._reset_segment()

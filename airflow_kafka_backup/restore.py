@@ -56,10 +56,18 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, ProducerStuckError
+from airflow_kafka_backup.errors import (
+    ConfigurationError,
+    IntegrityError,
+    KafkaBackupError,
+    ProducerStuckError,
+    RecordTooLargeError,
+)
 from airflow_kafka_backup.key_layout import chunk_key, safe_restore_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
+from airflow_kafka_backup.record_size import MESSAGE_MAX_BYTES, TOPIC_MAX_MESSAGE_BYTES, topic_max_message_bytes
+from airflow_kafka_backup.records import record_bytes
 from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress, new_attempt_id, write_attempt
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
@@ -512,17 +520,33 @@ class _ProducedSegment:
     sources: list[int] = field(default_factory=list)  # every source offset: only with a report per record
     reported: list[int] = field(default_factory=list)  # target offsets from the delivery reports, in produce order
     errors: list[str] = field(default_factory=list)
+    # Per record refused for its size: (the index of its delivery report, its key + value + header bytes).
+    too_large: list[tuple[int, int]] = field(default_factory=list)
+    first_source: int = -1  # the source offsets of the first and last records produced
+    last_source: int = -1
 
     def on_delivery(self, error, message) -> None:
         # Within one partition, delivery reports arrive in produce order.
         if error is None:
             self.reported.append(message.offset())
-        else:
-            self.errors.append(str(error))
+            return
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            size = record_bytes(message.key(), message.value(), message.headers())
+            self.too_large.append((len(self.reported) + len(self.errors), size))
+        self.errors.append(str(error))
+
+    def source_of_report(self, index: int, report_every_record: bool) -> int:
+        """The source offset of the record whose delivery report came ``index``-th."""
+        if report_every_record:
+            return self.sources[index]
+        return self.first_source if index == 0 else self.last_source  # only the first and last carry a report
 
     def offset_runs(self, unit: PartitionRestore, report_every_record: bool) -> list[OffsetRun]:
         """Where this segment's records went, from its delivery reports (all of them have arrived)."""
         expected = self.restored if report_every_record else min(self.restored, 2)
+        if self.too_large:
+            index, size = self.too_large[0]
+            raise refused_by_broker(unit, self.seg.key, self.source_of_report(index, report_every_record), size)
         if self.errors or len(self.reported) != expected:
             raise KafkaBackupError(
                 f"Producing {self.seg.key} to {unit.target_topic}[{unit.partition}] failed: "
@@ -635,7 +659,7 @@ class _Transaction:
         # The held record, in locals rather than a tuple: no allocation per record.
         holding = False
         held_value = held_key = held_headers = None
-        held_timestamp = 0
+        held_timestamp = held_offset = 0
         with open(path, "rb") as raw:
             for _, offset, timestamp, _, key, value, headers in decode_fields(fmt, raw, codec):
                 if keep is not None and not keep(offset, timestamp):
@@ -650,21 +674,31 @@ class _Transaction:
                     except BufferError:
                         _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
                                            partition, callback)
+                    except KafkaException as error:
+                        _raise_if_too_large(error, self.unit, seg.key, held_offset, held_key, held_value, held_headers)
+                        raise
                     if not report_every_record:
                         callback = None
+                else:
+                    produced.first_source = offset
                 holding = True
                 # confluent-kafka takes headers as a list (msgpack decodes them as a tuple); None: no headers.
                 held_value, held_key, held_headers = value, key, list(headers) if headers else None
                 held_timestamp = timestamp if timestamp > 0 else 0
+                held_offset = offset
                 add_source(offset)
                 if len(sources) % _POLL_EVERY == 0:
                     poll(0)
             if holding:
+                produced.last_source = held_offset
                 try:
                     produce(topic, held_value, held_key, partition, on_delivery, None, held_timestamp, held_headers)
                 except BufferError:
                     _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
                                        partition, on_delivery)
+                except KafkaException as error:
+                    _raise_if_too_large(error, self.unit, seg.key, held_offset, held_key, held_value, held_headers)
+                    raise
         produced.restored, produced.filtered = len(sources), filtered
         if not report_every_record:
             produced.source_runs = _source_runs(sources)
@@ -708,6 +742,33 @@ class _Transaction:
     @property
     def filtered(self) -> int:
         return sum(produced.filtered for produced in self.segments)
+
+
+def _raise_if_too_large(error: KafkaException, unit: PartitionRestore, segment_key: str, source_offset: int,
+                        key: bytes | None, value: bytes | None, headers: list | None) -> None:
+    """When ``produce()`` refused a record as larger than the producer's limit, say which one and how to fix it.
+
+    Any other failure is left to the caller to raise as it is (the transaction's own handling reads it).
+    """
+    if not error.args or error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+        return
+    size = record_bytes(key, value, headers)
+    raise RecordTooLargeError(
+        f"{unit.source_topic}[{unit.partition}] offset {source_offset} (in {segment_key}) is {size} bytes (key + "
+        f"value + headers), more than the restore producer's {MESSAGE_MAX_BYTES} allows: set "
+        f'"{MESSAGE_MAX_BYTES}": {topic_max_message_bytes(size)} or more in the kafka connection\'s extra, or leave '
+        "it out there (the restore sizes it from the backup when the manifests record record sizes)."
+    ) from error
+
+
+def refused_by_broker(unit: PartitionRestore, segment_key: str, source_offset: int, size: int) -> RecordTooLargeError:
+    """The error for a record the broker refused as too large: its source offset, and the topic config that fixes it."""
+    needed = topic_max_message_bytes(size)
+    return RecordTooLargeError(
+        f"{unit.source_topic}[{unit.partition}] offset {source_offset} (in {segment_key}) is {size} bytes (key + "
+        f"value + headers), and the broker refused it as too large for {unit.target_topic}: set "
+        f"{TOPIC_MAX_MESSAGE_BYTES}={needed} on the topic (kafka-configs.sh --alter --entity-type topics "
+        f"--entity-name {unit.target_topic} --add-config {TOPIC_MAX_MESSAGE_BYTES}={needed}), and restore again.")
 
 
 def _produce_when_room(producer, topic: str, value: bytes | None, key: bytes | None, timestamp: int,

@@ -20,6 +20,7 @@ from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.key_layout import topic_prefix
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.record_size import largest
 from airflow_kafka_backup.settings import validate_topics
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class PlannedSegment:
     # The manifest's timestamps of the segment's records (None in work units planned before they were carried).
     min_timestamp: int | None = None
     max_timestamp: int | None = None
+    # The manifest's largest record of the segment (None from manifests written before it was recorded).
+    max_record_bytes: int | None = None
 
 
 @dataclass
@@ -116,6 +119,14 @@ class PartitionRestore:
     @property
     def upper_bound_records(self) -> int:
         return sum(s.records for s in self.segments)
+
+    def largest_record_bytes(self) -> int | None:
+        """The largest record of the planned segments (of whole segments: a cut one may hold it); None when unknown.
+
+        Segments from manifests written before record sizes were recorded are left out (a lower
+        bound then); see :mod:`airflow_kafka_backup.record_size` for what the restore does with it.
+        """
+        return largest(s.max_record_bytes for s in self.segments)
 
     def timestamp_span(self) -> tuple[int | None, int | None]:
         """(oldest, newest) timestamp of the restored records, as young (oldest) and as old (newest) as they can be.
@@ -288,7 +299,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             restore.segments.append(PlannedSegment(
                 info.key, info.first_offset, info.last_offset, info.records, info.bytes, info.sha256,
                 manifest.settings.segment_format, manifest.settings.compression, info.min_timestamp,
-                info.max_timestamp,
+                info.max_timestamp, info.max_record_bytes,
             ))
         plan.append(restore)
     counts = {t: 1 + max(p for tt, p in ranges if tt == t) for t in settings.topics}

@@ -27,6 +27,7 @@ from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
 from airflow_kafka_backup.planning import balance, snapshot_offsets
+from airflow_kafka_backup.record_size import created_topic_size_config
 from airflow_kafka_backup.restore import (
     COMMIT_INTERVAL_S,
     progress_group,
@@ -41,7 +42,9 @@ from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
     broker_topic_defaults,
     check_targets_keep_records,
+    check_targets_take_records,
     create_topics,
+    largest_records,
     missing_target_topics,
     restore_topic_configs,
     timestamp_spans,
@@ -144,10 +147,16 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         source_of = {target: source for source, target in plan.topic_mapping.items()}
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
-        defaults = broker_topic_defaults(admin) if missing else {}
-        new_configs = {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs, defaults) for t in missing}
+        sizes = largest_records(plan.partitions)
+        defaults = broker_topic_defaults(admin) if missing or any(sizes.values()) else {}
+        new_configs = {t: created_topic_size_config(
+            sizes.get(t), restore_topic_configs(t, metadata[t].get("configs", {}), configs, defaults), defaults,
+            configs) for t in missing}
         check_targets_keep_records(admin, timestamp_spans(plan.partitions), new_configs,
                                    now_ms=int(time.time() * 1000), broker_defaults=defaults)
+        producer = KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id="-")
+        check_targets_take_records(admin, sizes, new_configs, broker_defaults=defaults,
+                                   compressed=producer.compresses)
         create_topics(  # a dry run only asks the broker whether it would accept the configs
             admin, {t: needed[t] for t in missing}, new_configs,
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
@@ -214,9 +223,10 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
                 unit = PartitionRestore.from_dict(data)
                 tx_id = transactional_id(restore_id, unit.target_topic, unit.partition)
 
-                def new_producer(tx_id: str = tx_id):
+                def new_producer(tx_id: str = tx_id, largest: int | None = unit.largest_record_bytes()):
                     # A new hook, so a new client: the engine asks again only when one got stuck.
-                    return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id).get_conn
+                    return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id,
+                                                          largest_record_bytes=largest).get_conn
 
                 result = restore_partition(new_producer, group, self.store, target_prefix, unit,
                                            commit_interval_s=commit_interval_s,

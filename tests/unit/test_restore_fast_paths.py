@@ -18,7 +18,7 @@ import types
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, RecordTooLargeError
 from airflow_kafka_backup.key_layout import attempt_key, chunk_key
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
@@ -65,11 +65,20 @@ class FakeStore:
 
 
 class FakeMessage:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
+    def __init__(self, offset: int, value: bytes | None = None) -> None:
+        self._offset, self._value = offset, value
 
     def offset(self) -> int:
         return self._offset
+
+    def key(self) -> bytes | None:
+        return b"k"
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list | None:
+        return [("h", b"12")]
 
 
 class FakeProducer:
@@ -542,7 +551,7 @@ class FailingCommitProducer(FakeProducer):
             self.in_transaction += 1
             if callback is not None:
                 error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large") if failed else None
-                callback(error, FakeMessage(self.next_offset))
+                callback(error, FakeMessage(self.next_offset, b"x" * 100 if failed else b"v"))
             self.next_offset += 1
         return len(delivered)
 
@@ -566,10 +575,14 @@ def test_a_commit_failed_by_an_unreported_record_is_redone_with_a_report_per_rec
 def test_a_lasting_delivery_failure_is_reported_with_its_own_cause(tmp_path):
     seg, data = _segment(_records(range(10)))
     producer = FailingCommitProducer(lasting=True)
-    with pytest.raises(KafkaBackupError, match="Message size too large"):
+    with pytest.raises(RecordTooLargeError) as raised:
         restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
                           PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
     assert producer.transactions == ["begin", "offsets 10", "abort", "begin", "abort"]
+    # The record the broker refused, by its source offset and size (1 + 100 + 1 + 2 bytes), and the fix.
+    assert str(raised.value).startswith(f"t[0] offset 4 (in {seg.key}) is 104 bytes (key + value + headers)")
+    assert f"set max.message.bytes={104 + (64 << 10)} on the topic" in str(raised.value)
+    assert "--entity-name t2 " in str(raised.value)
 
 
 class StuckAbortProducer(CommittingProducer):
