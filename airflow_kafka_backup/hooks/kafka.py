@@ -11,7 +11,7 @@ from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
 from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
-from airflow_kafka_backup.record_size import producer_size_config
+from airflow_kafka_backup.record_size import LIBRDKAFKA_MESSAGE_MAX_BYTES, MESSAGE_MAX_BYTES, producer_size_config
 from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, TRANSACTION_TIMEOUT_S
 
 
@@ -33,7 +33,24 @@ class KafkaRangeConsumerHook(KafkaConsumerHook):
     def _get_client(self, config):
         config = {"group.id": DEFAULT_GROUP_ID, **config, **CONSUMER_OVERRIDES,
                   "isolation.level": self.isolation_level}
-        return super()._get_client(config)
+        return super()._get_client(consumer_fetch_config(config))
+
+
+def consumer_fetch_config(config: dict) -> dict:
+    """``config`` with ``message.max.bytes`` at most ``fetch.max.bytes``, which librdkafka requires of a consumer.
+
+    A connection that sets ``fetch.max.bytes`` below 1 MB (librdkafka's default ``message.max.bytes``)
+    would otherwise fail to create the backup's consumer (``fetch.max.bytes must be >=
+    message.max.bytes``). ``message.max.bytes`` limits only the requests a consumer sends, and
+    the broker still returns a record larger than ``fetch.max.bytes`` / ``max.partition.fetch.bytes``
+    on its own, so lowering it loses nothing: records of any size the broker took back up.
+    """
+    if "fetch.max.bytes" not in config:
+        return config
+    fetch_max = int(config["fetch.max.bytes"])
+    if fetch_max >= int(config.get(MESSAGE_MAX_BYTES, LIBRDKAFKA_MESSAGE_MAX_BYTES)):
+        return config
+    return {**config, MESSAGE_MAX_BYTES: fetch_max}
 
 
 class KafkaTransactionalProducerHook(KafkaProducerHook):
