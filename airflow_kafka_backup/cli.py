@@ -35,6 +35,7 @@ from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import RETRY_MODES, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import S3WriteSettings
 from airflow_kafka_backup.segment_codec import HashingReader, get_format
+from airflow_kafka_backup.settings import clean_prefix
 from airflow_kafka_backup.verify import verify_backup
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -156,6 +157,7 @@ COMMANDS = {"ls": cmd_ls, "verify": cmd_verify, "inspect": cmd_inspect}
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        args.prefix = clean_prefix(args.prefix)  # as the operators read it
         return COMMANDS[args.command](args)
     except ConfigurationError as error:
         print(f"kafka-backup: {error}", file=sys.stderr)

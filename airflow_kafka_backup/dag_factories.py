@@ -45,10 +45,13 @@ from airflow_kafka_backup.s3_settings import (
 )
 from airflow_kafka_backup.segment_codec import FORMATS
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
-from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
+from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings, clean_prefix
 
 # Backup only: the restore DAG's own objects (offset maps, restore manifests) are not locked.
 OBJECT_LOCK_ARGUMENTS = ("object_lock_mode", "object_lock_retention_days")
+PREFIX_HELP = ("Key prefix of the backup in the bucket. Leading and trailing slashes are ignored; a doubled slash "
+               "is refused. Empty: the backup lives at the bucket's root.")
+
 
 def backup_params(
     *,
@@ -79,7 +82,7 @@ def backup_params(
         "topics": Param(list(topics), type="array", items={"type": "string", "minLength": 1},
                         description="Kafka topics to back up."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket to write to."),
-        "prefix": Param(prefix, type="string", description="Key prefix of this backup in the bucket."),
+        "prefix": Param(prefix, type="string", description=PREFIX_HELP),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
         "flush_size": Param(flush_size, type="integer", minimum=1, description="Most records per segment file."),
@@ -269,7 +272,7 @@ def restore_params(
                                description='Source -> target topic names, e.g. {"orders": "orders-restored"}; '
                                            "unmapped topics keep their name."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket holding the backup."),
-        "prefix": Param(prefix, type="string", description="Key prefix of the backup in the bucket."),
+        "prefix": Param(prefix, type="string", description=PREFIX_HELP),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
         "from_timestamp": Param(None, type=timestamp,
@@ -364,6 +367,7 @@ def _validate_defaults(params: dict[str, Param]) -> None:
         **{name: values[name] for name in OBJECT_LOCK_ARGUMENTS if name in values},
     )
     validate_retry_backoff_ms(values["s3_retry_backoff_ms"])
+    clean_prefix(values["prefix"])
     if "commit_interval_seconds" in values:
         validate_commit_interval(values["commit_interval_seconds"])
     if "retention_days" in values:

@@ -58,6 +58,26 @@ def _pad_width(value: object) -> int:
     return width
 
 
+def clean_prefix(value: object) -> str:
+    """The ``prefix`` Param as the keys use it: leading and trailing slashes stripped; empty parts refused.
+
+    ``/kafka-backup/`` and ``kafka-backup`` name one place, so they are one prefix. A doubled
+    slash (``a//b``) is refused rather than collapsed: S3 keys keep it, so other tools (and
+    an older run of this one) see ``a//b`` and ``a/b`` as two places, and silently writing to
+    the other would split a backup. An empty prefix (or ``/``) is allowed and writes the
+    backup at the bucket's root (``<topic>/...``, ``_manifests/...``); ``retention_days``
+    refuses it, since its lifecycle rule would then cover the whole bucket.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"prefix must be text, got {value!r}.")
+    prefix = value.strip("/")
+    if "//" in prefix:
+        raise ConfigurationError(
+            f"prefix {value!r} has an empty path part ('//'), which S3 keys would keep: write it with single "
+            f"slashes ({'/'.join(part for part in prefix.split('/') if part)!r}).")
+    return prefix
+
+
 def validate_topics(topics: object) -> list[str]:
     if isinstance(topics, str):
         topics = [t.strip() for t in topics.split(",")]
@@ -98,8 +118,7 @@ class BackupSettings:
     ) -> BackupSettings:
         if not isinstance(bucket, str) or not bucket.strip():
             raise ConfigurationError("bucket is required: the S3 bucket to write the backup to.")
-        if not isinstance(prefix, str):
-            raise ConfigurationError(f"prefix must be a string, got {prefix!r}.")
+        prefix = clean_prefix(prefix)
         get_compression(str(compression))
         get_format(str(segment_format))
         pad = _pad_width(offset_pad_width)
@@ -111,7 +130,7 @@ class BackupSettings:
         return cls(
             topics=tuple(validate_topics(topics)),
             bucket=bucket.strip(),
-            prefix=prefix.strip("/"),
+            prefix=prefix,
             segments=SegmentSettings(
                 segment_format=str(segment_format),
                 compression=str(compression),

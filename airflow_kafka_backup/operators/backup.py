@@ -97,7 +97,7 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         if days is not None:  # before S3 is touched; the plan checked the same before it took the lock
             if not self.bucket:
                 raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
-            check_retention_prefix(self.bucket, self.prefix)
+            check_retention_prefix(self.bucket, self.key_prefix)
         if days is not None or lock_days is not None:
             self.check_bucket()  # with Object Lock: the bucket has it enabled
         if lock_days is not None:
@@ -108,9 +108,9 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         # On a versioned bucket expiry only adds delete markers: the rule must expire old versions too,
         # whether or not this run asks for Object Lock (an earlier one may have).
         versioned = lock_days is not None or bool(self.store.is_versioned())
-        outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days,
+        outcome = ensure_retention_rule(self.store.client, self.bucket, self.key_prefix, days,
                                         versioned=versioned)
-        log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.prefix, days, outcome)
+        log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.key_prefix, days, outcome)
         return outcome
 
 
@@ -324,7 +324,7 @@ class KafkaBackupOperator(S3BackupBaseOperator):
     def execute(self, context: Context) -> list[dict]:
         ranges = [PartitionRange(**r) for r in self.work_unit["ranges"]]
         settings = SegmentSettings(**self.work_unit["settings"])
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         # The plan's: its end offsets were snapshotted under it, and a range read under another isolation
         # would end elsewhere (read_committed stops at the last stable offset).
         isolation = self.work_unit.get("isolation_level", self.isolation_level)
@@ -389,7 +389,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         self.asset_alias = asset_alias
 
     def execute(self, context: Context) -> dict:
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
         segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
         _check_segments_match_plan(ranges, segments)
@@ -473,7 +473,7 @@ class KafkaBackupVerifyOperator(S3BackupBaseOperator):
         self.deep = deep
 
     def execute(self, context: Context) -> dict:
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         self.store.check_bucket()
         manifests = list(load_manifests(self.store, prefix))
         for m in manifests:

@@ -127,7 +127,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
         self.check_bucket()
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         plan = plan_restore(self.store, prefix, settings, check_manifest=lambda m: self.s3_settings.check_can_read(
             m.encryption, f"backup run {m.run_id}"))
 
@@ -213,7 +213,7 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
     def execute(self, context: Context) -> list[dict]:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
         restore_id = restore_id_of(context)
-        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
+        target_prefix = restore_prefix(self.key_prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
                                                                transactional_id="-").transaction_timeout_s()
@@ -261,7 +261,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
             log.info("Nothing was restored (dry run, or nothing matched).")
             return {"restored": 0, "partitions": 0}
         restore_id = restore_id_of(context)
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         target_prefix = restore_prefix(prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         try:
@@ -313,7 +313,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
             return []
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         check_groups_inactive(admin, sorted(set(selection["groups"].values())))
-        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id_of(context))
+        target_prefix = restore_prefix(self.key_prefix, restore_id_of(context))
         involved = sorted({(selection["topic_mapping"][topic], int(p))
                            for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
                            if topic in selection["topic_mapping"] for p in offsets})

@@ -17,6 +17,7 @@ from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
+from airflow_kafka_backup.settings import clean_prefix
 
 if TYPE_CHECKING:
     import jinja2
@@ -128,6 +129,8 @@ class S3BackupBaseOperator(BaseOperator):
         self.expect_continue = expect_continue
         self.bucket = bucket
         self.prefix = prefix
+        if not is_template(prefix):
+            clean_prefix(prefix)  # when the DAG is parsed
         self.aws_conn_id = aws_conn_id
         self.sse_algorithm = sse_algorithm
         self.sse_kms_key_id = sse_kms_key_id
@@ -157,6 +160,11 @@ class S3BackupBaseOperator(BaseOperator):
             if isinstance(raw[field], str) and isinstance(value, int | float) and not isinstance(value, bool):
                 value = render_template_to_string(jinja_env.from_string(raw[field]), context)
             setattr(self, field, as_text(field, value, self.text_fields[field]))
+
+    @property
+    def key_prefix(self) -> str:
+        """The rendered ``prefix`` as every key under it is built (see ``settings.clean_prefix``)."""
+        return clean_prefix(self.prefix)
 
     def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
         return S3WriteSettings.create(

@@ -97,7 +97,7 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
         return min_records, max_age
 
     def _checkpoints(self) -> dict[TopicPartition, int]:
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         cached = Variable.get(checkpoint_variable_key(self.bucket, prefix), default=None, deserialize_json=True)
         checkpoints, _ = resolve_checkpoints(self.store, prefix, cached)
         return checkpoints
