@@ -65,20 +65,11 @@ class FakeStore:
 
 
 class FakeMessage:
-    def __init__(self, offset: int, value: bytes | None = None) -> None:
-        self._offset, self._value = offset, value
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
 
     def offset(self) -> int:
         return self._offset
-
-    def key(self) -> bytes | None:
-        return b"k"
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list | None:
-        return [("h", b"12")]
 
 
 class FakeProducer:
@@ -551,7 +542,7 @@ class FailingCommitProducer(FakeProducer):
             self.in_transaction += 1
             if callback is not None:
                 error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large") if failed else None
-                callback(error, FakeMessage(self.next_offset, b"x" * 100 if failed else b"v"))
+                callback(error, FakeMessage(self.next_offset))
             self.next_offset += 1
         return len(delivered)
 
@@ -579,9 +570,9 @@ def test_a_lasting_delivery_failure_is_reported_with_its_own_cause(tmp_path):
         restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
                           PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
     assert producer.transactions == ["begin", "offsets 10", "abort", "begin", "abort"]
-    # The record the broker refused, by its source offset and size (1 + 100 + 1 + 2 bytes), and the fix.
-    assert str(raised.value).startswith(f"t[0] offset 4 (in {seg.key}) is 104 bytes (key + value + headers)")
-    assert f"set max.message.bytes={104 + (64 << 10)} on the topic" in str(raised.value)
+    # The record the broker refused, by its source offset and size (key b"k4", value b"v4"), and the fix.
+    assert str(raised.value).startswith(f"t[0] offset 4 (in {seg.key}) is 4 bytes (key + value + headers)")
+    assert f"set max.message.bytes={4 + (64 << 10)} on the topic" in str(raised.value)
     assert "--entity-name t2 " in str(raised.value)
 
 
