@@ -26,11 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.errors import KafkaBackupError
 from airflow_kafka_backup.key_layout import segment_key
 from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
 from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record, record_bytes
 from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class WriterState(enum.Enum):
@@ -105,6 +114,17 @@ class TopicPartitionWriter:
         elif self._rotates_on_time and self._rotation.cuts_before(self._min_ts, self._max_ts, self._window, ts):
             self._close()
             self._open(offset, ts)
+        # record_bytes() inlined for the common case of no headers: this runs for every record.
+        size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            try:
+                size = record_bytes(key, value, headers)
+            except UnicodeEncodeError:
+                raise KafkaBackupError(
+                    f"{self.topic}[{self.partition}] offset {offset} has a header name that is not valid UTF-8 "
+                    f"({[name for name, _ in headers if not _utf8(name)][0]!r}). Kafka header names are strings; "
+                    "confluent-kafka cannot produce such a name (it would crash the restore), so the backup "
+                    "refuses the record rather than write a segment that cannot be restored.") from None
         self._write_fields(self.partition, offset, ts, ts_type, key, value, headers)
         self._last_offset = offset
         if self._count == 0:
@@ -115,10 +135,6 @@ class TopicPartitionWriter:
             self._max_ts = ts
         self._count += 1
         self.records_written += 1
-        # record_bytes() inlined for the common case of no headers: this runs for every record.
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        if headers:
-            size = record_bytes(key, value, headers)
         self.payload_bytes += size
         if size > self._max_record_bytes:
             self._max_record_bytes = size

@@ -154,3 +154,18 @@ def test_the_plan_refuses_before_writing_unless_the_producer_compresses():
     check_targets_take_records(admin, {"old": 5 * MB}, {}, broker_defaults={}, compressed=lambda: True)  # a warning
     check_targets_take_records(admin, {"old": None}, {}, broker_defaults={})  # unknown sizes: nothing to check
     check_targets_take_records(admin, {"old": 1000}, {}, broker_defaults={})
+
+
+def test_a_header_name_that_is_not_utf8_is_refused_by_the_backup_naming_the_record(tmp_path):
+    """Such a name (a lone surrogate, as a lenient decoder would give for non-UTF-8 bytes) cannot be produced
+    by confluent-kafka: it crashes the client. The backup refuses it rather than write an unrestorable segment."""
+    from airflow_kafka_backup.errors import KafkaBackupError
+
+    writer = TopicPartitionWriter("t", 2, "pre", SegmentSettings("jsonl", "none", 10, 6), [].append,
+                                  spool_dir=str(tmp_path))
+    writer.write(Record(2, 6, 0, "CreateTime", b"k", b"v", [("fine", b"1")]))
+    with pytest.raises(KafkaBackupError, match=r"^t\[2\] offset 7 has a header name that is not valid UTF-8 "
+                                               r"\('\\udcff'\)"):
+        writer.write(Record(2, 7, 0, "CreateTime", b"k", b"v", [("ok", None), ("\udcff", b"1")]))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
