@@ -115,7 +115,7 @@ class TopicPartitionWriter:
             self._close()
             self._open(offset, ts)
         # record_bytes() inlined for the common case of no headers: this runs for every record.
-        size = (len(key) if key else 0) + (len(value) if value else 0)
+        payload = size = (len(key) if key else 0) + (len(value) if value else 0)
         if headers:
             try:
                 size = record_bytes(key, value, headers)
@@ -135,7 +135,7 @@ class TopicPartitionWriter:
             self._max_ts = ts
         self._count += 1
         self.records_written += 1
-        self.payload_bytes += size
+        self.payload_bytes += payload  # key and value bytes, as the throughput logs and benchmarks count them
         if size > self._max_record_bytes:
             self._max_record_bytes = size
         if self._count >= self._flush_size:
