@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.manifest import TopicPartition as TP
-from airflow_kafka_backup.planning import partitions_of, snapshot_offsets
+from airflow_kafka_backup.planning import resolve_topics, snapshot_offsets
+from airflow_kafka_backup.topic_metadata import topic_ids
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,24 @@ class Backlog:
         return ((now_ms if now_ms is not None else int(time.time() * 1000)) - self.oldest_timestamp_ms) / 1000
 
 
-def measure_backlog(admin, topics: Sequence[str], checkpoints: Mapping[TP, int], isolation_level: str,
-                    consumer=None, timeout_s: float = 10.0) -> Backlog:
+def measure_backlog(admin, topics: Sequence[str] | TopicSelection, checkpoints: Mapping[TP, int],
+                    isolation_level: str, consumer=None, timeout_s: float = 10.0,
+                    current_ids: Mapping[str, str] | None = None) -> Backlog:
     """Records between each partition's checkpoint (or log start) and its end offset.
+
+    ``topics`` may hold patterns, resolved here as the plan resolves them. ``current_ids``: the
+    topic ID of the incarnation each topic's checkpoints belong to; a topic Kafka now holds under
+    another ID was recreated, and all of it waits.
 
     With a ``consumer`` (unsubscribed), also reads the first waiting record of every
     partition with a backlog, for the age of the oldest one.
     """
-    partitions = partitions_of(admin, topics)
+    selection = topics if isinstance(topics, TopicSelection) else TopicSelection.parse(topics)
+    partitions = resolve_topics(admin, selection).partitions
+    if current_ids:
+        ids = topic_ids(admin, [t for t in partitions if t in current_ids])
+        recreated = {t for t, i in ids.items() if i != current_ids[t]}
+        checkpoints = {tp: offset for tp, offset in checkpoints.items() if tp[0] not in recreated}
     bounds = snapshot_offsets(admin, [(t, p) for t, n in partitions.items() for p in range(n)], isolation_level)
     starts = {tp: max(checkpoints.get(tp, b.log_start), b.log_start) for tp, b in bounds.items()}
     waiting = {tp: b.end - starts[tp] for tp, b in bounds.items() if b.end > starts[tp]}

@@ -53,6 +53,7 @@ OBJECT_LOCK_ARGUMENTS = ("object_lock_mode", "object_lock_retention_days")
 def backup_params(
     *,
     topics: Sequence[str] = (),
+    exclude_topics: Sequence[str] = (),
     bucket: str | None = None,
     prefix: str = "kafka-backup",
     kafka_conn_id: str = "kafka_default",
@@ -77,7 +78,12 @@ def backup_params(
     re-validates everything (run conf may bypass the form) before anything is written."""
     return {
         "topics": Param(list(topics), type="array", items={"type": "string", "minLength": 1},
-                        description="Kafka topics to back up."),
+                        description="Kafka topics to back up: names, and 're:<regex>' patterns (full match) that "
+                                    "each run resolves anew, so new topics are backed up from their first record. "
+                                    "Internal topics (__*) are matched only by name."),
+        "exclude_topics": Param(list(exclude_topics), type="array", items={"type": "string", "minLength": 1},
+                                description="Topics the patterns in topics must not select: names and "
+                                            "'re:<regex>' patterns."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket to write to."),
         "prefix": Param(prefix, type="string", description="Key prefix of this backup in the bucket."),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
@@ -201,6 +207,7 @@ def backup_dag(
         plan = KafkaBackupPlanOperator(
             task_id="plan",
             topics="{{ params.topics }}",
+            exclude_topics="{{ params.exclude_topics }}",
             kafka_conn_id="{{ params.kafka_conn_id }}",
             flush_size="{{ params.flush_size }}",
             compression="{{ params.compression }}",
@@ -223,7 +230,8 @@ def backup_dag(
         plan >> retention
         if wait_for_backlog is not None:
             sensor = KafkaBacklogSensor(
-                task_id="wait_for_backlog", topics="{{ params.topics }}", kafka_conn_id="{{ params.kafka_conn_id }}",
+                task_id="wait_for_backlog", topics="{{ params.topics }}", exclude_topics="{{ params.exclude_topics }}",
+                kafka_conn_id="{{ params.kafka_conn_id }}",
                 isolation_level="{{ params.isolation_level }}", **{"mode": "reschedule", **wait_for_backlog}, **s3,
             )
             sensor >> plan
@@ -247,6 +255,7 @@ def restore_params(
     *,
     topics: Sequence[str] = (),
     topic_mapping: dict[str, str] | None = None,
+    incarnations: dict[str, str] | None = None,
     bucket: str | None = None,
     prefix: str = "kafka-backup",
     kafka_conn_id: str = "kafka_default",
@@ -264,10 +273,15 @@ def restore_params(
     timestamp = ["null", "string", "integer"]
     return {
         "topics": Param(list(topics), type="array", items={"type": "string"},
-                        description="Source topics in the backup to restore."),
+                        description="Source topics in the backup to restore: names, and 're:<regex>' patterns "
+                                    "matched against the topics in the backup ('re:.*' restores everything)."),
         "topic_mapping": Param(topic_mapping or {}, type="object",
                                description='Source -> target topic names, e.g. {"orders": "orders-restored"}; '
                                            "unmapped topics keep their name."),
+        "incarnations": Param(incarnations or {}, type="object",
+                              description='Which incarnation of a deleted-and-recreated topic to restore, by its '
+                                          'topic ID: {"orders": "<topic id>"}. Default: the latest, or with '
+                                          "until_timestamp the one live at that time (kafka-backup ls shows them)."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket holding the backup."),
         "prefix": Param(prefix, type="string", description="Key prefix of the backup in the bucket."),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
@@ -325,6 +339,7 @@ def restore_dag(
             task_id="plan",
             topics="{{ params.topics }}",
             topic_mapping="{{ params.topic_mapping }}",
+            incarnations="{{ params.incarnations }}",
             from_timestamp="{{ params.from_timestamp }}",
             until_timestamp="{{ params.until_timestamp }}",
             offset_bounds="{{ params.offset_bounds }}",
@@ -372,7 +387,8 @@ def _validate_defaults(params: dict[str, Param]) -> None:
         if days is not None:
             check_retention_prefix(values["bucket"] or "<any>", values["prefix"] or "")
         BackupSettings.create(
-            topics=values["topics"] or ["<any>"], bucket=values["bucket"] or "<any>",
+            topics=values["topics"] or ["<any>"], exclude_topics=values["exclude_topics"],
+            bucket=values["bucket"] or "<any>",
             **{name: values[name] for name in (
                 "prefix", "flush_size", "compression", "segment_format", "offset_pad_width", "isolation_level",
                 "allow_data_loss", "max_work_units", "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone")},

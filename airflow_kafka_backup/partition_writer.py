@@ -55,9 +55,14 @@ class TopicPartitionWriter:
         settings: SegmentSettings,
         on_segment: Callable[[ClosedSegment], None],
         spool_dir: str | None = None,
+        topic_id: str | None = None,
+        id_in_keys: bool = False,
     ) -> None:
         self.topic = topic
         self.partition = partition
+        # The topic incarnation's ID (recorded with each segment) and whether its keys carry it.
+        self.topic_id = topic_id
+        self._key_topic_id = topic_id if id_in_keys else None
         self.prefix = prefix
         self.settings = settings
         self._format = get_format(settings.segment_format)
@@ -147,7 +152,7 @@ class TopicPartitionWriter:
         info = SegmentInfo(
             key=segment_key(
                 self.prefix, self.topic, self.partition, self._first_offset,
-                self.settings.offset_pad_width, self._extension,
+                self.settings.offset_pad_width, self._extension, self._key_topic_id,
             ),
             topic=self.topic,
             partition=self.partition,
@@ -158,6 +163,7 @@ class TopicPartitionWriter:
             max_timestamp=self._max_ts,
             bytes=self._hashing.size,
             sha256=self._hashing.sha256.hexdigest(),
+            topic_id=self.topic_id,
         )
         segment = ClosedSegment(self._path, info)
         self._reset_segment()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
@@ -17,19 +17,18 @@ from airflow.sdk import Asset, AssetAlias, Context, TriggerRule, Variable
 from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup.backup import back_up_ranges
-from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
+from airflow_kafka_backup.checkpoint import resolve_state
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.incarnations import BackupState, identify
 from airflow_kafka_backup.key_layout import manifest_key
 from airflow_kafka_backup.manifest import (
     PartitionRange,
     RunManifest,
     SegmentInfo,
     SegmentSettings,
-    checkpoints_from_json,
     list_manifest_keys,
     load_manifests,
-    merge_checkpoints,
     read_manifest,
     write_manifest,
 )
@@ -38,8 +37,8 @@ from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, is_template
 from airflow_kafka_backup.planning import (
     group_work_units,
     isolation_level,
-    partitions_of,
     plan_ranges,
+    resolve_topics,
     snapshot_offsets,
 )
 from airflow_kafka_backup.restore_planning import parse_time_window
@@ -49,8 +48,9 @@ from airflow_kafka_backup.s3_settings import (
     validate_object_lock,
     validate_retention_days,
 )
-from airflow_kafka_backup.settings import BackupSettings, as_bool, validate_topics
-from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups
+from airflow_kafka_backup.settings import BackupSettings, as_bool
+from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups, topic_ids
+from airflow_kafka_backup.topic_selection import TopicSelection
 from airflow_kafka_backup.verify import require_ok, verify_backup
 from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
 
@@ -123,7 +123,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "exclude_topics", "kafka_conn_id", "flush_size",
+        "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
         "ranges", "from_timestamp", "until_timestamp", "retention_days",
@@ -133,6 +134,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self,
         *,
         topics: Sequence[str] | str,
+        exclude_topics: Sequence[str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         flush_size: int | str = 10_000,
         compression: str = "gzip",
@@ -165,6 +167,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.rotate_schedule_interval_ms = rotate_schedule_interval_ms
         self.timezone = timezone
         self.topics = topics
+        self.exclude_topics = exclude_topics
         self.kafka_conn_id = kafka_conn_id
         self.flush_size = flush_size
         self.compression = compression
@@ -176,7 +179,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
 
     def execute(self, context: Context) -> list[dict]:
         settings = BackupSettings.create(
-            topics=self.topics, bucket=self.bucket, prefix=self.prefix, flush_size=self.flush_size,
+            topics=self.topics, exclude_topics=self.exclude_topics, bucket=self.bucket, prefix=self.prefix,
+            flush_size=self.flush_size,
             compression=self.compression, segment_format=self.segment_format,
             offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
             allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
@@ -188,9 +192,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         if requested and window != (None, None):
             raise ConfigurationError("Give either ranges or a from/until timestamp window, not both.")
         self._check_retention(settings)
-        unknown = sorted({t for t, _ in requested} - set(settings.topics))
+        unknown = sorted({t for t, _ in requested if not settings.selection.matches(t)})
         if unknown:
-            raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")
+            raise ConfigurationError(f"ranges names topics that topics does not select: {', '.join(unknown)}.")
         self.check_bucket()
         run_id = context["run_id"]
         committed = read_manifest(self.store, settings.prefix, run_id)
@@ -199,7 +203,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
-            captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups}
+            captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups,
+                        "incarnations": committed.incarnations, "selection": committed.selection,
+                        "gone_topics": committed.gone_topics}
             generation_id = None  # rewriting its own committed bytes: nothing new to lock
         else:
             keys = list_manifest_keys(self.store, settings.prefix)
@@ -245,8 +251,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         """A manual or backfill run: explicit ranges or a time window, rebuilt on the committed segments'
         boundaries and settings (see :mod:`airflow_kafka_backup.manual_ranges`)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
-        partitions = partitions_of(admin, settings.topics)
-        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        topics = resolve_topics(admin, settings.selection).partitions
+        tps = [(t, p) for t, n in topics.items() for p in range(n)]
         bounds = snapshot_offsets(admin, tps, settings.isolation_level)
         if not requested:
             since, until = window
@@ -263,11 +269,15 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                     requested[tp] = (start, end)
         cached = Variable.get(checkpoint_variable_key(settings.bucket, settings.prefix), default=None,
                               deserialize_json=True)
-        checkpoints, _ = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
+        state, _ = resolve_state(self.store, settings.prefix, cached, manifest_keys)
+        requested_topics = sorted({t for t, _ in requested})
+        ids = topic_ids(admin, requested_topics)
+        _check_same_incarnation(state, ids)
         manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
         for m in manifests:
             self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
-        manual = resolve_manual_ranges(requested, bounds, checkpoints, manifests, settings.allow_data_loss)
+        manual = resolve_manual_ranges(requested, bounds, state.checkpoints, manifests, settings.allow_data_loss,
+                                       state.histories)
         kinds = {m.settings for m in manual if m.settings is not None}
         if len(kinds) > 1:
             raise ConfigurationError(
@@ -277,32 +287,62 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         segment_settings = kinds.pop() if kinds else settings.segments
         cuts = {f"{m.range.topic}[{m.range.partition}]": list(m.cuts) for m in manual if m.cuts}
         log.info("Manual run: %d ranges below the checkpoints, rebuilt on committed segment boundaries.", len(manual))
-        captured = {"topics": [md.to_dict() for md in describe_topics(admin, settings.topics)], "consumer_groups": {}}
+        captured = {"topics": [md.to_dict() for md in describe_topics(admin, requested_topics, ids)],
+                    "consumer_groups": {},
+                    "incarnations": {t: state.histories[t] for t in requested_topics if t in state.histories}}
         return [m.range for m in manual], segment_settings, cuts, captured
 
     def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> tuple[list[PartitionRange], dict]:
         """Ranges from the checkpoints to the end offsets, and the topic metadata and group offsets
         captured just before those end offsets (so every group offset is at or below the cut)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
-        partitions = partitions_of(admin, settings.topics)
         # One run's encryption stands for the prefix's: every run is checked this way when it is planned,
         # so one GET per run refuses another SSE-C key (or none) before anything is written.
         for sample in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
             self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
         cached = Variable.get(variable_key, default=None, deserialize_json=True)
-        checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
+        state, recovered = resolve_state(self.store, settings.prefix, cached, manifest_keys)
         if recovered:
             log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
+        selection = settings.selection
+        known = sorted(set(state.histories) | {t for t, _ in state.checkpoints})
+        resolved = resolve_topics(admin, selection, known)
+        for topic in resolved.gone:
+            log.warning("Topic %s, selected by a pattern, is gone from the cluster; its backup stays restorable. "
+                        "Recorded as gone in this run's manifest.", topic)
+        if selection.has_patterns:
+            log.info("Topics selected: %s", ", ".join(resolved.topics) or "none")
+        ids = topic_ids(admin, resolved.topics)
         groups = select_groups(admin, self.consumer_groups)
         captured = {
-            "topics": [m.to_dict() for m in describe_topics(admin, settings.topics)],
-            "consumer_groups": committed_group_offsets(admin, groups, settings.topics),
+            "topics": [m.to_dict() for m in describe_topics(admin, resolved.topics, ids)],
+            "consumer_groups": committed_group_offsets(admin, groups, resolved.topics),
         }
-        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        tps = [(t, p) for t, n in resolved.partitions.items() for p in range(n)]
         bounds = snapshot_offsets(admin, tps, settings.isolation_level)
         log.info("Captured the committed offsets of %d consumer groups", len(captured["consumer_groups"]))
-        return plan_ranges(bounds, checkpoints, settings.allow_data_loss), captured
+        ends = {tp: b.end for tp, b in bounds.items()}
+        incarnations = {t: identify(t, ids[t], state, {tp: e for tp, e in ends.items() if tp[0] == t})
+                        for t in resolved.topics}
+        checkpoints = {tp: offset for tp, offset in state.checkpoints.items()
+                       if tp[0] in incarnations and not incarnations[tp[0]].new}
+        captured["incarnations"] = {t: list(i.history) for t, i in incarnations.items()}
+        captured["selection"] = selection.describe(resolved.topics)
+        captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in resolved.gone]
+        return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
+
+
+def _check_same_incarnation(state: BackupState, ids: dict[str, str]) -> None:
+    """A manual run re-backs-up offsets of the incarnation the backup is on; a topic recreated since is refused."""
+    changed = [f"{t} (backed up: topic ID {state.current(t)}, now in Kafka: {i})" for t, i in sorted(ids.items())
+               if state.current(t) not in (None, i)]
+    if changed:
+        raise ConfigurationError(
+            f"Topic(s) recreated since the last scheduled backup: {'; '.join(changed)}. A manual run re-backs-up "
+            "offsets the backup already covers, and those of the old incarnation are gone from Kafka; the next "
+            "scheduled run backs up the new incarnation from its first record."
+        )
 
 
 class KafkaBackupOperator(S3BackupBaseOperator):
@@ -365,7 +405,8 @@ def split_at_cuts(ranges: list[PartitionRange], cuts: dict[str, list[int]]) -> l
     for r in ranges:
         bounds = [r.start, *sorted(c for c in cuts.get(f"{r.topic}[{r.partition}]", []) if r.start < c < r.end),
                   r.end]
-        pieces[r.tp] = [PartitionRange(r.topic, r.partition, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        pieces[r.tp] = [replace(r, start=a, end=b, lost_start=None, lost_end=None)
+                        for a, b in zip(bounds, bounds[1:], strict=False)]
     passes = max((len(p) for p in pieces.values()), default=0)
     return [[p[i] for p in pieces.values() if i < len(p)] for i in range(passes)]
 
@@ -399,16 +440,18 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
                                encryption=self.s3_settings.manifest_encryption(),
                                topics=self.plan.get("topics", []),
-                               consumer_groups=self.plan.get("consumer_groups", {}))
+                               consumer_groups=self.plan.get("consumer_groups", {}),
+                               incarnations=self.plan.get("incarnations", {}),
+                               selection=self.plan.get("selection", {}),
+                               gone_topics=self.plan.get("gone_topics", []))
         self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
         key = write_manifest(self.store, prefix, manifest)
         log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
 
         variable_key = checkpoint_variable_key(self.bucket, prefix)
-        cached = Variable.get(variable_key, default=None, deserialize_json=True) or {}
-        checkpoints = merge_checkpoints(checkpoints_from_json(cached.get("checkpoints")), manifest.end_offsets())
-        Variable.set(variable_key, checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))),
-                     serialize_json=True)
+        cached = Variable.get(variable_key, default=None, deserialize_json=True)
+        state = BackupState.from_json(cached).advanced(manifest)
+        Variable.set(variable_key, state.to_json(len(list_manifest_keys(self.store, prefix))), serialize_json=True)
         self._emit_asset_events(context, prefix, ranges, segments)
         return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
 
@@ -478,7 +521,9 @@ class KafkaBackupVerifyOperator(S3BackupBaseOperator):
         manifests = list(load_manifests(self.store, prefix))
         for m in manifests:
             self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
-        topics = validate_topics(self.topics) if self.topics else None
+        # Patterns match the topics in the backup, as a restore's do.
+        topics = (TopicSelection.parse(self.topics).resolve({r.topic for m in manifests for r in m.ranges})
+                  if self.topics else None)
         report = verify_backup(self.store, prefix, topics, deep=as_bool("deep", self.deep),
                                manifests=manifests)
         for line in report.table().splitlines():

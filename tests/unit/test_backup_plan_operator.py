@@ -67,7 +67,8 @@ def plan_with(monkeypatch):
         get=lambda key, default=None, deserialize_json=False: variables.get(key, default)))
     monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
         ("orders", 0): OffsetBounds(0, 9)})
-    monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics: [])
+    monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics, ids=None: [])
+    monkeypatch.setattr(backup_operators, "topic_ids", lambda admin, topics: {t: f"id-of-{t}" for t in topics})
     monkeypatch.setattr(backup_operators, "select_groups", lambda admin, selector: [])
     monkeypatch.setattr(backup_operators, "committed_group_offsets", lambda *args: {})
 
