@@ -79,6 +79,11 @@ class BackupState:
 
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
     histories: Histories = field(default_factory=dict)
+    # Topics recorded as gone from the cluster, with the ID of the incarnation that went: recorded once.
+    gone: dict[str, str | None] = field(default_factory=dict)
+
+    def is_recorded_gone(self, topic: str) -> bool:
+        return topic in self.gone and self.gone[topic] == self.current(topic)
 
     def current(self, topic: str) -> str | None:
         history = self.histories.get(topic)
@@ -93,6 +98,8 @@ class BackupState:
             ends = {r.tp: r.end for r in manifest.ranges
                     if incarnation_of(r.topic, r.topic_id, histories) == state.current(r.topic)}
             state.checkpoints = merge_checkpoints(state.checkpoints, ends)
+            state.gone.update({g["topic"]: g.get("topic_id") for g in manifest.gone_topics})
+        state.gone = {t: i for t, i in state.gone.items() if state.is_recorded_gone(t)}
         return state
 
     @classmethod
@@ -100,12 +107,12 @@ class BackupState:
         """From the checkpoint Variable; one written before incarnations were recorded has no histories."""
         cached = cached or {}
         return cls(checkpoints_from_json(cached.get("checkpoints")),
-                   {t: list(h) for t, h in (cached.get("incarnations") or {}).items()})
+                   {t: list(h) for t, h in (cached.get("incarnations") or {}).items()}, dict(cached.get("gone") or {}))
 
     def to_json(self, manifest_count: int) -> dict[str, Any]:
         """The JSON kept in the Variable."""
         return {"checkpoints": checkpoints_to_json(self.checkpoints), "manifests": manifest_count,
-                "incarnations": dict(sorted(self.histories.items()))}
+                "incarnations": dict(sorted(self.histories.items())), "gone": dict(sorted(self.gone.items()))}
 
     def merged(self, other: BackupState) -> BackupState:
         """Both sources' knowledge: per topic the longer history, and the furthest checkpoints of its current
@@ -119,6 +126,8 @@ class BackupState:
             current = {tp: offset for tp, offset in source.checkpoints.items()
                        if source.current(tp[0]) == out.current(tp[0])}
             out.checkpoints = merge_checkpoints(out.checkpoints, current)
+            out.gone.update(source.gone)
+        out.gone = {t: i for t, i in out.gone.items() if out.is_recorded_gone(t)}
         return out
 
     def advanced(self, manifest: RunManifest) -> BackupState:

@@ -123,3 +123,13 @@ def test_restore_settings_with_patterns_check_the_mapping_once_resolved():
         settings.resolved(["other"])
     with pytest.raises(ConfigurationError, match="incarnations must map source topic names to topic IDs"):
         RestoreSettings.create(topics=["t"], incarnations={"t": 5})
+
+
+def test_a_gone_topic_is_recorded_once_per_incarnation():
+    gone = _manifest("r2", "t", "A", ["A"], 10, 10)
+    gone.gone_topics = [{"topic": "t", "topic_id": "A"}]
+    state = BackupState.from_manifests([_manifest("r1", "t", "A", ["A"], 0, 10), gone])
+    assert state.is_recorded_gone("t")
+    assert BackupState.from_json(state.to_json(2)).is_recorded_gone("t")
+    back = state.advanced(_manifest("r3", "t", "B", ["A", "B"], 0, 5))  # recreated: no longer gone
+    assert not back.is_recorded_gone("t") and back.gone == {}
