@@ -215,7 +215,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 ranges, captured = self._plan_fresh(settings, keys)
                 segment_settings = settings.segments
             generation_id = generation(keys)
-            if any(not r.is_empty or r.lost_start is not None for r in ranges):  # nothing to write: no lock
+            if _has_work(ranges, captured):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
                               force=as_bool("force_unlock", self.force_unlock))
                 log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
@@ -308,7 +308,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         selection = settings.selection
         known = sorted(set(state.histories) | {t for t, _ in state.checkpoints})
         resolved = resolve_topics(admin, selection, known)
-        for topic in resolved.gone:
+        newly_gone = [t for t in resolved.gone if not state.is_recorded_gone(t)]
+        for topic in newly_gone:
             log.warning("Topic %s, selected by a pattern, is gone from the cluster; its backup stays restorable. "
                         "Recorded as gone in this run's manifest.", topic)
         if selection.has_patterns:
@@ -329,7 +330,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                        if tp[0] in incarnations and not incarnations[tp[0]].new}
         captured["incarnations"] = {t: list(i.history) for t, i in incarnations.items()}
         captured["selection"] = selection.describe(resolved.topics)
-        captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in resolved.gone]
+        captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in newly_gone]
         return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
 
 
@@ -434,7 +435,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
         segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
         _check_segments_match_plan(ranges, segments)
-        if not any(not r.is_empty or r.lost_start is not None for r in ranges):
+        if not _has_work(ranges, self.plan):
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
             return {"manifest": None, "segments": 0, "records": 0}
         manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
@@ -478,6 +479,11 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             records = sum(s.records for s in segments if s.topic == topic)
             events.add(Asset(backup_asset_uri(self.bucket, prefix, topic)),
                        extra={"run_id": self.plan["run_id"], "records": records})
+
+
+def _has_work(ranges: list[PartitionRange], plan: dict) -> bool:
+    """Whether the run commits a manifest: records to back up, a recorded loss, or a topic newly gone."""
+    return any(not r.is_empty or r.lost_start is not None for r in ranges) or bool(plan.get("gone_topics"))
 
 
 def backup_asset_uri(bucket: str, prefix: str, topic: str) -> str:
