@@ -10,6 +10,7 @@ manual run's conf can override them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, XComArg
@@ -20,7 +21,9 @@ from airflow_kafka_backup.operators.backup import (
     KafkaBackupOperator,
     KafkaBackupPlanOperator,
     KafkaBackupRetentionOperator,
+    KafkaBackupRpoGuardOperator,
     KafkaBackupVerifyOperator,
+    validate_rpo_seconds,
 )
 from airflow_kafka_backup.operators.restore import (
     KafkaRestoreGroupOffsetsOperator,
@@ -47,6 +50,25 @@ from airflow_kafka_backup.segment_codec import FORMATS
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
 from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
 
+# Every task of the factories' DAGs retries a transient fault that outlasted botocore's and librdkafka's own
+# retries: after 1 minute, then 2 (retry_exponential_backoff is the multiplier on Airflow 3.2+ and a switch
+# before it). A user error fails the plan at once (operators.s3.UserInputError). Override through
+# dag_kwargs={"default_args": {...}}.
+DEFAULT_TASK_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def _dag_arguments(dag_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's DAG arguments, with their ``default_args`` laid over :data:`DEFAULT_TASK_ARGS`."""
+    kwargs = dict(dag_kwargs or {})
+    kwargs["default_args"] = {**DEFAULT_TASK_ARGS, **(kwargs.get("default_args") or {})}
+    return kwargs
+
+
 # Backup only: the restore DAG's own objects (offset maps, restore manifests) are not locked.
 OBJECT_LOCK_ARGUMENTS = ("object_lock_mode", "object_lock_retention_days")
 
@@ -72,6 +94,7 @@ def backup_params(
     object_lock_mode: str | None = None,
     object_lock_retention_days: int | None = None,
     consumer_groups: str | list[str] | None = "*",
+    rpo_seconds: float | None = None,
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The backup DAG's Params. Bounds the form can check are in the schema; the plan task
@@ -120,6 +143,9 @@ def backup_params(
                                  description="Manual/backfill run: ... until this time (exclusive)."),
         "force_unlock": Param(False, type="boolean",
                               description="Take over the writer lock of a run that died without committing."),
+        "rpo_seconds": Param(rpo_seconds, type=["null", "number"], exclusiveMinimum=0,
+                             description="Recovery point objective in seconds: the run fails after its commit when "
+                                         "a topic's oldest record not yet backed up is older (null: no guard)."),
         "retention_days": Param(retention_days, type=["null", "integer"], minimum=1,
                                 description="Expire backup objects after this many days (S3 lifecycle rule)."),
         "object_lock_mode": Param(object_lock_mode, type=["null", "string"], enum=[None, *OBJECT_LOCK_MODES],
@@ -174,10 +200,11 @@ def backup_dag(
     schedule: Any = None,
     wait_for_backlog: dict[str, Any] | None = None,
     verify: bool = False,
+    rpo: timedelta | None = None,
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
-    """Build the backup DAG: ``[wait_for_backlog ->] plan -> retention -> backup (mapped) -> commit``.
+    """Build the backup DAG: ``[wait_for_backlog ->] plan -> retention -> backup (mapped) -> commit -> check_rpo``.
 
     The plan validates every Param before the retention task writes the bucket's lifecycle rule.
 
@@ -188,6 +215,8 @@ def backup_dag(
     Each run emits an asset event ``s3://<bucket>/<prefix>/<topic>`` per topic it backed up,
     through the asset alias ``kafka-backup:<dag_id>``.
     """
+    if rpo is not None:
+        param_defaults.setdefault("rpo_seconds", rpo.total_seconds())
     params = backup_params(**param_defaults)
     _validate_defaults(params)
     with DAG(
@@ -199,7 +228,7 @@ def backup_dag(
         max_active_runs=1,
         tags=["kafka", "backup"],
         doc_md=__doc__,
-        **(dag_kwargs or {}),
+        **_dag_arguments(dag_kwargs),
     ) as dag:
         s3 = _s3_arguments(*OBJECT_LOCK_ARGUMENTS)
         retention = KafkaBackupRetentionOperator(task_id="retention", retention_days="{{ params.retention_days }}",
@@ -225,6 +254,7 @@ def backup_dag(
             from_timestamp="{{ params.from_timestamp }}",
             until_timestamp="{{ params.until_timestamp }}",
             retention_days="{{ params.retention_days }}",
+            rpo_seconds="{{ params.rpo_seconds }}",
             **s3,
         )
         plan >> retention
@@ -244,7 +274,12 @@ def backup_dag(
         retention >> backup
         commit = KafkaBackupCommitOperator(
             task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output,
-            asset_alias=f"kafka-backup:{dag_id}", **s3,
+            asset_alias=f"kafka-backup:{dag_id}", kafka_conn_id="{{ params.kafka_conn_id }}",
+            isolation_level="{{ params.isolation_level }}", **s3,
+        )
+        commit >> KafkaBackupRpoGuardOperator(
+            task_id="check_rpo", rpo_seconds="{{ params.rpo_seconds }}",
+            lag="{{ ti.xcom_pull(task_ids='commit')['lag'] }}",
         )
         if verify:
             commit >> KafkaBackupVerifyOperator(task_id="verify", topics="{{ params.topics }}", **s3)
@@ -332,7 +367,7 @@ def restore_dag(
         catchup=False,
         tags=["kafka", "restore"],
         doc_md="Restore Kafka topics from a backup made by airflow-kafka-backup. Trigger by hand.",
-        **(dag_kwargs or {}),
+        **_dag_arguments(dag_kwargs),
     ) as dag:
         common = {**_s3_arguments(), "kafka_conn_id": "{{ params.kafka_conn_id }}"}
         plan = KafkaRestorePlanOperator(
@@ -381,6 +416,8 @@ def _validate_defaults(params: dict[str, Param]) -> None:
     validate_retry_backoff_ms(values["s3_retry_backoff_ms"])
     if "commit_interval_seconds" in values:
         validate_commit_interval(values["commit_interval_seconds"])
+    if "rpo_seconds" in values:
+        validate_rpo_seconds(values["rpo_seconds"])
     if "retention_days" in values:
         days = validate_retention_days(values["retention_days"])
         check_retention_covers_object_lock(days, write_settings.object_lock_retention_days)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
+from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.manifest import (
     RunManifest,
     TopicPartition,
@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 Histories = dict[str, list[str]]  # topic -> incarnation IDs, oldest first
 
 
-class TopicIdentityError(KafkaBackupError):
-    """The backup cannot tell which incarnation of a topic its offsets belong to."""
+class TopicIdentityError(ConfigurationError):
+    """The backup cannot tell which incarnation of a topic its offsets belong to (refused before anything is
+    written; the operator must choose another prefix)."""
 
 
 def longest_histories(manifests: Iterable[RunManifest]) -> Histories:

@@ -8,17 +8,22 @@ happens in the plan task, before anything is written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Asset, AssetAlias, Context, TriggerRule, Variable
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, TriggerRule, Variable
 from confluent_kafka import TopicPartition
 
+from airflow_kafka_backup import metrics
+from airflow_kafka_backup.backlog import TopicLag, measure_backlog, rpo_breaches
 from airflow_kafka_backup.backup import back_up_ranges
 from airflow_kafka_backup.checkpoint import resolve_state
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.compat import AirflowFailException
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
 from airflow_kafka_backup.incarnations import BackupState, identify
 from airflow_kafka_backup.key_layout import manifest_key
@@ -33,7 +38,7 @@ from airflow_kafka_backup.manifest import (
     write_manifest,
 )
 from airflow_kafka_backup.manual_ranges import offsets_for_times, parse_manual_ranges, resolve_manual_ranges
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, is_template
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors, is_template
 from airflow_kafka_backup.planning import (
     group_work_units,
     isolation_level,
@@ -52,7 +57,7 @@ from airflow_kafka_backup.settings import BackupSettings, as_bool
 from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups, topic_ids
 from airflow_kafka_backup.topic_selection import TopicSelection
 from airflow_kafka_backup.verify import require_ok, verify_backup
-from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
+from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, LockHolder, acquire, generation
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,43 @@ DEFAULT_MAX_MAP_LENGTH = 1024
 def checkpoint_variable_key(bucket: str, prefix: str) -> str:
     """One Variable per backup location: ``kafka_backup_checkpoint:<bucket>/<prefix>``."""
     return f"kafka_backup_checkpoint:{bucket}/{prefix.strip('/')}"
+
+
+AIRFLOW_ID_VARIABLE = "kafka_backup_airflow_id"
+FINISHED_RUN_STATES = ("success", "failed")
+
+
+def airflow_instance_id() -> str:
+    """An id of this Airflow (its metadata DB), made once and kept in a Variable.
+
+    Writer locks record it, so a later run asks Airflow about a holder only when the holder
+    is a run of this same Airflow: another Airflow's run id (the same DAG id and schedule give
+    the same run ids) means nothing here.
+    """
+    value = Variable.get(AIRFLOW_ID_VARIABLE, default=None)
+    if not value:
+        value = uuid.uuid4().hex
+        Variable.set(AIRFLOW_ID_VARIABLE, value, description="airflow-kafka-backup: this Airflow's id in writer locks")
+    return str(value)
+
+
+def _finished_run_state(context: Context) -> Callable[[LockHolder], str | None]:
+    """Asks Airflow, through the Task SDK, whether a lock holder of this Airflow still runs."""
+    mine = airflow_instance_id()
+
+    def finished(holder: LockHolder) -> str | None:
+        if holder.airflow_id != mine or not holder.dag_id:
+            return None  # not ours to ask about: it keeps its lease
+        try:
+            state = str(context["ti"].get_dagrun_state(holder.dag_id, holder.run_id))
+        except Exception as error:  # unknown run, or an Airflow without the call: the lease stands
+            log.info("Could not ask Airflow about lock holder %s/%s (%s); its lease stands.", holder.dag_id,
+                     holder.run_id, type(error).__name__)
+            return None
+        state = state.rsplit(".", 1)[-1].lower()  # DagRunState.FAILED or "failed"
+        return state if state in FINISHED_RUN_STATES else None
+
+    return finished
 
 
 def _max_map_length() -> int:
@@ -127,7 +169,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
-        "ranges", "from_timestamp", "until_timestamp", "retention_days",
+        "ranges", "from_timestamp", "until_timestamp", "retention_days", "rpo_seconds",
     )
 
     def __init__(
@@ -153,9 +195,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         from_timestamp: str | int | None = None,
         until_timestamp: str | int | None = None,
         retention_days: int | str | None = None,
+        rpo_seconds: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.rpo_seconds = rpo_seconds  # only checked here, for the RPO guard after the commit
         self.retention_days = retention_days  # only checked here: the retention task after the plan puts the rule
         self.consumer_groups = consumer_groups
         self.ranges = ranges
@@ -177,6 +221,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.allow_data_loss = allow_data_loss
         self.max_work_units = max_work_units
 
+    @fail_fast_on_user_errors
     def execute(self, context: Context) -> list[dict]:
         settings = BackupSettings.create(
             topics=self.topics, exclude_topics=self.exclude_topics, bucket=self.bucket, prefix=self.prefix,
@@ -187,6 +232,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,
             timezone=self.timezone,
         )
+        validate_rpo_seconds(self.rpo_seconds)
         requested = parse_manual_ranges(self.ranges)
         window = parse_time_window(self.from_timestamp, self.until_timestamp)
         if requested and window != (None, None):
@@ -217,7 +263,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             generation_id = generation(keys)
             if _has_work(ranges, captured):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
-                              force=as_bool("force_unlock", self.force_unlock))
+                              force=as_bool("force_unlock", self.force_unlock), dag_id=context["dag"].dag_id,
+                              airflow_id=airflow_instance_id(), holder_finished=_finished_run_state(context))
                 log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
                          generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
@@ -419,9 +466,12 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
     nothing to back up and the mapped task was skipped).
     """
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments", "kafka_conn_id",
+                                      "isolation_level")
 
-    def __init__(self, *, plan: dict, segments: Any, asset_alias: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, plan: dict, segments: Any, asset_alias: str | None = None,
+                 kafka_conn_id: str = "kafka_default", isolation_level: str = "read_committed",
+                 **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
         if asset_alias:
             kwargs["outlets"] = [*kwargs.get("outlets", ()), AssetAlias(asset_alias)]
@@ -429,33 +479,71 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         self.plan = plan
         self.segments = segments
         self.asset_alias = asset_alias
+        self.kafka_conn_id = kafka_conn_id
+        self.isolation_level = isolation_level
 
     def execute(self, context: Context) -> dict:
+        """Returns the run's summary (records, bytes, segments, seconds) and each topic's lag after the commit."""
         prefix = self.prefix.strip("/")
         ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
         segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
         _check_segments_match_plan(ranges, segments)
-        if not _has_work(ranges, self.plan):
-            log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
-            return {"manifest": None, "segments": 0, "records": 0}
-        manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
-                               encryption=self.s3_settings.manifest_encryption(),
-                               topics=self.plan.get("topics", []),
-                               consumer_groups=self.plan.get("consumer_groups", {}),
-                               incarnations=self.plan.get("incarnations", {}),
-                               selection=self.plan.get("selection", {}),
-                               gone_topics=self.plan.get("gone_topics", []))
-        self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
-        key = write_manifest(self.store, prefix, manifest)
-        log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
-
         variable_key = checkpoint_variable_key(self.bucket, prefix)
         cached = Variable.get(variable_key, default=None, deserialize_json=True)
-        state = BackupState.from_json(cached).advanced(manifest)
-        Variable.set(variable_key, state.to_json(len(list_manifest_keys(self.store, prefix))), serialize_json=True)
-        self._emit_asset_events(context, prefix, ranges, segments)
-        return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
+        if not _has_work(ranges, self.plan):
+            log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
+            key, state = None, BackupState.from_json(cached)
+        else:
+            manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
+                                   encryption=self.s3_settings.manifest_encryption(),
+                                   topics=self.plan.get("topics", []),
+                                   consumer_groups=self.plan.get("consumer_groups", {}),
+                                   incarnations=self.plan.get("incarnations", {}),
+                                   selection=self.plan.get("selection", {}),
+                                   gone_topics=self.plan.get("gone_topics", []))
+            self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
+            key = write_manifest(self.store, prefix, manifest)
+            log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
+            state = BackupState.from_json(cached).advanced(manifest)
+            Variable.set(variable_key, state.to_json(len(list_manifest_keys(self.store, prefix))),
+                         serialize_json=True)
+            self._emit_asset_events(context, prefix, ranges, segments)
+        dag_id = context["dag"].dag_id
+        summary = {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments),
+                   "bytes": sum(s.bytes for s in segments), "seconds": _run_seconds(context)}
+        metrics.emit_run(dag_id, summary["records"], summary["bytes"], summary["segments"], summary["seconds"])
+        summary["lag"] = self._lag_after_commit(dag_id, state)
+        return summary
 
+    def _lag_after_commit(self, dag_id: str, state: BackupState) -> dict[str, dict] | None:
+        """Each topic's records not yet in a committed backup and the age of the oldest, logged and emitted as
+        metrics. The commit has happened: a failure to measure is logged, not raised (the RPO guard, if any,
+        then fails for want of a measurement)."""
+        topics = sorted({md["topic"] for md in self.plan.get("topics", [])})
+        if not topics:
+            return {}
+        now_ms = int(time.time() * 1000)
+        consumer = None
+        try:
+            admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+            consumer = KafkaRangeConsumerHook(self.kafka_conn_id, self.isolation_level).get_conn
+            backlog = measure_backlog(admin, topics, state.checkpoints, self.isolation_level, consumer,
+                                      current_ids={t: h[-1] for t, h in state.histories.items() if h})
+        except Exception as error:
+            log.warning("Could not measure the lag after the commit: %s", error)
+            return None
+        finally:
+            if consumer is not None:
+                consumer.close()
+        metrics.emit_lag(dag_id, backlog.topics, now_ms)
+        lag = {}
+        for topic, topic_lag in sorted(backlog.topics.items()):
+            age = topic_lag.age_s(now_ms)
+            lag[topic] = {"records": topic_lag.records, "oldest_timestamp_ms": topic_lag.oldest_timestamp_ms,
+                          "age_s": None if age is None else round(age, 3)}
+            log.info("Lag after the commit: %s: %d records not backed up%s", topic, topic_lag.records,
+                     "" if age is None else f", the oldest {age:.0f}s old")
+        return lag
 
     def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str) -> None:
         """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""
@@ -479,6 +567,60 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             records = sum(s.records for s in segments if s.topic == topic)
             events.add(Asset(backup_asset_uri(self.bucket, prefix, topic)),
                        extra={"run_id": self.plan["run_id"], "records": records})
+
+
+class RpoExceededError(KafkaBackupError, AirflowFailException):
+    """Records older than the RPO are still in no committed backup; fails the run at once (a retry would measure
+    the same), so Airflow's alerting fires."""
+
+
+class KafkaBackupRpoGuardOperator(BaseOperator):
+    """Fail the DAG run when a topic's oldest record not yet in a committed backup is older than ``rpo_seconds``.
+
+    Reads the lag the commit measured (its XCom ``lag``), judged at this task's time; writes nothing. Without
+    ``rpo_seconds`` it only logs the lag.
+    """
+
+    template_fields: Sequence[str] = ("rpo_seconds", "lag")
+
+    def __init__(self, *, lag: Any, rpo_seconds: float | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lag = lag
+        self.rpo_seconds = rpo_seconds
+
+    def execute(self, context: Context) -> dict:
+        rpo = validate_rpo_seconds(self.rpo_seconds)
+        if rpo is None:
+            log.info("No rpo_seconds set: nothing to guard.")
+            return {"rpo_seconds": None, "breaches": []}
+        if self.lag is None:
+            raise RpoExceededError(f"The lag after the commit could not be measured (see the commit task's log), so "
+                                   f"the RPO of {rpo:.0f}s cannot be shown to hold.")
+        lags = {topic: TopicLag(v["records"], v["oldest_timestamp_ms"]) for topic, v in self.lag.items()}
+        breaches = rpo_breaches(lags, rpo)
+        if breaches:
+            raise RpoExceededError(f"RPO of {rpo:.0f}s exceeded: " + "; ".join(breaches) + ".")
+        log.info("RPO of %.0fs holds for %d topics.", rpo, len(lags))
+        return {"rpo_seconds": rpo, "breaches": []}
+
+
+def validate_rpo_seconds(value: object) -> float | None:
+    """``rpo_seconds``: a positive number of seconds, or None/"None" (no RPO guard)."""
+    if value is None or value in ("", "None"):
+        return None
+    try:
+        rpo = float(str(value)) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        rpo = -1.0
+    if rpo <= 0:
+        raise ConfigurationError(f"rpo_seconds must be a number of seconds greater than 0, got {value!r}.")
+    return rpo
+
+
+def _run_seconds(context: Context) -> float | None:
+    """Seconds from the DAG run's start to now (its commit)."""
+    start = getattr(context.get("dag_run"), "start_date", None)
+    return None if start is None else round(max(0.0, time.time() - start.timestamp()), 3)
 
 
 def _has_work(ranges: list[PartitionRange], plan: dict) -> bool:

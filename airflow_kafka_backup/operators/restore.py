@@ -25,7 +25,7 @@ from airflow_kafka_backup.group_offsets import (
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
 from airflow_kafka_backup.planning import balance, snapshot_offsets
 from airflow_kafka_backup.restore import (
     COMMIT_INTERVAL_S,
@@ -111,6 +111,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.dry_run = dry_run
         self.max_work_units = max_work_units
 
+    @fail_fast_on_user_errors
     def execute(self, context: Context) -> list[list[dict]]:
         settings = RestoreSettings.create(
             topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,

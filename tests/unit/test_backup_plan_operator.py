@@ -64,7 +64,8 @@ def plan_with(monkeypatch):
     monkeypatch.setattr(backup_operators, "KafkaAdminClientHook", lambda kafka_config_id: SimpleNamespace(
         get_conn=admin))
     monkeypatch.setattr(backup_operators, "Variable", SimpleNamespace(
-        get=lambda key, default=None, deserialize_json=False: variables.get(key, default)))
+        get=lambda key, default=None, deserialize_json=False: variables.get(key, default),
+        set=lambda key, value, **kwargs: variables.__setitem__(key, value)))
     monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
         ("orders", 0): OffsetBounds(0, 9)})
     monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics, ids=None: [])
@@ -84,7 +85,8 @@ def plan_with(monkeypatch):
             sse_customer_key=run_key, object_lock_mode=arguments.get("object_lock_mode"),
             object_lock_retention_days=arguments.get("object_lock_retention_days"))
         plan.check_bucket = lambda: None
-        plan.execute({"run_id": "scheduled__2", "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
+        plan.execute({"run_id": "scheduled__2", "dag": SimpleNamespace(dag_id="kafka_backup"),
+                      "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
         return store
 
     return plan_with
