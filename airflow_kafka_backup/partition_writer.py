@@ -64,9 +64,14 @@ class TopicPartitionWriter:
         settings: SegmentSettings,
         on_segment: Callable[[ClosedSegment], None],
         spool_dir: str | None = None,
+        topic_id: str | None = None,
+        id_in_keys: bool = False,
     ) -> None:
         self.topic = topic
         self.partition = partition
+        # The topic incarnation's ID (recorded with each segment) and whether its keys carry it.
+        self.topic_id = topic_id
+        self._key_topic_id = topic_id if id_in_keys else None
         self.prefix = prefix
         self.settings = settings
         self._format = get_format(settings.segment_format)
@@ -171,7 +176,7 @@ class TopicPartitionWriter:
         info = SegmentInfo(
             key=segment_key(
                 self.prefix, self.topic, self.partition, self._first_offset,
-                self.settings.offset_pad_width, self._extension,
+                self.settings.offset_pad_width, self._extension, self._key_topic_id,
             ),
             topic=self.topic,
             partition=self.partition,
@@ -183,6 +188,7 @@ class TopicPartitionWriter:
             bytes=self._hashing.size,
             sha256=self._hashing.sha256.hexdigest(),
             max_record_bytes=self._max_record_bytes,
+            topic_id=self.topic_id,
         )
         segment = ClosedSegment(self._path, info)
         self._reset_segment()

@@ -10,6 +10,7 @@ from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.manifest import SegmentSettings
 from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import get_format
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 
@@ -90,13 +91,18 @@ def validate_topics(topics: object) -> list[str]:
 class BackupSettings:
     """What a backup run needs besides its clients. Built by :meth:`create`, which validates."""
 
-    topics: tuple[str, ...]
+    topics: tuple[str, ...]  # names and re:<regex> patterns (see topic_selection)
     bucket: str
     prefix: str
     segments: SegmentSettings
     isolation_level: str = "read_committed"
     allow_data_loss: bool = False
     max_work_units: int = 16
+    exclude_topics: tuple[str, ...] = ()
+
+    @property
+    def selection(self) -> TopicSelection:
+        return TopicSelection.parse(self.topics, self.exclude_topics)
 
     @classmethod
     def create(
@@ -105,6 +111,7 @@ class BackupSettings:
         topics: object,
         bucket: object,
         prefix: object = "kafka-backup",
+        exclude_topics: object = None,
         flush_size: object = 10_000,
         compression: object = "gzip",
         segment_format: object = "jsonl",
@@ -127,8 +134,10 @@ class BackupSettings:
         rotate = _optional_positive_int("rotate_interval_ms", rotate_interval_ms)
         schedule = _optional_positive_int("rotate_schedule_interval_ms", rotate_schedule_interval_ms)
         TimeRotation(rotate, schedule, str(timezone or "UTC"))  # validates the timezone
+        selection = TopicSelection.parse(topics, exclude_topics)
         return cls(
-            topics=tuple(validate_topics(topics)),
+            topics=selection.entries,
+            exclude_topics=selection.exclude_entries,
             bucket=bucket.strip(),
             prefix=prefix,
             segments=SegmentSettings(

@@ -25,7 +25,7 @@ from airflow_kafka_backup.group_offsets import (
 from airflow_kafka_backup.hooks.kafka import KafkaGroupConsumerHook, KafkaTransactionalProducerHook
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
 from airflow_kafka_backup.planning import balance, snapshot_offsets
 from airflow_kafka_backup.record_size import created_topic_size_config
 from airflow_kafka_backup.restore import (
@@ -37,7 +37,7 @@ from airflow_kafka_backup.restore import (
     validate_commit_interval,
 )
 from airflow_kafka_backup.restore_manifest import load_offset_maps, verify_restore, write_restore_manifest
-from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
+from airflow_kafka_backup.restore_planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
     broker_topic_defaults,
@@ -73,7 +73,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "incarnations", "kafka_conn_id",
+        "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
         "restore_consumer_groups", "group_mapping", "commit_interval_seconds",
     )
@@ -83,6 +84,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         *,
         topics: Sequence[str] | str,
         topic_mapping: dict[str, str] | str | None = None,
+        incarnations: dict[str, str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         from_timestamp: str | int | None = None,
         until_timestamp: str | int | None = None,
@@ -102,6 +104,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.group_mapping = group_mapping
         self.topics = topics
         self.topic_mapping = topic_mapping
+        self.incarnations = incarnations
         self.kafka_conn_id = kafka_conn_id
         self.from_timestamp = from_timestamp
         self.until_timestamp = until_timestamp
@@ -111,10 +114,11 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.dry_run = dry_run
         self.max_work_units = max_work_units
 
+    @fail_fast_on_user_errors
     def execute(self, context: Context) -> list[list[dict]]:
         settings = RestoreSettings.create(
             topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
-            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds,
+            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds, incarnations=self.incarnations,
         )
         validate_commit_interval(self.commit_interval_seconds)
         dry_run = as_bool("dry_run", self.dry_run)
@@ -135,7 +139,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
         groups = self._groups_to_restore(admin, plan, group_mapping)
-        self._log_plan(plan.partitions, missing, dry_run)
+        self._log_plan(plan, missing, dry_run)
         context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
             "groups": {} if dry_run else groups, "offsets": {g: plan.group_offsets[g] for g in groups},
             "topic_mapping": plan.topic_mapping})
@@ -179,10 +183,16 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         check_groups_inactive(admin, sorted(set(groups.values())))
         return groups
 
-    def _log_plan(self, partitions: list[PartitionRestore], missing: list[str], dry_run: bool) -> None:
+    def _log_plan(self, plan: RestorePlan, missing: list[str], dry_run: bool) -> None:
         log.info("%sRestore plan (%d partitions):", "DRY RUN - nothing will be written. " if dry_run else "",
-                 len(partitions))
-        for p in partitions:
+                 len(plan.partitions))
+        for topic, incarnation in sorted(plan.incarnations.items()):
+            times = (f"record times {incarnation['min_timestamp']}..{incarnation['max_timestamp']}"
+                     if incarnation["min_timestamp"] is not None else "no records")
+            log.info("  %s: incarnation %s (%d of %d in the backup), %s", topic,
+                     incarnation["topic_id"] or "recorded before topic IDs", incarnation["number"],
+                     incarnation["of"], times)
+        for p in plan.partitions:
             first = p.segments[0].first_offset if p.segments else "-"
             last = p.segments[-1].last_offset if p.segments else "-"
             log.info("  %s[%d] -> %s[%d]: %d segments, source offsets %s..%s, at most %d records",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.definitions.context import render_template_to_string
 from airflow.sdk.exceptions import ErrorType
 
+from airflow_kafka_backup.compat import AirflowFailException
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
@@ -26,6 +28,27 @@ if TYPE_CHECKING:
 # names (or one comma-separated string), a mapping of names to names, and names or a bool
 # (``consumer_groups``: True for all groups, False for none).
 NAME, NAMES, NAME_MAPPING, NAMES_OR_BOOL = "name", "names", "name mapping", "names or bool"
+
+
+class UserInputError(ConfigurationError, AirflowFailException):
+    """A :class:`ConfigurationError` Airflow fails at once, skipping the task's retries: the same Params, arguments
+    or bucket would fail the same way, and the person who filled the form should see it now."""
+
+
+def fail_fast_on_user_errors(execute: Callable) -> Callable:
+    """Decorates an ``execute`` that validates user input: a ConfigurationError it raises becomes a UserInputError
+    with the same message (still a ConfigurationError to its callers)."""
+
+    @functools.wraps(execute)
+    def wrapper(self, context):
+        try:
+            return execute(self, context)
+        except ConfigurationError as error:
+            if isinstance(error, AirflowFailException):
+                raise
+            raise UserInputError(str(error)) from error
+
+    return wrapper
 
 
 def is_template(value: object) -> bool:
@@ -99,8 +122,9 @@ class S3BackupBaseOperator(BaseOperator):
     #: :meth:`_do_render_template_fields`). A subclass's fields count when it templates them.
     text_fields: ClassVar[dict[str, str]] = {
         "bucket": NAME, "prefix": NAME, "aws_conn_id": NAME, "sse_kms_key_id": NAME,
-        "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES,
-        "topic_mapping": NAME_MAPPING, "group_mapping": NAME_MAPPING, "consumer_groups": NAMES_OR_BOOL,
+        "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES, "exclude_topics": NAMES,
+        "topic_mapping": NAME_MAPPING, "incarnations": NAME_MAPPING, "group_mapping": NAME_MAPPING,
+        "consumer_groups": NAMES_OR_BOOL,
     }
 
     def __init__(
