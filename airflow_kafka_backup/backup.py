@@ -84,7 +84,7 @@ def back_up_ranges(
     uploader = SegmentUploader(store, is_committed)
     progress = {
         r.tp: PartitionProgress(r, TopicPartitionWriter(r.topic, r.partition, prefix, settings, uploader.submit,
-                                                         spool_dir))
+                                                         spool_dir, r.topic_id, r.id_in_keys))
         for r in ranges if not r.is_empty
     }
     if not progress:

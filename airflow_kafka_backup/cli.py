@@ -1,6 +1,6 @@
 """``kafka-backup``: look at a backup without Airflow.
 
-    kafka-backup ls      --bucket B [--prefix P]                    topics in the backup
+    kafka-backup ls      --bucket B [--prefix P]                    topics and their incarnations in the backup
     kafka-backup verify  --bucket B [--prefix P] [--topic T] [--quick]
     kafka-backup inspect --bucket B KEY [--limit N]                 one segment, as JSON lines
 
@@ -30,11 +30,13 @@ from botocore.exceptions import BotoCoreError
 
 from airflow_kafka_backup.compression import get_compression
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.incarnations import summarize
 from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import RETRY_MODES, validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import S3WriteSettings
 from airflow_kafka_backup.segment_codec import HashingReader, get_format
+from airflow_kafka_backup.settings import clean_prefix
 from airflow_kafka_backup.verify import verify_backup
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -97,17 +99,13 @@ def _check_encryption(store: S3ObjectStore, settings: S3WriteSettings, prefix: s
 def cmd_ls(args: argparse.Namespace) -> int:
     store, settings = _store(args)
     manifests = _check_encryption(store, settings, args.prefix)
-    topics: dict[str, dict] = {}
-    for m in manifests:
-        for r in m.ranges:
-            t = topics.setdefault(r.topic, {"partitions": set(), "records": 0, "segments": 0})
-            t["partitions"].add(r.partition)
-        for s in m.segments:
-            topics[s.topic]["records"] += s.records
-            topics[s.topic]["segments"] += 1
-    print(f"{'topic':<40} {'partitions':>10} {'segments':>9} {'records':>12}")
-    for name, t in sorted(topics.items()):
-        print(f"{name:<40} {len(t['partitions']):>10} {t['segments']:>9} {t['records']:>12}")
+    print(f"{'topic':<40} {'topic ID':<24} {'partitions':>10} {'segments':>9} {'records':>12}  record times (ms)")
+    for name, incarnations in sorted(summarize(manifests).items()):
+        for i in incarnations:  # oldest first: a recreated topic has one row per incarnation
+            times = f"{i.min_timestamp}..{i.max_timestamp}" if i.min_timestamp is not None else "-"
+            gone = "  (gone from the cluster)" if i.gone else ""
+            print(f"{name:<40} {i.topic_id or '-':<24} {len(i.partitions):>10} {i.segments:>9} {i.records:>12}  "
+                  f"{times}{gone}")
     return EXIT_OK
 
 
@@ -156,6 +154,7 @@ COMMANDS = {"ls": cmd_ls, "verify": cmd_verify, "inspect": cmd_inspect}
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        args.prefix = clean_prefix(args.prefix)  # as the operators read it
         return COMMANDS[args.command](args)
     except ConfigurationError as error:
         print(f"kafka-backup: {error}", file=sys.stderr)

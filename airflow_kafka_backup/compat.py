@@ -37,6 +37,18 @@ try:
 except ImportError:  # Airflow 3.0
     from airflow.utils.helpers import render_template_to_string  # type: ignore[no-redef]
 
+# Stats: the Task SDK's from 3.2 (airflow.sdk.observability.stats); core's airflow.stats before.
+try:
+    from airflow.sdk.observability.stats import Stats
+except ImportError:  # Airflow 3.0, 3.1
+    pass  # type: ignore[no-redef]
+
+# AirflowFailException: fails a task without its retries. In the Task SDK from 3.1; core's before.
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.0
+    pass  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -114,5 +126,6 @@ def warn_if_below_floor() -> str | None:
 
 warn_if_below_floor()
 
-__all__ = ["TriggerRule", "airflow_at_least", "airflow_version", "conf", "dag_bag_class", "mask_secret",
-           "render_template_to_string", "variable_keys_may_contain_slash", "version_tuple", "warn_if_below_floor"]
+__all__ = ["AirflowFailException", "Stats", "TriggerRule", "airflow_at_least", "airflow_version", "conf",
+           "dag_bag_class", "mask_secret", "render_template_to_string", "variable_keys_may_contain_slash",
+           "version_tuple", "warn_if_below_floor"]

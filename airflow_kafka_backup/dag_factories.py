@@ -10,6 +10,7 @@ manual run's conf can override them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, XComArg
@@ -20,7 +21,9 @@ from airflow_kafka_backup.operators.backup import (
     KafkaBackupOperator,
     KafkaBackupPlanOperator,
     KafkaBackupRetentionOperator,
+    KafkaBackupRpoGuardOperator,
     KafkaBackupVerifyOperator,
+    validate_rpo_seconds,
 )
 from airflow_kafka_backup.operators.restore import (
     KafkaRestoreGroupOffsetsOperator,
@@ -45,14 +48,37 @@ from airflow_kafka_backup.s3_settings import (
 )
 from airflow_kafka_backup.segment_codec import FORMATS
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
-from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings
+from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings, clean_prefix
+
+# Every task of the factories' DAGs retries a transient fault that outlasted botocore's and librdkafka's own
+# retries: after 1 minute, then 2 (retry_exponential_backoff is the multiplier on Airflow 3.2+ and a switch
+# before it). A user error fails the plan at once (operators.s3.UserInputError). Override through
+# dag_kwargs={"default_args": {...}}.
+DEFAULT_TASK_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def _dag_arguments(dag_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's DAG arguments, with their ``default_args`` laid over :data:`DEFAULT_TASK_ARGS`."""
+    kwargs = dict(dag_kwargs or {})
+    kwargs["default_args"] = {**DEFAULT_TASK_ARGS, **(kwargs.get("default_args") or {})}
+    return kwargs
+
 
 # Backup only: the restore DAG's own objects (offset maps, restore manifests) are not locked.
 OBJECT_LOCK_ARGUMENTS = ("object_lock_mode", "object_lock_retention_days")
+PREFIX_HELP = ("Key prefix of the backup in the bucket. Leading and trailing slashes are ignored; a doubled slash "
+               "is refused. Empty: the backup lives at the bucket's root.")
+
 
 def backup_params(
     *,
     topics: Sequence[str] = (),
+    exclude_topics: Sequence[str] = (),
     bucket: str | None = None,
     prefix: str = "kafka-backup",
     kafka_conn_id: str = "kafka_default",
@@ -71,15 +97,21 @@ def backup_params(
     object_lock_mode: str | None = None,
     object_lock_retention_days: int | None = None,
     consumer_groups: str | list[str] | None = "*",
+    rpo_seconds: float | None = None,
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The backup DAG's Params. Bounds the form can check are in the schema; the plan task
     re-validates everything (run conf may bypass the form) before anything is written."""
     return {
         "topics": Param(list(topics), type="array", items={"type": "string", "minLength": 1},
-                        description="Kafka topics to back up."),
+                        description="Kafka topics to back up: names, and 're:<regex>' patterns (full match) that "
+                                    "each run resolves anew, so new topics are backed up from their first record. "
+                                    "Internal topics (__*) are matched only by name."),
+        "exclude_topics": Param(list(exclude_topics), type="array", items={"type": "string", "minLength": 1},
+                                description="Topics the patterns in topics must not select: names and "
+                                            "'re:<regex>' patterns."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket to write to."),
-        "prefix": Param(prefix, type="string", description="Key prefix of this backup in the bucket."),
+        "prefix": Param(prefix, type="string", description=PREFIX_HELP),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
         "flush_size": Param(flush_size, type="integer", minimum=1, description="Most records per segment file."),
@@ -114,6 +146,9 @@ def backup_params(
                                  description="Manual/backfill run: ... until this time (exclusive)."),
         "force_unlock": Param(False, type="boolean",
                               description="Take over the writer lock of a run that died without committing."),
+        "rpo_seconds": Param(rpo_seconds, type=["null", "number"], exclusiveMinimum=0,
+                             description="Recovery point objective in seconds: the run fails after its commit when "
+                                         "a topic's oldest record not yet backed up is older (null: no guard)."),
         "retention_days": Param(retention_days, type=["null", "integer"], minimum=1,
                                 description="Expire backup objects after this many days (S3 lifecycle rule)."),
         "object_lock_mode": Param(object_lock_mode, type=["null", "string"], enum=[None, *OBJECT_LOCK_MODES],
@@ -168,10 +203,11 @@ def backup_dag(
     schedule: Any = None,
     wait_for_backlog: dict[str, Any] | None = None,
     verify: bool = False,
+    rpo: timedelta | None = None,
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
-    """Build the backup DAG: ``[wait_for_backlog ->] plan -> retention -> backup (mapped) -> commit``.
+    """Build the backup DAG: ``[wait_for_backlog ->] plan -> retention -> backup (mapped) -> commit -> check_rpo``.
 
     The plan validates every Param before the retention task writes the bucket's lifecycle rule.
 
@@ -182,6 +218,8 @@ def backup_dag(
     Each run emits an asset event ``s3://<bucket>/<prefix>/<topic>`` per topic it backed up,
     through the asset alias ``kafka-backup:<dag_id>``.
     """
+    if rpo is not None:
+        param_defaults.setdefault("rpo_seconds", rpo.total_seconds())
     params = backup_params(**param_defaults)
     _validate_defaults(params)
     with DAG(
@@ -193,7 +231,7 @@ def backup_dag(
         max_active_runs=1,
         tags=["kafka", "backup"],
         doc_md=__doc__,
-        **(dag_kwargs or {}),
+        **_dag_arguments(dag_kwargs),
     ) as dag:
         s3 = _s3_arguments(*OBJECT_LOCK_ARGUMENTS)
         retention = KafkaBackupRetentionOperator(task_id="retention", retention_days="{{ params.retention_days }}",
@@ -201,6 +239,7 @@ def backup_dag(
         plan = KafkaBackupPlanOperator(
             task_id="plan",
             topics="{{ params.topics }}",
+            exclude_topics="{{ params.exclude_topics }}",
             kafka_conn_id="{{ params.kafka_conn_id }}",
             flush_size="{{ params.flush_size }}",
             compression="{{ params.compression }}",
@@ -218,12 +257,14 @@ def backup_dag(
             from_timestamp="{{ params.from_timestamp }}",
             until_timestamp="{{ params.until_timestamp }}",
             retention_days="{{ params.retention_days }}",
+            rpo_seconds="{{ params.rpo_seconds }}",
             **s3,
         )
         plan >> retention
         if wait_for_backlog is not None:
             sensor = KafkaBacklogSensor(
-                task_id="wait_for_backlog", topics="{{ params.topics }}", kafka_conn_id="{{ params.kafka_conn_id }}",
+                task_id="wait_for_backlog", topics="{{ params.topics }}", exclude_topics="{{ params.exclude_topics }}",
+                kafka_conn_id="{{ params.kafka_conn_id }}",
                 isolation_level="{{ params.isolation_level }}", **{"mode": "reschedule", **wait_for_backlog}, **s3,
             )
             sensor >> plan
@@ -236,7 +277,12 @@ def backup_dag(
         retention >> backup
         commit = KafkaBackupCommitOperator(
             task_id="commit", plan=XComArg(plan, key="plan"), segments=backup.output,
-            asset_alias=f"kafka-backup:{dag_id}", **s3,
+            asset_alias=f"kafka-backup:{dag_id}", kafka_conn_id="{{ params.kafka_conn_id }}",
+            isolation_level="{{ params.isolation_level }}", **s3,
+        )
+        commit >> KafkaBackupRpoGuardOperator(
+            task_id="check_rpo", rpo_seconds="{{ params.rpo_seconds }}",
+            lag="{{ ti.xcom_pull(task_ids='commit')['lag'] }}",
         )
         if verify:
             commit >> KafkaBackupVerifyOperator(task_id="verify", topics="{{ params.topics }}", **s3)
@@ -247,6 +293,7 @@ def restore_params(
     *,
     topics: Sequence[str] = (),
     topic_mapping: dict[str, str] | None = None,
+    incarnations: dict[str, str] | None = None,
     bucket: str | None = None,
     prefix: str = "kafka-backup",
     kafka_conn_id: str = "kafka_default",
@@ -264,12 +311,17 @@ def restore_params(
     timestamp = ["null", "string", "integer"]
     return {
         "topics": Param(list(topics), type="array", items={"type": "string"},
-                        description="Source topics in the backup to restore."),
+                        description="Source topics in the backup to restore: names, and 're:<regex>' patterns "
+                                    "matched against the topics in the backup ('re:.*' restores everything)."),
         "topic_mapping": Param(topic_mapping or {}, type="object",
                                description='Source -> target topic names, e.g. {"orders": "orders-restored"}; '
                                            "unmapped topics keep their name."),
+        "incarnations": Param(incarnations or {}, type="object",
+                              description='Which incarnation of a deleted-and-recreated topic to restore, by its '
+                                          'topic ID: {"orders": "<topic id>"}. Default: the latest, or with '
+                                          "until_timestamp the one live at that time (kafka-backup ls shows them)."),
         "bucket": Param(bucket, type=["null", "string"], description="S3 bucket holding the backup."),
-        "prefix": Param(prefix, type="string", description="Key prefix of the backup in the bucket."),
+        "prefix": Param(prefix, type="string", description=PREFIX_HELP),
         "kafka_conn_id": Param(kafka_conn_id, type="string", description="Airflow connection of type kafka."),
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
         "from_timestamp": Param(None, type=timestamp,
@@ -318,13 +370,14 @@ def restore_dag(
         catchup=False,
         tags=["kafka", "restore"],
         doc_md="Restore Kafka topics from a backup made by airflow-kafka-backup. Trigger by hand.",
-        **(dag_kwargs or {}),
+        **_dag_arguments(dag_kwargs),
     ) as dag:
         common = {**_s3_arguments(), "kafka_conn_id": "{{ params.kafka_conn_id }}"}
         plan = KafkaRestorePlanOperator(
             task_id="plan",
             topics="{{ params.topics }}",
             topic_mapping="{{ params.topic_mapping }}",
+            incarnations="{{ params.incarnations }}",
             from_timestamp="{{ params.from_timestamp }}",
             until_timestamp="{{ params.until_timestamp }}",
             offset_bounds="{{ params.offset_bounds }}",
@@ -364,15 +417,19 @@ def _validate_defaults(params: dict[str, Param]) -> None:
         **{name: values[name] for name in OBJECT_LOCK_ARGUMENTS if name in values},
     )
     validate_retry_backoff_ms(values["s3_retry_backoff_ms"])
+    clean_prefix(values["prefix"])
     if "commit_interval_seconds" in values:
         validate_commit_interval(values["commit_interval_seconds"])
+    if "rpo_seconds" in values:
+        validate_rpo_seconds(values["rpo_seconds"])
     if "retention_days" in values:
         days = validate_retention_days(values["retention_days"])
         check_retention_covers_object_lock(days, write_settings.object_lock_retention_days)
         if days is not None:
             check_retention_prefix(values["bucket"] or "<any>", values["prefix"] or "")
         BackupSettings.create(
-            topics=values["topics"] or ["<any>"], bucket=values["bucket"] or "<any>",
+            topics=values["topics"] or ["<any>"], exclude_topics=values["exclude_topics"],
+            bucket=values["bucket"] or "<any>",
             **{name: values[name] for name in (
                 "prefix", "flush_size", "compression", "segment_format", "offset_pad_width", "isolation_level",
                 "allow_data_loss", "max_work_units", "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone")},

@@ -25,3 +25,7 @@ class ConflictError(KafkaBackupError):
 
 class ProducerStuckError(KafkaBackupError):
     """A Kafka client call outlived its own timeout; the client is abandoned (see ``restore.bounded_call``)."""
+
+
+class RecordTooLargeError(KafkaBackupError):
+    """A restored record was refused for its size; the message names its source offset and the setting to change."""

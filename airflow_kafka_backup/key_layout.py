@@ -1,6 +1,7 @@
 """Where things live in the bucket. Every key is a pure function of its inputs.
 
-    <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment
+    <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment (a topic's first incarnation)
+    <prefix>/<topic>/topic_id=<id>/partition=<p>/<topic>+<p>+<offset>.<ext>        segment (each later incarnation)
     <prefix>/_manifests/run=<run id>.json                                           run manifest
     <prefix>/_locks/generation=<digest>.json                                        writer lock
     <prefix>/_restores/<dag id>/<run id>/restore-manifest.json                      restore manifest
@@ -24,9 +25,12 @@ def _join(*parts: str) -> str:
 
 
 def segment_key(prefix: str, topic: str, partition: int, first_offset: int, pad_width: int,
-                extension: str) -> str:
+                extension: str, topic_id: str | None = None) -> str:
+    """``topic_id``: given for an incarnation whose keys carry its ID (a recreated topic's), so the
+    new incarnation's offsets 0.. never land on the old one's keys."""
     name = f"{topic}+{partition}+{first_offset:0{pad_width}d}{extension}"
-    return _join(prefix, topic, f"partition={partition}", name)
+    incarnation = f"topic_id={topic_id}" if topic_id else ""
+    return _join(prefix, topic, incarnation, f"partition={partition}", name)
 
 
 def topic_prefix(prefix: str, topic: str) -> str:

@@ -22,7 +22,13 @@ TopicPartition = tuple[str, int]
 
 @dataclass(frozen=True)
 class PartitionRange:
-    """Offsets ``[start, end)`` of one partition; ``lost_*`` marks an accepted retention gap."""
+    """Offsets ``[start, end)`` of one partition; ``lost_*`` marks an accepted retention gap.
+
+    ``topic_id`` is the Kafka topic ID (KIP-516) of the topic incarnation the offsets belong to;
+    None in ranges written before IDs were recorded (see :mod:`airflow_kafka_backup.incarnations`).
+    ``id_in_keys``: the incarnation's segment keys carry its ID (every incarnation but a topic's
+    first in the backup), so a recreated topic never shares keys with the one before it.
+    """
 
     topic: str
     partition: int
@@ -30,6 +36,8 @@ class PartitionRange:
     end: int
     lost_start: int | None = None
     lost_end: int | None = None
+    topic_id: str | None = None
+    id_in_keys: bool = False
 
     @property
     def tp(self) -> TopicPartition:
@@ -54,6 +62,14 @@ class SegmentInfo:
     max_timestamp: int
     bytes: int
     sha256: str
+    # The largest record's key + value + header bytes (see ``records.record_bytes``); what a restore
+    # sizes its producer and checks its targets by. None in manifests written before it was recorded.
+    max_record_bytes: int | None = None
+    topic_id: str | None = None  # the incarnation's (see PartitionRange); None before IDs were recorded
+
+    def to_dict(self) -> dict:
+        """As in the manifest JSON: fields added later only when set, so older manifests keep their bytes."""
+        return _without_defaults(self)
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,14 @@ class RunManifest:
     topics: list[dict] = field(default_factory=list)
     consumer_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Per topic of the run, the topic IDs of its incarnations in the order the backup met them; the
+    # last is this run's (see :mod:`airflow_kafka_backup.incarnations`). Empty before IDs were recorded.
+    incarnations: dict[str, list[str]] = field(default_factory=dict)
+    # What the run's topic selection was and what it resolved to, when it holds patterns:
+    # {"topics": [...], "exclude_topics": [...], "resolved": [...]}.
+    selection: dict[str, list[str]] = field(default_factory=dict)
+    # Topics a pattern matched in an earlier run that the cluster no longer has: [{"topic", "topic_id"}].
+    gone_topics: list[dict] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         body = {
@@ -92,11 +116,14 @@ class RunManifest:
             "encryption": dict(self.encryption),
             "topics": sorted(self.topics, key=lambda t: t["topic"]),
             "consumer_groups": self.consumer_groups,
-            "ranges": [asdict(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
-            "segments": [
-                asdict(s) for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))
-            ],
+            "ranges": [_without_defaults(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
+            "segments": [s.to_dict()
+                         for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))],
         }
+        # Written only when set: a manifest of a run without them keeps the bytes it had before they existed.
+        for name in ("incarnations", "selection", "gone_topics"):
+            if getattr(self, name):
+                body[name] = getattr(self, name)
         return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
 
     @classmethod
@@ -111,10 +138,21 @@ class RunManifest:
             topics=body.get("topics", []),
             consumer_groups=body.get("consumer_groups", {}),
             format_version=body["format_version"],
+            incarnations=body.get("incarnations", {}),
+            selection=body.get("selection", {}),
+            gone_topics=body.get("gone_topics", []),
         )
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         return {r.tp: r.end for r in self.ranges}
+
+
+# Fields added after manifests were first written, left out of the JSON while at their default.
+_OPTIONAL_FIELDS = {"topic_id": None, "id_in_keys": False, "max_record_bytes": None}
+
+
+def _without_defaults(item: PartitionRange | SegmentInfo) -> dict:
+    return {k: v for k, v in asdict(item).items() if k not in _OPTIONAL_FIELDS or v != _OPTIONAL_FIELDS[k]}
 
 
 def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest) -> str:
@@ -147,10 +185,6 @@ def merge_checkpoints(*sources: dict[TopicPartition, int]) -> dict[TopicPartitio
             if offset > merged.get(tp, -1):
                 merged[tp] = offset
     return merged
-
-
-def checkpoints_from_manifests(manifests: Iterable[RunManifest]) -> dict[TopicPartition, int]:
-    return merge_checkpoints(*(m.end_offsets() for m in manifests))
 
 
 def checkpoints_to_json(checkpoints: dict[TopicPartition, int]) -> dict[str, dict[str, int]]:

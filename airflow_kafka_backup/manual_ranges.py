@@ -23,6 +23,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from airflow_kafka_backup.errors import ConfigurationError, DataLossError
+from airflow_kafka_backup.incarnations import Histories, incarnation_of
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.manifest import TopicPartition as TP
 from airflow_kafka_backup.planning import ADMIN_TIMEOUT_S, OffsetBounds
@@ -75,9 +76,15 @@ def resolve_manual_ranges(
     checkpoints: Mapping[TP, int],
     manifests: Sequence[RunManifest],
     allow_data_loss: bool,
+    histories: Mapping[str, list[str]] | None = None,
 ) -> list[ManualRange]:
-    """Clamp, check and snap the requested ranges (see the module docstring)."""
-    committed = _committed_segments(manifests)
+    """Clamp, check and snap the requested ranges (see the module docstring).
+
+    ``checkpoints`` and the ranges are those of each topic's current incarnation, the last of its
+    ``histories`` (none: a backup from before topic IDs were recorded); only its segments are rebuilt.
+    """
+    histories = histories or {}
+    committed = _committed_segments(manifests, histories)
     out: list[ManualRange] = []
     losses = []
     for tp, (start, end) in sorted(requested.items()):
@@ -100,7 +107,9 @@ def resolve_manual_ranges(
         _check_one_settings(tp, touched)
         cuts = sorted({o for s, _ in touched for o in (s.first_offset, s.last_offset + 1) if start < o < end})
         settings = touched[0][1] if touched else None
-        out.append(ManualRange(PartitionRange(tp[0], tp[1], start, end), tuple(cuts), settings))
+        history = histories.get(tp[0], [])
+        ids = {"topic_id": history[-1], "id_in_keys": len(history) > 1} if history else {}
+        out.append(ManualRange(PartitionRange(tp[0], tp[1], start, end, **ids), tuple(cuts), settings))
     if losses and not allow_data_loss:
         raise DataLossError("The requested range reaches offsets Kafka no longer holds: " + "; ".join(losses)
                             + ". Set allow_data_loss to back up what remains.")
@@ -127,9 +136,14 @@ def _describe(settings: SegmentSettings) -> str:
     return f"{settings.segment_format}, {settings.compression}, flush_size {settings.flush_size}"
 
 
-def _committed_segments(manifests: Sequence[RunManifest]) -> dict[TP, list[tuple[SegmentInfo, RunManifest]]]:
+def _committed_segments(manifests: Sequence[RunManifest],
+                        histories: Histories) -> dict[TP, list[tuple[SegmentInfo, RunManifest]]]:
+    """The committed segments of each topic's current incarnation, per partition, by first offset."""
     by_tp: dict[TP, dict[str, tuple[SegmentInfo, RunManifest]]] = {}
     for manifest in manifests:
         for seg in manifest.segments:
+            history = histories.get(seg.topic)
+            if history and incarnation_of(seg.topic, seg.topic_id, histories) != history[-1]:
+                continue
             by_tp.setdefault((seg.topic, seg.partition), {})[seg.key] = (seg, manifest)
     return {tp: sorted(segs.values(), key=lambda v: v[0].first_offset) for tp, segs in by_tp.items()}

@@ -26,11 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from airflow_kafka_backup.compression import get_compression
+from airflow_kafka_backup.errors import KafkaBackupError
 from airflow_kafka_backup.key_layout import segment_key
 from airflow_kafka_backup.manifest import SegmentInfo, SegmentSettings
-from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record
+from airflow_kafka_backup.records import TIMESTAMP_TYPE_NUMBERS, Record, record_bytes
 from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import HashingWriter, SegmentEncoder, get_format
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class WriterState(enum.Enum):
@@ -55,9 +64,14 @@ class TopicPartitionWriter:
         settings: SegmentSettings,
         on_segment: Callable[[ClosedSegment], None],
         spool_dir: str | None = None,
+        topic_id: str | None = None,
+        id_in_keys: bool = False,
     ) -> None:
         self.topic = topic
         self.partition = partition
+        # The topic incarnation's ID (recorded with each segment) and whether its keys carry it.
+        self.topic_id = topic_id
+        self._key_topic_id = topic_id if id_in_keys else None
         self.prefix = prefix
         self.settings = settings
         self._format = get_format(settings.segment_format)
@@ -86,6 +100,7 @@ class TopicPartitionWriter:
         self._count = 0
         self._min_ts = 0
         self._max_ts = 0
+        self._max_record_bytes = 0
         self._window: int | None = None
 
     def write(self, record: Record) -> None:
@@ -104,6 +119,17 @@ class TopicPartitionWriter:
         elif self._rotates_on_time and self._rotation.cuts_before(self._min_ts, self._max_ts, self._window, ts):
             self._close()
             self._open(offset, ts)
+        # record_bytes() inlined for the common case of no headers: this runs for every record.
+        payload = size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            try:
+                size = record_bytes(key, value, headers)
+            except UnicodeEncodeError:
+                raise KafkaBackupError(
+                    f"{self.topic}[{self.partition}] offset {offset} has a header name that is not valid UTF-8 "
+                    f"({[name for name, _ in headers if not _utf8(name)][0]!r}). Kafka header names are strings; "
+                    "confluent-kafka cannot produce such a name (it would crash the restore), so the backup "
+                    "refuses the record rather than write a segment that cannot be restored.") from None
         self._write_fields(self.partition, offset, ts, ts_type, key, value, headers)
         self._last_offset = offset
         if self._count == 0:
@@ -114,7 +140,9 @@ class TopicPartitionWriter:
             self._max_ts = ts
         self._count += 1
         self.records_written += 1
-        self.payload_bytes += (len(key) if key else 0) + (len(value) if value else 0)
+        self.payload_bytes += payload  # key and value bytes, as the throughput logs and benchmarks count them
+        if size > self._max_record_bytes:
+            self._max_record_bytes = size
         if self._count >= self._flush_size:
             self._close()
 
@@ -132,7 +160,8 @@ class TopicPartitionWriter:
         self.state = WriterState.IDLE
 
     def _open(self, first_offset: int, first_timestamp: int) -> None:
-        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic}+{self.partition}+", dir=self._spool_dir)
+        # The topic name cut short: a topic name may be 249 characters, a file name at most 255 bytes.
+        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic[:64]}+{self.partition}+", dir=self._spool_dir)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hashing = HashingWriter(self._file)
         self._encoder = self._format.encoder(self._hashing, self._compression)
@@ -147,7 +176,7 @@ class TopicPartitionWriter:
         info = SegmentInfo(
             key=segment_key(
                 self.prefix, self.topic, self.partition, self._first_offset,
-                self.settings.offset_pad_width, self._extension,
+                self.settings.offset_pad_width, self._extension, self._key_topic_id,
             ),
             topic=self.topic,
             partition=self.partition,
@@ -158,6 +187,8 @@ class TopicPartitionWriter:
             max_timestamp=self._max_ts,
             bytes=self._hashing.size,
             sha256=self._hashing.sha256.hexdigest(),
+            max_record_bytes=self._max_record_bytes,
+            topic_id=self.topic_id,
         )
         segment = ClosedSegment(self._path, info)
         self._reset_segment()

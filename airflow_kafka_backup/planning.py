@@ -16,9 +16,11 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from airflow_kafka_backup.errors import ConfigurationError, DataLossError
+from airflow_kafka_backup.incarnations import Incarnation
 from airflow_kafka_backup.manifest import PartitionRange
 from airflow_kafka_backup.manifest import TopicPartition as TP
 from airflow_kafka_backup.settings import check_isolation_level
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 ADMIN_TIMEOUT_S = 30.0
 
@@ -39,6 +41,34 @@ def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
     if missing:
         raise ConfigurationError(f"Kafka topic(s) not found: {', '.join(missing)}.")
     return {t: len(metadata[t].partitions) for t in topics}
+
+
+@dataclass(frozen=True)
+class ResolvedTopics:
+    """What a selection came to on the cluster: the topics to back up, and the ones gone from it."""
+
+    partitions: dict[str, int]  # topic -> partition count
+    gone: list[str]  # matched by a pattern in an earlier run (``known``), not in the cluster now
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.partitions)
+
+
+def resolve_topics(admin, selection: TopicSelection, known: Sequence[str] = ()) -> ResolvedTopics:
+    """Resolve names and patterns against the cluster (one metadata request).
+
+    A named topic the cluster lacks fails the plan, naming it. A topic of the backup (``known``)
+    that only a pattern selects and the cluster no longer has is *gone*: the run goes on without it.
+    """
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    available = [t for t, md in metadata.items() if md.error is None]
+    missing = [t for t in selection.names if t not in available]
+    if missing:
+        raise ConfigurationError(f"Kafka topic(s) not found: {', '.join(missing)}.")
+    topics = selection.resolve(available)
+    gone = sorted(t for t in known if t not in available and t not in selection.names and selection.matches(t))
+    return ResolvedTopics({t: len(metadata[t].partitions) for t in topics}, gone)
 
 
 def isolation_level(name: str) -> IsolationLevel:
@@ -68,8 +98,12 @@ def plan_ranges(
     bounds: Mapping[TP, OffsetBounds],
     checkpoints: Mapping[TP, int],
     allow_data_loss: bool,
+    incarnations: Mapping[str, Incarnation] | None = None,
 ) -> list[PartitionRange]:
     """One range per partition, from its checkpoint (or log start) to the snapshotted end.
+
+    ``checkpoints`` are those of each topic's incarnation in ``incarnations`` (none for a new
+    one), whose ID each range records.
 
     A checkpoint below the log start means retention deleted records we never backed up.
     That fails the run, naming every such partition, unless ``allow_data_loss`` is set;
@@ -81,18 +115,20 @@ def plan_ranges(
         topic, partition = tp
         b = bounds[tp]
         checkpoint = checkpoints.get(tp)
+        incarnation = (incarnations or {}).get(topic)
+        ids = {"topic_id": incarnation.topic_id, "id_in_keys": incarnation.id_in_keys} if incarnation else {}
         if checkpoint is None:
-            ranges.append(PartitionRange(topic, partition, b.log_start, b.end))
+            ranges.append(PartitionRange(topic, partition, b.log_start, b.end, **ids))
         elif checkpoint > b.end:
             raise DataLossError(
-                f"{topic}[{partition}]: the backup has offsets up to {checkpoint} but the partition ends at "
-                f"{b.end}; was the topic deleted and recreated? Back it up under a new prefix."
+                f"{topic}[{partition}]: the backup has offsets up to {checkpoint} but the partition, with the same "
+                f"topic ID, ends at {b.end}: Kafka lost records it had acknowledged (an unclean leader election?)."
             )
         elif checkpoint < b.log_start:
             losses.append(f"{topic}[{partition}] offsets {checkpoint}..{b.log_start - 1}")
-            ranges.append(PartitionRange(topic, partition, b.log_start, b.end, checkpoint, b.log_start))
+            ranges.append(PartitionRange(topic, partition, b.log_start, b.end, checkpoint, b.log_start, **ids))
         else:
-            ranges.append(PartitionRange(topic, partition, checkpoint, b.end))
+            ranges.append(PartitionRange(topic, partition, checkpoint, b.end, **ids))
     if losses and not allow_data_loss:
         raise DataLossError(
             "Records were deleted from Kafka before they were backed up: " + "; ".join(losses)

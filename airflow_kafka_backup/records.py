@@ -41,3 +41,17 @@ class Record:
             message.value(),
             message.headers() or [],
         )
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: list | None) -> int:
+    """A record's payload as Kafka sizes it: key + value + every header's name (UTF-8) and value.
+
+    What the manifests record per segment (its largest record) so that a restore can size its
+    producer and check its target topics before producing (see :mod:`airflow_kafka_backup.record_size`).
+    Kafka's framing (a few bytes per record and per header, 61 per batch) comes on top.
+    """
+    size = (len(key) if key else 0) + (len(value) if value else 0)
+    if headers:
+        for name, header_value in headers:
+            size += len(name.encode("utf-8")) + (len(header_value) if header_value else 0)
+    return size

@@ -56,10 +56,18 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, ProducerStuckError
+from airflow_kafka_backup.errors import (
+    ConfigurationError,
+    IntegrityError,
+    KafkaBackupError,
+    ProducerStuckError,
+    RecordTooLargeError,
+)
 from airflow_kafka_backup.key_layout import chunk_key, safe_restore_id
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk, OffsetRun
+from airflow_kafka_backup.record_size import MESSAGE_MAX_BYTES, TOPIC_MAX_MESSAGE_BYTES, topic_max_message_bytes
+from airflow_kafka_backup.records import record_bytes
 from airflow_kafka_backup.restore_attempts import RestoreAttempt, RestoreProgress, new_attempt_id, write_attempt
 from airflow_kafka_backup.restore_planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.segment_codec import HashingWriter, decode_fields, get_format
@@ -444,15 +452,19 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
                 transaction = _Transaction(producer, group_metadata, store, restore_prefix, unit, attempt.attempt,
                                            transaction_timeout_s=transaction_timeout_s)
                 # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
-                with transaction.aborted_on_failure():
-                    while left and (not transaction.segments or transaction.age() < commit_interval_s):
-                        seg, path = next(downloads)
-                        left -= 1
-                        try:
-                            transaction.produce(seg, path)
-                        finally:
-                            os.unlink(path)
-                _commit_or_redo(transaction, totals, spool_dir)
+                try:
+                    with transaction.aborted_on_failure():
+                        while left and (not transaction.segments or transaction.age() < commit_interval_s):
+                            seg, path = next(downloads)
+                            left -= 1
+                            try:
+                                transaction.produce(seg, path)
+                            finally:
+                                os.unlink(path)
+                except _RedoWithReports as redo:  # a record failed while producing (the transaction is aborted)
+                    _redo_with_reports(transaction, totals, spool_dir, redo)
+                else:
+                    _commit_or_redo(transaction, totals, spool_dir)
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
                     log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition,
@@ -475,9 +487,15 @@ def _commit_or_redo(transaction: _Transaction, totals: _Totals, spool_dir: str |
         totals.add(transaction)
         return
     except _RedoWithReports as redo:
-        unit = transaction.unit
-        log.info("%s[%d]: %s; restoring %s again with a delivery report per record", unit.target_topic,
-                 unit.partition, redo, ", ".join(p.seg.key for p in transaction.segments))
+        _redo_with_reports(transaction, totals, spool_dir, redo)
+
+
+def _redo_with_reports(transaction: _Transaction, totals: _Totals, spool_dir: str | None,
+                       redo: _RedoWithReports) -> None:
+    """Restore the segments of the aborted ``transaction`` again, one transaction each, with a report per record."""
+    unit = transaction.unit
+    log.info("%s[%d]: %s; restoring %s again with a delivery report per record", unit.target_topic,
+             unit.partition, redo, ", ".join(p.seg.key for p in transaction.segments))
     for produced in transaction.segments:
         again = _Transaction(transaction.producer, transaction.group_metadata, transaction.store,
                              transaction.restore_prefix, transaction.unit, transaction.attempt,
@@ -512,17 +530,33 @@ class _ProducedSegment:
     sources: list[int] = field(default_factory=list)  # every source offset: only with a report per record
     reported: list[int] = field(default_factory=list)  # target offsets from the delivery reports, in produce order
     errors: list[str] = field(default_factory=list)
+    # The index of the delivery report of each record refused for its size.
+    too_large: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # key + value + header bytes per record: only with a report each
 
     def on_delivery(self, error, message) -> None:
         # Within one partition, delivery reports arrive in produce order.
         if error is None:
             self.reported.append(message.offset())
-        else:
-            self.errors.append(str(error))
+            return
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self.too_large.append(len(self.reported) + len(self.errors))
+        self.errors.append(str(error))
+
+    def raise_if_too_large(self, unit: PartitionRestore, report_every_record: bool) -> None:
+        """Name the first record the broker refused as too large, with the fix; without a report per record,
+        redo the transaction with them, which tells which record it was and its size."""
+        if not self.too_large:
+            return
+        if not report_every_record:
+            raise _RedoWithReports("the broker refused a record as too large")
+        index = self.too_large[0]
+        raise refused_by_broker(unit, self.seg.key, self.sources[index], self.sizes[index])
 
     def offset_runs(self, unit: PartitionRestore, report_every_record: bool) -> list[OffsetRun]:
         """Where this segment's records went, from its delivery reports (all of them have arrived)."""
         expected = self.restored if report_every_record else min(self.restored, 2)
+        self.raise_if_too_large(unit, report_every_record)
         if self.errors or len(self.reported) != expected:
             raise KafkaBackupError(
                 f"Producing {self.seg.key} to {unit.target_topic}[{unit.partition}] failed: "
@@ -618,6 +652,13 @@ class _Transaction:
 
     def produce(self, seg: PlannedSegment, path: str) -> None:
         """Produce the records of one verified segment (spooled at ``path``) that pass the unit's filters."""
+        try:
+            self._produce_records(seg, path)
+        except KafkaException as error:
+            self._explain_failed_produce(self.segments[-1], error)
+            raise
+
+    def _produce_records(self, seg: PlannedSegment, path: str) -> None:
         produced = _ProducedSegment(seg)
         self.segments.append(produced)
         fmt, codec = get_format(seg.segment_format), get_compression(seg.compression)
@@ -635,7 +676,7 @@ class _Transaction:
         # The held record, in locals rather than a tuple: no allocation per record.
         holding = False
         held_value = held_key = held_headers = None
-        held_timestamp = 0
+        held_timestamp = held_offset = 0
         with open(path, "rb") as raw:
             for _, offset, timestamp, _, key, value, headers in decode_fields(fmt, raw, codec):
                 if keep is not None and not keep(offset, timestamp):
@@ -650,13 +691,19 @@ class _Transaction:
                     except BufferError:
                         _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
                                            partition, callback)
+                    except KafkaException as error:
+                        _raise_if_too_large(error, self.unit, seg.key, held_offset, held_key, held_value, held_headers)
+                        raise
                     if not report_every_record:
                         callback = None
                 holding = True
                 # confluent-kafka takes headers as a list (msgpack decodes them as a tuple); None: no headers.
                 held_value, held_key, held_headers = value, key, list(headers) if headers else None
                 held_timestamp = timestamp if timestamp > 0 else 0
+                held_offset = offset
                 add_source(offset)
+                if report_every_record:  # a redo: the size of a record the broker refuses is told
+                    produced.sizes.append(record_bytes(key, value, headers))
                 if len(sources) % _POLL_EVERY == 0:
                     poll(0)
             if holding:
@@ -665,9 +712,31 @@ class _Transaction:
                 except BufferError:
                     _produce_when_room(producer, topic, held_value, held_key, held_timestamp, held_headers,
                                        partition, on_delivery)
+                except KafkaException as error:
+                    _raise_if_too_large(error, self.unit, seg.key, held_offset, held_key, held_value, held_headers)
+                    raise
         produced.restored, produced.filtered = len(sources), filtered
         if not report_every_record:
             produced.source_runs = _source_runs(sources)
+
+    def _explain_failed_produce(self, produced: _ProducedSegment, error: KafkaException) -> None:
+        """Raise what a failed ``produce()`` means, when the delivery reports can tell; else return.
+
+        A record the broker refused fails the transaction, and the produce() calls after it
+        fail with a state error that does not say why. The reports served here do: a record
+        refused as too large is named (:func:`refused_by_broker`). Without a report per record
+        (this one may not carry one), the transaction is redone with them, so that the cause
+        is found. A fatal error (the producer was fenced, say) is left to the caller as it is.
+        """
+        if error.args and error.args[0].fatal():
+            return
+        if not self.report_every_record:
+            raise _RedoWithReports(f"producing failed ({error.args[0].str() if error.args else error})") from error
+        for _ in range(20):  # the failed record's report is normally queued already
+            if produced.too_large:
+                break
+            self.producer.poll(0.1)
+        produced.raise_if_too_large(self.unit, True)
 
     def commit(self) -> None:
         """Wait for the delivery reports, add the progress, write each segment's offset-map chunk, then commit."""
@@ -708,6 +777,33 @@ class _Transaction:
     @property
     def filtered(self) -> int:
         return sum(produced.filtered for produced in self.segments)
+
+
+def _raise_if_too_large(error: KafkaException, unit: PartitionRestore, segment_key: str, source_offset: int,
+                        key: bytes | None, value: bytes | None, headers: list | None) -> None:
+    """When ``produce()`` refused a record as larger than the producer's limit, say which one and how to fix it.
+
+    Any other failure is left to the caller to raise as it is (the transaction's own handling reads it).
+    """
+    if not error.args or error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+        return
+    size = record_bytes(key, value, headers)
+    raise RecordTooLargeError(
+        f"{unit.source_topic}[{unit.partition}] offset {source_offset} (in {segment_key}) is {size} bytes (key + "
+        f"value + headers), more than the restore producer's {MESSAGE_MAX_BYTES} allows: set "
+        f'"{MESSAGE_MAX_BYTES}": {topic_max_message_bytes(size)} or more in the kafka connection\'s extra, or leave '
+        "it out there (the restore sizes it from the backup when the manifests record record sizes)."
+    ) from error
+
+
+def refused_by_broker(unit: PartitionRestore, segment_key: str, source_offset: int, size: int) -> RecordTooLargeError:
+    """The error for a record the broker refused as too large: its source offset, and the topic config that fixes it."""
+    needed = topic_max_message_bytes(size)
+    return RecordTooLargeError(
+        f"{unit.source_topic}[{unit.partition}] offset {source_offset} (in {segment_key}) is {size} bytes (key + "
+        f"value + headers), and the broker refused it as too large for {unit.target_topic}: set "
+        f"{TOPIC_MAX_MESSAGE_BYTES}={needed} on the topic (kafka-configs.sh --alter --entity-type topics "
+        f"--entity-name {unit.target_topic} --add-config {TOPIC_MAX_MESSAGE_BYTES}={needed}), and restore again.")
 
 
 def _produce_when_room(producer, topic: str, value: bytes | None, key: bytes | None, timestamp: int,

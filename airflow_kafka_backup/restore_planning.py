@@ -12,15 +12,17 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import pairwise
 
 from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.incarnations import choose, incarnation_of, longest_histories, summarize
 from airflow_kafka_backup.key_layout import topic_prefix
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.settings import validate_topics
+from airflow_kafka_backup.record_size import largest
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class PlannedSegment:
     # The manifest's timestamps of the segment's records (None in work units planned before they were carried).
     min_timestamp: int | None = None
     max_timestamp: int | None = None
+    # The manifest's largest record of the segment (None from manifests written before it was recorded).
+    max_record_bytes: int | None = None
 
 
 @dataclass
@@ -116,6 +120,14 @@ class PartitionRestore:
     @property
     def upper_bound_records(self) -> int:
         return sum(s.records for s in self.segments)
+
+    def largest_record_bytes(self) -> int | None:
+        """The largest record of the planned segments (of whole segments: a cut one may hold it); None when unknown.
+
+        Segments from manifests written before record sizes were recorded are left out (a lower
+        bound then); see :mod:`airflow_kafka_backup.record_size` for what the restore does with it.
+        """
+        return largest(s.max_record_bytes for s in self.segments)
 
     def timestamp_span(self) -> tuple[int | None, int | None]:
         """(oldest, newest) timestamp of the restored records, as young (oldest) and as old (newest) as they can be.
@@ -154,28 +166,55 @@ class RestorePlan:
     # From the newest manifest covering each topic / partition:
     topic_metadata: dict[str, dict] = field(default_factory=dict)  # source topic -> TopicMetadata dict
     group_offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # source topic -> the incarnation restored (IncarnationSummary.to_dict()), and how many the backup holds
+    incarnations: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RestoreSettings:
+    """``topics`` and ``topic_mapping`` are resolved names; with patterns they are empty until the plan
+    resolves ``selection`` against the topics in the backup (:meth:`resolved`)."""
+
     topics: tuple[str, ...]
     topic_mapping: dict[str, str]
     from_timestamp: int | None
     until_timestamp: int | None
     offset_bounds: dict[str, dict[int, tuple[int | None, int | None]]]
+    selection: TopicSelection | None = None
+    requested_mapping: dict[str, str] = field(default_factory=dict)
+    incarnations: dict[str, str] = field(default_factory=dict)  # source topic -> topic ID to restore
 
     @classmethod
     def create(cls, *, topics: object, topic_mapping: object = None, from_timestamp: object = None,
-               until_timestamp: object = None, offset_bounds: object = None) -> RestoreSettings:
-        names = validate_topics(topics)
+               until_timestamp: object = None, offset_bounds: object = None,
+               incarnations: object = None) -> RestoreSettings:
+        selection = TopicSelection.parse(topics)
         mapping = topic_mapping or {}
         if not isinstance(mapping, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) and v for k, v in mapping.items()):
             raise ConfigurationError(f"topic_mapping must map source topic names to target names, got {mapping!r}.")
-        unknown = sorted(set(mapping) - set(names))
-        if unknown:
-            raise ConfigurationError(f"topic_mapping names topics that are not being restored: {', '.join(unknown)}.")
-        targets = [mapping.get(t, t) for t in names]
+        chosen = incarnations or {}
+        if not isinstance(chosen, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) and v for k, v in chosen.items()):
+            raise ConfigurationError(f"incarnations must map source topic names to topic IDs, got {chosen!r}.")
+        start, until = parse_time_window(from_timestamp, until_timestamp)
+        settings = cls((), {}, start, until, _parse_offset_bounds(offset_bounds), selection, dict(mapping),
+                       dict(chosen))
+        return settings if selection.has_patterns else settings.resolved(selection.names)
+
+    @property
+    def resolved_yet(self) -> bool:
+        return bool(self.topics)
+
+    def resolved(self, topics: Sequence[str]) -> RestoreSettings:
+        """These settings for the concrete source ``topics``; the mapping and bounds are checked against them."""
+        names = list(topics)
+        for what, given in (("topic_mapping", self.requested_mapping), ("offset_bounds", self.offset_bounds),
+                            ("incarnations", self.incarnations)):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise ConfigurationError(f"{what} names topic(s) that are not being restored: {', '.join(unknown)}.")
+        targets = [self.requested_mapping.get(t, t) for t in names]
         if len(set(targets)) != len(targets):
             raise ConfigurationError(f"topic_mapping sends two source topics to one target: {targets}.")
         bad = [t for t in targets if not _is_legal_topic_name(t)]
@@ -186,9 +225,7 @@ class RestoreSettings:
                 f"Target topic name(s) {', '.join(map(repr, bad))} are not legal in Kafka: a topic name is 1 to "
                 f"{_MAX_TOPIC_NAME} characters of ASCII letters, digits, '.', '_' and '-', and not '.' or '..'."
             )
-        start, until = parse_time_window(from_timestamp, until_timestamp)
-        return cls(tuple(names), {t: mapping.get(t, t) for t in names}, start, until,
-                   _parse_offset_bounds(offset_bounds, names))
+        return replace(self, topics=tuple(names), topic_mapping={t: self.requested_mapping.get(t, t) for t in names})
 
 
 # Kafka's own rule (org.apache.kafka.common.internals.Topic.validate).
@@ -200,8 +237,9 @@ def _is_legal_topic_name(name: str) -> bool:
     return len(name) <= _MAX_TOPIC_NAME and name not in (".", "..") and _LEGAL_TOPIC_NAME.fullmatch(name) is not None
 
 
-def _parse_offset_bounds(value: object, topics: Sequence[str]) -> dict[str, dict[int, tuple[int | None, int | None]]]:
-    """``{"topic": {"0": [start, end]}}`` with ``end`` exclusive; either may be null."""
+def _parse_offset_bounds(value: object) -> dict[str, dict[int, tuple[int | None, int | None]]]:
+    """``{"topic": {"0": [start, end]}}`` with ``end`` exclusive; either may be null (topics checked by
+    :meth:`RestoreSettings.resolved`)."""
     if not value:
         return {}
     problem = f"offset_bounds must look like {{\"topic\": {{\"0\": [start, end]}}}}, got {value!r}."
@@ -209,8 +247,6 @@ def _parse_offset_bounds(value: object, topics: Sequence[str]) -> dict[str, dict
         raise ConfigurationError(problem)
     out: dict[str, dict[int, tuple[int | None, int | None]]] = {}
     for topic, partitions in value.items():
-        if topic not in topics:
-            raise ConfigurationError(f"offset_bounds names topic {topic!r}, which is not being restored.")
         if not isinstance(partitions, Mapping):
             raise ConfigurationError(problem)
         for partition, bounds in partitions.items():
@@ -236,14 +272,39 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
     manifests = list(load_manifests(store, prefix))
     for manifest in manifests if check_manifest else ():
         check_manifest(manifest)
+    available = sorted({r.topic for m in manifests for r in m.ranges})
+    if not settings.resolved_yet:
+        settings = settings.resolved(settings.selection.resolve(available))
+        if not settings.topics:
+            raise ConfigurationError(
+                f"topics {list(settings.selection.entries)} match no topic in the backup under "
+                f"s3://{store.bucket}/{prefix}; it holds: {', '.join(available) or 'nothing'}.")
+    missing = [t for t in settings.topics if t not in available]
+    if missing:
+        raise ConfigurationError(
+            f"No committed backup of topic(s) {', '.join(missing)} under s3://{store.bucket}/{prefix}; "
+            f"the backup holds: {', '.join(available) or 'nothing'}."
+        )
+    histories = longest_histories(manifests)
+    incarnations = summarize(manifests, settings.topics, histories)
+    chosen = {t: choose(t, incarnations[t], settings.incarnations.get(t), settings.until_timestamp)
+              for t in settings.topics}
+    for topic, incarnation in chosen.items():
+        if len(incarnations[topic]) > 1:
+            log.info("%s has %d incarnations in the backup; restoring %s", topic, len(incarnations[topic]),
+                     incarnation.describe())
+
+    def restored(topic: str, topic_id: str | None) -> bool:
+        return topic in chosen and incarnation_of(topic, topic_id, histories) == chosen[topic].topic_id
+
     ranges: dict[tuple[str, int], list[PartitionRange]] = defaultdict(list)
     segments: dict[tuple[str, int], dict[str, tuple[SegmentInfo, RunManifest]]] = defaultdict(dict)
     for manifest in manifests:
         for r in manifest.ranges:
-            if r.topic in settings.topics:
+            if restored(r.topic, r.topic_id):
                 ranges[r.tp].append(r)
         for s in manifest.segments:
-            if s.topic in settings.topics:
+            if restored(s.topic, s.topic_id):
                 seen = segments[(s.topic, s.partition)].get(s.key)
                 if seen is not None and seen[0].sha256 != s.sha256:
                     raise IntegrityError(
@@ -251,14 +312,6 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
                     )
                 segments[(s.topic, s.partition)][s.key] = (s, manifest)
 
-    backed_up = {t for t, _ in ranges}
-    missing = [t for t in settings.topics if t not in backed_up]
-    if missing:
-        available = sorted({r.topic for m in manifests for r in m.ranges})
-        raise ConfigurationError(
-            f"No committed backup of topic(s) {', '.join(missing)} under s3://{store.bucket}/{prefix}; "
-            f"the backup holds: {', '.join(available) or 'nothing'}."
-        )
     for topic, bounds in settings.offset_bounds.items():
         for p in bounds:
             if (topic, p) not in ranges:
@@ -288,13 +341,29 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             restore.segments.append(PlannedSegment(
                 info.key, info.first_offset, info.last_offset, info.records, info.bytes, info.sha256,
                 manifest.settings.segment_format, manifest.settings.compression, info.min_timestamp,
-                info.max_timestamp,
+                info.max_timestamp, info.max_record_bytes,
             ))
         plan.append(restore)
     counts = {t: 1 + max(p for tt, p in ranges if tt == t) for t in settings.topics}
-    metadata, groups = _newest_captures(manifests, settings.topics)
+    # Topic metadata and group offsets of the restored incarnation only: another one's offsets mean other records.
+    of_incarnation = [_only_restored(m, restored) for m in manifests]
+    metadata, groups = _newest_captures(of_incarnation, settings.topics)
     _drop_partitions_beyond(groups, counts)
-    return RestorePlan(plan, counts, dict(settings.topic_mapping), metadata, groups)
+    return RestorePlan(plan, counts, dict(settings.topic_mapping), metadata, groups,
+                       {t: {**i.to_dict(), "number": 1 + incarnations[t].index(i), "of": len(incarnations[t])}
+                        for t, i in chosen.items()})
+
+
+def _only_restored(manifest: RunManifest, restored: Callable[[str, str | None], bool]) -> RunManifest:
+    """The manifest with only the topics whose incarnation in it is the one being restored."""
+    kept = {r.topic for r in manifest.ranges if restored(r.topic, r.topic_id)}
+    return replace(
+        manifest,
+        ranges=[r for r in manifest.ranges if r.topic in kept],
+        topics=[md for md in manifest.topics if md["topic"] in kept],
+        consumer_groups={g: {t: o for t, o in by_topic.items() if t in kept}
+                         for g, by_topic in manifest.consumer_groups.items()},
+    )
 
 
 def _drop_partitions_beyond(groups: dict[str, dict[str, dict[str, int]]], counts: Mapping[str, int]) -> None:

@@ -10,6 +10,7 @@ from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.manifest import SegmentSettings
 from airflow_kafka_backup.rotation import TimeRotation
 from airflow_kafka_backup.segment_codec import get_format
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
 
@@ -58,6 +59,26 @@ def _pad_width(value: object) -> int:
     return width
 
 
+def clean_prefix(value: object) -> str:
+    """The ``prefix`` Param as the keys use it: leading and trailing slashes stripped; empty parts refused.
+
+    ``/kafka-backup/`` and ``kafka-backup`` name one place, so they are one prefix. A doubled
+    slash (``a//b``) is refused rather than collapsed: S3 keys keep it, so other tools (and
+    an older run of this one) see ``a//b`` and ``a/b`` as two places, and silently writing to
+    the other would split a backup. An empty prefix (or ``/``) is allowed and writes the
+    backup at the bucket's root (``<topic>/...``, ``_manifests/...``); ``retention_days``
+    refuses it, since its lifecycle rule would then cover the whole bucket.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"prefix must be text, got {value!r}.")
+    prefix = value.strip("/")
+    if "//" in prefix:
+        raise ConfigurationError(
+            f"prefix {value!r} has an empty path part ('//'), which S3 keys would keep: write it with single "
+            f"slashes ({'/'.join(part for part in prefix.split('/') if part)!r}).")
+    return prefix
+
+
 def validate_topics(topics: object) -> list[str]:
     if isinstance(topics, str):
         topics = [t.strip() for t in topics.split(",")]
@@ -70,13 +91,18 @@ def validate_topics(topics: object) -> list[str]:
 class BackupSettings:
     """What a backup run needs besides its clients. Built by :meth:`create`, which validates."""
 
-    topics: tuple[str, ...]
+    topics: tuple[str, ...]  # names and re:<regex> patterns (see topic_selection)
     bucket: str
     prefix: str
     segments: SegmentSettings
     isolation_level: str = "read_committed"
     allow_data_loss: bool = False
     max_work_units: int = 16
+    exclude_topics: tuple[str, ...] = ()
+
+    @property
+    def selection(self) -> TopicSelection:
+        return TopicSelection.parse(self.topics, self.exclude_topics)
 
     @classmethod
     def create(
@@ -85,6 +111,7 @@ class BackupSettings:
         topics: object,
         bucket: object,
         prefix: object = "kafka-backup",
+        exclude_topics: object = None,
         flush_size: object = 10_000,
         compression: object = "gzip",
         segment_format: object = "jsonl",
@@ -98,8 +125,7 @@ class BackupSettings:
     ) -> BackupSettings:
         if not isinstance(bucket, str) or not bucket.strip():
             raise ConfigurationError("bucket is required: the S3 bucket to write the backup to.")
-        if not isinstance(prefix, str):
-            raise ConfigurationError(f"prefix must be a string, got {prefix!r}.")
+        prefix = clean_prefix(prefix)
         get_compression(str(compression))
         get_format(str(segment_format))
         pad = _pad_width(offset_pad_width)
@@ -108,10 +134,12 @@ class BackupSettings:
         rotate = _optional_positive_int("rotate_interval_ms", rotate_interval_ms)
         schedule = _optional_positive_int("rotate_schedule_interval_ms", rotate_schedule_interval_ms)
         TimeRotation(rotate, schedule, str(timezone or "UTC"))  # validates the timezone
+        selection = TopicSelection.parse(topics, exclude_topics)
         return cls(
-            topics=tuple(validate_topics(topics)),
+            topics=selection.entries,
+            exclude_topics=selection.exclude_entries,
             bucket=bucket.strip(),
-            prefix=prefix.strip("/"),
+            prefix=prefix,
             segments=SegmentSettings(
                 segment_format=str(segment_format),
                 compression=str(compression),

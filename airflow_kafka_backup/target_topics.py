@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 from airflow_kafka_backup.errors import ConfigurationError
+from airflow_kafka_backup.record_size import TOPIC_MAX_MESSAGE_BYTES, largest, record_size_problems
 from airflow_kafka_backup.restore_planning import PartitionRestore
 
 ADMIN_TIMEOUT_S = 30.0
@@ -25,7 +26,11 @@ _BROKER_DEFAULT_OF = {
     CLEANUP_POLICY_CONFIG: "log.cleanup.policy",
     BEFORE_MAX_CONFIG: "log.message.timestamp.before.max.ms",
     AFTER_MAX_CONFIG: "log.message.timestamp.after.max.ms",
+    TOPIC_MAX_MESSAGE_BYTES: "message.max.bytes",
 }
+# A broker setting no topic config lifts: the largest request the broker reads. Carried in
+# broker_topic_defaults() under its own name, for the record size check.
+SOCKET_REQUEST_MAX_BYTES = "socket.request.max.bytes"
 # log.retention.ms, else log.retention.minutes, else log.retention.hours (Kafka's own order).
 _BROKER_RETENTION = (("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000))
 
@@ -141,6 +146,53 @@ def record_keeping_problems(topic: str, configs: Mapping[str, str], span: Span, 
     return problems
 
 
+def largest_records(partitions: Iterable[PartitionRestore]) -> dict[str, int | None]:
+    """Per target topic, its largest record to restore (see ``PartitionRestore.largest_record_bytes``)."""
+    out: dict[str, int | None] = {}
+    for p in partitions:
+        out[p.target_topic] = largest((out.get(p.target_topic), p.largest_record_bytes()))
+    return out
+
+
+def check_targets_take_records(admin, largest_by_topic: Mapping[str, int | None],
+                               new_topic_configs: Mapping[str, Mapping[str, str]],
+                               broker_defaults: Mapping[str, str] | None = None,
+                               compressed: Callable[[], bool] = lambda: False) -> None:
+    """Fail, before anything is produced, when a target cannot take the largest record the restore would write to it.
+
+    Checked like :func:`check_targets_keep_records`: an existing topic's ``max.message.bytes``
+    as the broker reports it (the broker's ``message.max.bytes`` when the topic has none of its
+    own), a new topic's from ``new_topic_configs`` over the broker's defaults; and every target
+    against the broker's ``socket.request.max.bytes``. Targets whose largest record is not
+    known (backed up before record sizes were recorded) are not checked.
+
+    ``compressed()``: whether the restore producer compresses (the connection sets
+    ``compression.type``), asked only when there is a problem. The broker then limits the
+    compressed batch, which may fit where the record would not: the problems are logged as
+    warnings instead of refusing the restore.
+    """
+    sized = {t: n for t, n in largest_by_topic.items() if n is not None}
+    if not sized:
+        return
+    existing = sorted(t for t in sized if t not in new_topic_configs)
+    effective = _topic_configs(admin, existing)
+    defaults = broker_topic_defaults(admin) if broker_defaults is None else broker_defaults
+    effective.update({t: {**defaults, **configs} for t, configs in new_topic_configs.items()})
+    socket_limit = _as_int(defaults.get(SOCKET_REQUEST_MAX_BYTES))
+    problems = []
+    for topic in sorted(sized):
+        if topic in effective:
+            problems += record_size_problems(topic, sized[topic], effective[topic],
+                                             created=topic in new_topic_configs, socket_request_max_bytes=socket_limit)
+    if not problems:
+        return
+    if compressed():
+        log.warning("The restore producer compresses, so these records may still fit once compressed: %s.",
+                    "; ".join(problems))
+        return
+    raise ConfigurationError("Cannot restore: " + "; ".join(problems) + ".")
+
+
 def _topic_configs(admin, topics: list[str]) -> dict[str, dict[str, str]]:
     """The effective configs of existing topics; a topic whose configs cannot be read is left out, with a warning."""
     if not topics:
@@ -171,6 +223,8 @@ def broker_topic_defaults(admin) -> dict[str, str]:
         return {}
     values = {name: entry.value for name, entry in entries.items() if entry.value is not None}
     defaults = {topic_config: values[name] for topic_config, name in _BROKER_DEFAULT_OF.items() if name in values}
+    if SOCKET_REQUEST_MAX_BYTES in values:
+        defaults[SOCKET_REQUEST_MAX_BYTES] = values[SOCKET_REQUEST_MAX_BYTES]
     for name, unit_ms in _BROKER_RETENTION:
         if _as_int(values.get(name)) is not None:
             retention = int(values[name])

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection
 from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
 
 from airflow_kafka_backup.errors import ConfigurationError
@@ -32,12 +32,25 @@ class TopicMetadata:
     partitions: int
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
+    topic_id: str | None = None  # Kafka's topic ID (KIP-516): a recreated topic gets a new one
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def describe_topics(admin, topics: Sequence[str]) -> list[TopicMetadata]:
+def topic_ids(admin, topics: Sequence[str]) -> dict[str, str]:
+    """Each topic's Kafka topic ID, as Kafka prints it (base64), from one DescribeTopics request."""
+    if not topics:
+        return {}
+    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=ADMIN_TIMEOUT_S)
+    return {topic: str(future.result().topic_id) for topic, future in futures.items()}
+
+
+def describe_topics(admin, topics: Sequence[str], ids: dict[str, str] | None = None) -> list[TopicMetadata]:
+    """``ids``: the topics' IDs, when the caller has asked for them already."""
+    if not topics:
+        return []
+    ids = topic_ids(admin, topics) if ids is None else ids
     metadata = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
     configs = {r.name: f.result() for r, f in admin.describe_configs(resources,
@@ -49,7 +62,7 @@ def describe_topics(admin, topics: Sequence[str]) -> list[TopicMetadata]:
                if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and not entry.is_sensitive
                and entry.value is not None}
         out.append(TopicMetadata(topic, len(partitions), len(partitions[0].replicas) if partitions else 0,
-                                 dict(sorted(own.items()))))
+                                 dict(sorted(own.items())), ids.get(topic)))
     return out
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from airflow_kafka_backup.errors import IntegrityError, KafkaBackupError
+from airflow_kafka_backup.incarnations import IncarnationSummary, incarnation_of, longest_histories, summarize
 from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
 from airflow_kafka_backup.object_store import SHA256_METADATA, S3ObjectStore
 from airflow_kafka_backup.restore_planning import check_chain, check_segments_disjoint
@@ -55,6 +56,7 @@ class VerifyReport:
     segments_checked: int
     topics: dict[str, TopicSummary]
     problems: list[str]
+    incarnations: dict[str, list[IncarnationSummary]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -69,13 +71,17 @@ class VerifyReport:
             times = f"{t.min_timestamp}..{t.max_timestamp}" if t.min_timestamp is not None else "-"
             lines.append(f"{t.topic:<30} {len(t.partitions):>5} {offsets:>21} {t.records:>10} {t.bytes:>12} "
                          f"{t.lost_offsets:>6}  {times}")
+            for incarnation in self.incarnations.get(t.topic, []):
+                if incarnation.topic_id is not None:
+                    lines.append(f"  - {incarnation.describe()}")
         return "\n".join(lines)
 
     def summary(self) -> dict:
         """Small and JSON-friendly, for XCom."""
         return {"ok": self.ok, "manifests": self.manifests, "segments": self.segments_checked,
                 "problems": self.problems[:20],
-                "topics": {t.topic: {"partitions": len(t.partitions), "records": t.records, "bytes": t.bytes}
+                "topics": {t.topic: {"partitions": len(t.partitions), "records": t.records, "bytes": t.bytes,
+                                     "incarnations": [i.to_dict() for i in self.incarnations.get(t.topic, [])]}
                            for t in self.topics.values()}}
 
 
@@ -85,13 +91,15 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
     manifests = list(load_manifests(store, prefix) if manifests is None else manifests)
     wanted = set(topics) if topics else None
     summaries: dict[str, TopicSummary] = {}
-    ranges: dict[tuple[str, int], list[PartitionRange]] = defaultdict(list)
+    histories = longest_histories(manifests)
+    # Chains are checked per incarnation: a recreated topic starts again at offset 0.
+    ranges: dict[tuple[str, str | None, int], list[PartitionRange]] = defaultdict(list)
     segments: dict[str, SegmentInfo] = {}
     problems: list[str] = []
     for manifest in manifests:
         for r in manifest.ranges:
             if wanted is None or r.topic in wanted:
-                ranges[r.tp].append(r)
+                ranges[(r.topic, incarnation_of(r.topic, r.topic_id, histories), r.partition)].append(r)
                 summaries.setdefault(r.topic, TopicSummary(r.topic)).add_range(r)
         for s in manifest.segments:
             if wanted is not None and s.topic not in wanted:
@@ -106,17 +114,20 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
     for topic in sorted(wanted or ()):
         if topic not in summaries:
             problems.append(f"{topic}: no committed backup under s3://{store.bucket}/{prefix}")
-    for (topic, partition), rs in sorted(ranges.items()):
+    def label(topic: str, topic_id: str | None) -> str:
+        return f"{topic} (topic ID {topic_id})" if len(histories.get(topic, [])) > 1 else topic
+
+    for (topic, topic_id, partition), rs in sorted(ranges.items(), key=lambda item: str(item[0])):
         try:
-            check_chain(topic, partition, rs)
+            check_chain(label(topic, topic_id), partition, rs)
         except IntegrityError as error:
             problems.append(str(error))
-    by_partition: dict[tuple[str, int], list[SegmentInfo]] = defaultdict(list)
+    by_partition: dict[tuple[str, str | None, int], list[SegmentInfo]] = defaultdict(list)
     for seg in segments.values():
-        by_partition[(seg.topic, seg.partition)].append(seg)
-    for (topic, partition), segs in sorted(by_partition.items()):
+        by_partition[(seg.topic, incarnation_of(seg.topic, seg.topic_id, histories), seg.partition)].append(seg)
+    for (topic, topic_id, partition), segs in sorted(by_partition.items(), key=lambda item: str(item[0])):
         try:
-            check_segments_disjoint(store.bucket, topic, partition,
+            check_segments_disjoint(store.bucket, label(topic, topic_id), partition,
                                     sorted(segs, key=lambda s: (s.first_offset, s.last_offset)))
         except IntegrityError as error:
             problems.append(str(error))
@@ -124,7 +135,8 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
         problem = _check_segment(store, seg, deep)
         if problem:
             problems.append(problem)
-    return VerifyReport(len(manifests), len(segments), summaries, problems)
+    return VerifyReport(len(manifests), len(segments), summaries, problems,
+                        summarize(manifests, summaries, histories))
 
 
 def _check_segment(store: S3ObjectStore, seg: SegmentInfo, deep: bool) -> str | None:

@@ -76,6 +76,45 @@ def produce_tricky(bootstrap: str, topic: str, partitions: int, count: int, seed
     assert producer.flush(30) == 0
 
 
+MB = 1 << 20
+# A topic name of every character class Kafka allows, as long as Kafka allows (249).
+EDGE_TOPIC_LENGTH = 249
+
+
+def edge_topic_name(stem: str) -> str:
+    """A legal topic name of 249 characters: ``stem`` then dots, underscores, dashes, digits and letters."""
+    return (stem + "." + "a_b-C.9" * 40)[:EDGE_TOPIC_LENGTH]
+
+
+def edge_records(seed: int) -> list[dict]:
+    """The edge-case corpus: records of 5 and 10 MB, 1,000 headers on one record, a header name given as
+    non-UTF-8 bytes, between small tricky records. Random (incompressible) bytes, so that compression does
+    not hide the sizes."""
+    rng = random.Random(seed)
+    small = [tricky_record_fields(rng, i) for i in range(12)]
+    many_headers = [(f"h{i:04d}", rng.randbytes(i % 7) if i % 5 else None) for i in range(1000)]
+    return [
+        small[0],
+        {"key": b"five", "value": rng.randbytes(5 * MB), "headers": [("size", b"5MB")], "timestamp": 1_600_000_100_000},
+        *small[1:4],
+        {"key": b"ten", "value": rng.randbytes(10 * MB), "headers": [], "timestamp": 1_600_000_200_000},
+        {"key": b"headers", "value": b"v", "headers": many_headers, "timestamp": 1_600_000_300_000},
+        # confluent-kafka takes a header name as text: bytes are turned into their repr, so no record whose
+        # header name is not valid UTF-8 can be produced through it (and a lone surrogate crashes the client).
+        {"key": b"bytes-name", "value": b"v", "headers": [(b"\xff\xfe", b"v")], "timestamp": 1_600_000_400_000},
+        *small[4:],
+    ]
+
+
+def produce_records(bootstrap: str, topic: str, records: list[dict], partition: int = 0) -> None:
+    """``records`` (produce() keyword arguments) in order, with a producer that takes up to 16 MB."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "message.max.bytes": 16 * MB})
+    for fields in records:
+        producer.produce(topic, partition=partition, **fields)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
 def produce_transactional(bootstrap: str, topic: str) -> None:
     """Committed, aborted (really written, then aborted), committed, and a trailing aborted batch."""
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{topic}"})

@@ -11,6 +11,7 @@ from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
 from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
+from airflow_kafka_backup.record_size import LIBRDKAFKA_MESSAGE_MAX_BYTES, MESSAGE_MAX_BYTES, producer_size_config
 from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, TRANSACTION_TIMEOUT_S
 
 
@@ -42,7 +43,24 @@ class KafkaRangeConsumerHook(KafkaConsumerHook):
     def _get_client(self, config):
         config = {"group.id": DEFAULT_GROUP_ID, **config, **CONSUMER_OVERRIDES,
                   "isolation.level": self.isolation_level}
-        return super()._get_client(config)
+        return super()._get_client(consumer_fetch_config(config))
+
+
+def consumer_fetch_config(config: dict) -> dict:
+    """``config`` with ``message.max.bytes`` at most ``fetch.max.bytes``, which librdkafka requires of a consumer.
+
+    A connection that sets ``fetch.max.bytes`` below 1 MB (librdkafka's default ``message.max.bytes``)
+    would otherwise fail to create the backup's consumer (``fetch.max.bytes must be >=
+    message.max.bytes``). ``message.max.bytes`` limits only the requests a consumer sends, and
+    the broker still returns a record larger than ``fetch.max.bytes`` / ``max.partition.fetch.bytes``
+    on its own, so lowering it loses nothing: records of any size the broker took back up.
+    """
+    if "fetch.max.bytes" not in config:
+        return config
+    fetch_max = int(config["fetch.max.bytes"])
+    if fetch_max >= int(config.get(MESSAGE_MAX_BYTES, LIBRDKAFKA_MESSAGE_MAX_BYTES)):
+        return config
+    return {**config, MESSAGE_MAX_BYTES: fetch_max}
 
 
 class KafkaTransactionalProducerHook(KafkaProducerHook):
@@ -50,11 +68,22 @@ class KafkaTransactionalProducerHook(KafkaProducerHook):
 
     :param kafka_config_id: the ``kafka`` connection.
     :param transactional_id: stable per restore and target partition, so a retry fences its zombie.
+    :param largest_record_bytes: the largest record it will produce (from the manifests), which sizes
+        ``message.max.bytes`` and the queue (see :func:`~airflow_kafka_backup.record_size.producer_size_config`);
+        the connection's own ``message.max.bytes`` wins. None: unknown, the connection's settings as they are.
     """
 
-    def __init__(self, kafka_config_id: str = KafkaBaseHook.default_conn_name, *, transactional_id: str) -> None:
+    def __init__(self, kafka_config_id: str = KafkaBaseHook.default_conn_name, *, transactional_id: str,
+                 largest_record_bytes: int | None = None) -> None:
         super().__init__(kafka_config_id=kafka_config_id)
         self.transactional_id = transactional_id
+        self.largest_record_bytes = largest_record_bytes
+
+    def compresses(self) -> bool:
+        """Whether the connection makes producers compress (then the broker limits compressed batches)."""
+        extra = self.get_connection(self.kafka_config_id).extra_dejson
+        codec = extra.get("compression.type", extra.get("compression.codec", "none"))
+        return str(codec).lower() not in ("none", "")
 
     def transaction_timeout_s(self) -> float:
         """The connection's ``transaction.timeout.ms`` in seconds (librdkafka's default: 60)."""
@@ -64,7 +93,9 @@ class KafkaTransactionalProducerHook(KafkaProducerHook):
     def _get_client(self, config):
         consumer_only = ("group.id", "enable.auto.commit", "auto.offset.reset", "isolation.level")
         config = {k: v for k, v in config.items() if k not in consumer_only}
-        return super()._get_client({**config, **PRODUCER_OVERRIDES, "transactional.id": self.transactional_id})
+        return super()._get_client({**config, **PRODUCER_OVERRIDES,
+                                    **producer_size_config(self.largest_record_bytes, config),
+                                    "transactional.id": self.transactional_id})
 
 
 class KafkaGroupConsumerHook(KafkaConsumerHook):

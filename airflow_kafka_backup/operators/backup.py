@@ -8,39 +8,48 @@ happens in the plan task, before anything is written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Asset, AssetAlias, Context, Variable
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, Variable
 from confluent_kafka import TopicPartition
 
+from airflow_kafka_backup import metrics
+from airflow_kafka_backup.backlog import TopicLag, measure_backlog, rpo_breaches
 from airflow_kafka_backup.backup import back_up_ranges
-from airflow_kafka_backup.checkpoint import checkpoint_value, resolve_checkpoints
-from airflow_kafka_backup.compat import TriggerRule, airflow_version, conf, variable_keys_may_contain_slash
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.checkpoint import resolve_state
+from airflow_kafka_backup.compat import (
+    AirflowFailException,
+    TriggerRule,
+    airflow_version,
+    conf,
+    variable_keys_may_contain_slash,
+)
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.incarnations import BackupState, identify
 from airflow_kafka_backup.key_layout import manifest_key
 from airflow_kafka_backup.manifest import (
     PartitionRange,
     RunManifest,
     SegmentInfo,
     SegmentSettings,
-    checkpoints_from_json,
     list_manifest_keys,
     load_manifests,
-    merge_checkpoints,
     read_manifest,
     write_manifest,
 )
 from airflow_kafka_backup.manual_ranges import offsets_for_times, parse_manual_ranges, resolve_manual_ranges
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, is_template
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors, is_template
 from airflow_kafka_backup.planning import (
     group_work_units,
     isolation_level,
-    partitions_of,
     plan_ranges,
+    resolve_topics,
     snapshot_offsets,
 )
 from airflow_kafka_backup.restore_planning import parse_time_window
@@ -50,10 +59,11 @@ from airflow_kafka_backup.s3_settings import (
     validate_object_lock,
     validate_retention_days,
 )
-from airflow_kafka_backup.settings import BackupSettings, as_bool, validate_topics
-from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups
+from airflow_kafka_backup.settings import BackupSettings, as_bool
+from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups, topic_ids
+from airflow_kafka_backup.topic_selection import TopicSelection
 from airflow_kafka_backup.verify import require_ok, verify_backup
-from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, acquire, generation
+from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, LockHolder, acquire, generation
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +101,43 @@ def set_checkpoint_variable(bucket: str, prefix: str, value: dict[str, Any]) -> 
     Variable.set(key, value, serialize_json=True)
 
 
+AIRFLOW_ID_VARIABLE = "kafka_backup_airflow_id"
+FINISHED_RUN_STATES = ("success", "failed")
+
+
+def airflow_instance_id() -> str:
+    """An id of this Airflow (its metadata DB), made once and kept in a Variable.
+
+    Writer locks record it, so a later run asks Airflow about a holder only when the holder
+    is a run of this same Airflow: another Airflow's run id (the same DAG id and schedule give
+    the same run ids) means nothing here.
+    """
+    value = Variable.get(AIRFLOW_ID_VARIABLE, default=None)
+    if not value:
+        value = uuid.uuid4().hex
+        Variable.set(AIRFLOW_ID_VARIABLE, value, description="airflow-kafka-backup: this Airflow's id in writer locks")
+    return str(value)
+
+
+def _finished_run_state(context: Context) -> Callable[[LockHolder], str | None]:
+    """Asks Airflow, through the Task SDK, whether a lock holder of this Airflow still runs."""
+    mine = airflow_instance_id()
+
+    def finished(holder: LockHolder) -> str | None:
+        if holder.airflow_id != mine or not holder.dag_id:
+            return None  # not ours to ask about: it keeps its lease
+        try:
+            state = str(context["ti"].get_dagrun_state(holder.dag_id, holder.run_id))
+        except Exception as error:  # unknown run, or an Airflow without the call: the lease stands
+            log.info("Could not ask Airflow about lock holder %s/%s (%s); its lease stands.", holder.dag_id,
+                     holder.run_id, type(error).__name__)
+            return None
+        state = state.rsplit(".", 1)[-1].lower()  # DagRunState.FAILED or "failed"
+        return state if state in FINISHED_RUN_STATES else None
+
+    return finished
+
+
 def _max_map_length() -> int:
     return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)
 
@@ -122,7 +169,7 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         if days is not None:  # before S3 is touched; the plan checked the same before it took the lock
             if not self.bucket:
                 raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
-            check_retention_prefix(self.bucket, self.prefix)
+            check_retention_prefix(self.bucket, self.key_prefix)
         if days is not None or lock_days is not None:
             self.check_bucket()  # with Object Lock: the bucket has it enabled
         if lock_days is not None:
@@ -133,9 +180,9 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
         # On a versioned bucket expiry only adds delete markers: the rule must expire old versions too,
         # whether or not this run asks for Object Lock (an earlier one may have).
         versioned = lock_days is not None or bool(self.store.is_versioned())
-        outcome = ensure_retention_rule(self.store.client, self.bucket, self.prefix.strip("/"), days,
+        outcome = ensure_retention_rule(self.store.client, self.bucket, self.key_prefix, days,
                                         versioned=versioned)
-        log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.prefix, days, outcome)
+        log.info("Lifecycle rule expiring s3://%s/%s/ after %d days: %s", self.bucket, self.key_prefix, days, outcome)
         return outcome
 
 
@@ -148,16 +195,18 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id", "flush_size", "compression",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "exclude_topics", "kafka_conn_id", "flush_size",
+        "compression",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
-        "ranges", "from_timestamp", "until_timestamp", "retention_days",
+        "ranges", "from_timestamp", "until_timestamp", "retention_days", "rpo_seconds",
     )
 
     def __init__(
         self,
         *,
         topics: Sequence[str] | str,
+        exclude_topics: Sequence[str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         flush_size: int | str = 10_000,
         compression: str = "gzip",
@@ -176,9 +225,11 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         from_timestamp: str | int | None = None,
         until_timestamp: str | int | None = None,
         retention_days: int | str | None = None,
+        rpo_seconds: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.rpo_seconds = rpo_seconds  # only checked here, for the RPO guard after the commit
         self.retention_days = retention_days  # only checked here: the retention task after the plan puts the rule
         self.consumer_groups = consumer_groups
         self.ranges = ranges
@@ -190,6 +241,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.rotate_schedule_interval_ms = rotate_schedule_interval_ms
         self.timezone = timezone
         self.topics = topics
+        self.exclude_topics = exclude_topics
         self.kafka_conn_id = kafka_conn_id
         self.flush_size = flush_size
         self.compression = compression
@@ -199,23 +251,26 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.allow_data_loss = allow_data_loss
         self.max_work_units = max_work_units
 
+    @fail_fast_on_user_errors
     def execute(self, context: Context) -> list[dict]:
         settings = BackupSettings.create(
-            topics=self.topics, bucket=self.bucket, prefix=self.prefix, flush_size=self.flush_size,
+            topics=self.topics, exclude_topics=self.exclude_topics, bucket=self.bucket, prefix=self.prefix,
+            flush_size=self.flush_size,
             compression=self.compression, segment_format=self.segment_format,
             offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
             allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
             rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,
             timezone=self.timezone,
         )
+        validate_rpo_seconds(self.rpo_seconds)
         requested = parse_manual_ranges(self.ranges)
         window = parse_time_window(self.from_timestamp, self.until_timestamp)
         if requested and window != (None, None):
             raise ConfigurationError("Give either ranges or a from/until timestamp window, not both.")
         self._check_retention(settings)
-        unknown = sorted({t for t, _ in requested} - set(settings.topics))
+        unknown = sorted({t for t, _ in requested if not settings.selection.matches(t)})
         if unknown:
-            raise ConfigurationError(f"ranges names topics that are not in topics: {', '.join(unknown)}.")
+            raise ConfigurationError(f"ranges names topics that topics does not select: {', '.join(unknown)}.")
         self.check_bucket()
         run_id = context["run_id"]
         committed = read_manifest(self.store, settings.prefix, run_id)
@@ -224,7 +279,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             self.s3_settings.check_can_read(committed.encryption, f"backup run {committed.run_id}")
             log.info("Run %s already committed; re-backing-up its ranges with its settings.", run_id)
             ranges, segment_settings = committed.ranges, committed.settings
-            captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups}
+            captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups,
+                        "incarnations": committed.incarnations, "selection": committed.selection,
+                        "gone_topics": committed.gone_topics}
             generation_id = None  # rewriting its own committed bytes: nothing new to lock
         else:
             keys = list_manifest_keys(self.store, settings.prefix)
@@ -234,9 +291,10 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 ranges, captured = self._plan_fresh(settings, keys)
                 segment_settings = settings.segments
             generation_id = generation(keys)
-            if any(not r.is_empty or r.lost_start is not None for r in ranges):  # nothing to write: no lock
+            if _has_work(ranges, captured):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
-                              force=as_bool("force_unlock", self.force_unlock))
+                              force=as_bool("force_unlock", self.force_unlock), dag_id=context["dag"].dag_id,
+                              airflow_id=airflow_instance_id(), holder_finished=_finished_run_state(context))
                 log.info("Writer lock for s3://%s/%s (generation %s): %s", settings.bucket, settings.prefix,
                          generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
@@ -270,8 +328,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         """A manual or backfill run: explicit ranges or a time window, rebuilt on the committed segments'
         boundaries and settings (see :mod:`airflow_kafka_backup.manual_ranges`)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
-        partitions = partitions_of(admin, settings.topics)
-        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        topics = resolve_topics(admin, settings.selection).partitions
+        tps = [(t, p) for t, n in topics.items() for p in range(n)]
         bounds = snapshot_offsets(admin, tps, settings.isolation_level)
         if not requested:
             since, until = window
@@ -287,11 +345,15 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 if start < end:
                     requested[tp] = (start, end)
         cached = get_checkpoint_variable(settings.bucket, settings.prefix)
-        checkpoints, _ = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
+        state, _ = resolve_state(self.store, settings.prefix, cached, manifest_keys)
+        requested_topics = sorted({t for t, _ in requested})
+        ids = topic_ids(admin, requested_topics)
+        _check_same_incarnation(state, ids)
         manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
         for m in manifests:
             self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
-        manual = resolve_manual_ranges(requested, bounds, checkpoints, manifests, settings.allow_data_loss)
+        manual = resolve_manual_ranges(requested, bounds, state.checkpoints, manifests, settings.allow_data_loss,
+                                       state.histories)
         kinds = {m.settings for m in manual if m.settings is not None}
         if len(kinds) > 1:
             raise ConfigurationError(
@@ -301,32 +363,63 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         segment_settings = kinds.pop() if kinds else settings.segments
         cuts = {f"{m.range.topic}[{m.range.partition}]": list(m.cuts) for m in manual if m.cuts}
         log.info("Manual run: %d ranges below the checkpoints, rebuilt on committed segment boundaries.", len(manual))
-        captured = {"topics": [md.to_dict() for md in describe_topics(admin, settings.topics)], "consumer_groups": {}}
+        captured = {"topics": [md.to_dict() for md in describe_topics(admin, requested_topics, ids)],
+                    "consumer_groups": {},
+                    "incarnations": {t: state.histories[t] for t in requested_topics if t in state.histories}}
         return [m.range for m in manual], segment_settings, cuts, captured
 
     def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> tuple[list[PartitionRange], dict]:
         """Ranges from the checkpoints to the end offsets, and the topic metadata and group offsets
         captured just before those end offsets (so every group offset is at or below the cut)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
-        partitions = partitions_of(admin, settings.topics)
         # One run's encryption stands for the prefix's: every run is checked this way when it is planned,
         # so one GET per run refuses another SSE-C key (or none) before anything is written.
         for sample in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
             self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
         variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
         cached = get_checkpoint_variable(settings.bucket, settings.prefix)
-        checkpoints, recovered = resolve_checkpoints(self.store, settings.prefix, cached, manifest_keys)
+        state, recovered = resolve_state(self.store, settings.prefix, cached, manifest_keys)
         if recovered:
             log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
+        selection = settings.selection
+        known = sorted(set(state.histories) | {t for t, _ in state.checkpoints})
+        resolved = resolve_topics(admin, selection, known)
+        newly_gone = [t for t in resolved.gone if not state.is_recorded_gone(t)]
+        for topic in newly_gone:
+            log.warning("Topic %s, selected by a pattern, is gone from the cluster; its backup stays restorable. "
+                        "Recorded as gone in this run's manifest.", topic)
+        if selection.has_patterns:
+            log.info("Topics selected: %s", ", ".join(resolved.topics) or "none")
+        ids = topic_ids(admin, resolved.topics)
         groups = select_groups(admin, self.consumer_groups)
         captured = {
-            "topics": [m.to_dict() for m in describe_topics(admin, settings.topics)],
-            "consumer_groups": committed_group_offsets(admin, groups, settings.topics),
+            "topics": [m.to_dict() for m in describe_topics(admin, resolved.topics, ids)],
+            "consumer_groups": committed_group_offsets(admin, groups, resolved.topics),
         }
-        tps = [(t, p) for t, n in partitions.items() for p in range(n)]
+        tps = [(t, p) for t, n in resolved.partitions.items() for p in range(n)]
         bounds = snapshot_offsets(admin, tps, settings.isolation_level)
         log.info("Captured the committed offsets of %d consumer groups", len(captured["consumer_groups"]))
-        return plan_ranges(bounds, checkpoints, settings.allow_data_loss), captured
+        ends = {tp: b.end for tp, b in bounds.items()}
+        incarnations = {t: identify(t, ids[t], state, {tp: e for tp, e in ends.items() if tp[0] == t})
+                        for t in resolved.topics}
+        checkpoints = {tp: offset for tp, offset in state.checkpoints.items()
+                       if tp[0] in incarnations and not incarnations[tp[0]].new}
+        captured["incarnations"] = {t: list(i.history) for t, i in incarnations.items()}
+        captured["selection"] = selection.describe(resolved.topics)
+        captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in newly_gone]
+        return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
+
+
+def _check_same_incarnation(state: BackupState, ids: dict[str, str]) -> None:
+    """A manual run re-backs-up offsets of the incarnation the backup is on; a topic recreated since is refused."""
+    changed = [f"{t} (backed up: topic ID {state.current(t)}, now in Kafka: {i})" for t, i in sorted(ids.items())
+               if state.current(t) not in (None, i)]
+    if changed:
+        raise ConfigurationError(
+            f"Topic(s) recreated since the last scheduled backup: {'; '.join(changed)}. A manual run re-backs-up "
+            "offsets the backup already covers, and those of the old incarnation are gone from Kafka; the next "
+            "scheduled run backs up the new incarnation from its first record."
+        )
 
 
 class KafkaBackupOperator(S3BackupBaseOperator):
@@ -348,7 +441,7 @@ class KafkaBackupOperator(S3BackupBaseOperator):
     def execute(self, context: Context) -> list[dict]:
         ranges = [PartitionRange(**r) for r in self.work_unit["ranges"]]
         settings = SegmentSettings(**self.work_unit["settings"])
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         # The plan's: its end offsets were snapshotted under it, and a range read under another isolation
         # would end elsewhere (read_committed stops at the last stable offset).
         isolation = self.work_unit.get("isolation_level", self.isolation_level)
@@ -389,7 +482,8 @@ def split_at_cuts(ranges: list[PartitionRange], cuts: dict[str, list[int]]) -> l
     for r in ranges:
         bounds = [r.start, *sorted(c for c in cuts.get(f"{r.topic}[{r.partition}]", []) if r.start < c < r.end),
                   r.end]
-        pieces[r.tp] = [PartitionRange(r.topic, r.partition, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        pieces[r.tp] = [replace(r, start=a, end=b, lost_start=None, lost_end=None)
+                        for a, b in zip(bounds, bounds[1:], strict=False)]
     passes = max((len(p) for p in pieces.values()), default=0)
     return [[p[i] for p in pieces.values() if i < len(p)] for i in range(passes)]
 
@@ -401,9 +495,12 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
     nothing to back up and the mapped task was skipped).
     """
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments", "kafka_conn_id",
+                                      "isolation_level")
 
-    def __init__(self, *, plan: dict, segments: Any, asset_alias: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, plan: dict, segments: Any, asset_alias: str | None = None,
+                 kafka_conn_id: str = "kafka_default", isolation_level: str = "read_committed",
+                 **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
         if asset_alias:
             kwargs["outlets"] = [*kwargs.get("outlets", ()), AssetAlias(asset_alias)]
@@ -411,30 +508,69 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         self.plan = plan
         self.segments = segments
         self.asset_alias = asset_alias
+        self.kafka_conn_id = kafka_conn_id
+        self.isolation_level = isolation_level
 
     def execute(self, context: Context) -> dict:
-        prefix = self.prefix.strip("/")
+        """Returns the run's summary (records, bytes, segments, seconds) and each topic's lag after the commit."""
+        prefix = self.key_prefix
         ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
         segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
         _check_segments_match_plan(ranges, segments)
-        if not any(not r.is_empty or r.lost_start is not None for r in ranges):
+        cached = get_checkpoint_variable(self.bucket, prefix)
+        if not _has_work(ranges, self.plan):
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
-            return {"manifest": None, "segments": 0, "records": 0}
-        manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
-                               encryption=self.s3_settings.manifest_encryption(),
-                               topics=self.plan.get("topics", []),
-                               consumer_groups=self.plan.get("consumer_groups", {}))
-        self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
-        key = write_manifest(self.store, prefix, manifest)
-        log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
+            key, state = None, BackupState.from_json(cached)
+        else:
+            manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
+                                   encryption=self.s3_settings.manifest_encryption(),
+                                   topics=self.plan.get("topics", []),
+                                   consumer_groups=self.plan.get("consumer_groups", {}),
+                                   incarnations=self.plan.get("incarnations", {}),
+                                   selection=self.plan.get("selection", {}),
+                                   gone_topics=self.plan.get("gone_topics", []))
+            self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
+            key = write_manifest(self.store, prefix, manifest)
+            log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
+            state = BackupState.from_json(cached).advanced(manifest)
+            set_checkpoint_variable(self.bucket, prefix, state.to_json(len(list_manifest_keys(self.store, prefix))))
+            self._emit_asset_events(context, prefix, ranges, segments)
+        dag_id = context["dag"].dag_id
+        summary = {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments),
+                   "bytes": sum(s.bytes for s in segments), "seconds": _run_seconds(context)}
+        metrics.emit_run(dag_id, summary["records"], summary["bytes"], summary["segments"], summary["seconds"])
+        summary["lag"] = self._lag_after_commit(dag_id, state)
+        return summary
 
-        cached = get_checkpoint_variable(self.bucket, prefix) or {}
-        checkpoints = merge_checkpoints(checkpoints_from_json(cached.get("checkpoints")), manifest.end_offsets())
-        set_checkpoint_variable(self.bucket, prefix,
-                                checkpoint_value(checkpoints, len(list_manifest_keys(self.store, prefix))))
-        self._emit_asset_events(context, prefix, ranges, segments)
-        return {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments)}
-
+    def _lag_after_commit(self, dag_id: str, state: BackupState) -> dict[str, dict] | None:
+        """Each topic's records not yet in a committed backup and the age of the oldest, logged and emitted as
+        metrics. The commit has happened: a failure to measure is logged, not raised (the RPO guard, if any,
+        then fails for want of a measurement)."""
+        topics = sorted({md["topic"] for md in self.plan.get("topics", [])})
+        if not topics:
+            return {}
+        now_ms = int(time.time() * 1000)
+        consumer = None
+        try:
+            admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+            consumer = KafkaRangeConsumerHook(self.kafka_conn_id, self.isolation_level).get_conn
+            backlog = measure_backlog(admin, topics, state.checkpoints, self.isolation_level, consumer,
+                                      current_ids={t: h[-1] for t, h in state.histories.items() if h})
+        except Exception as error:
+            log.warning("Could not measure the lag after the commit: %s", error)
+            return None
+        finally:
+            if consumer is not None:
+                consumer.close()
+        metrics.emit_lag(dag_id, backlog.topics, now_ms)
+        lag = {}
+        for topic, topic_lag in sorted(backlog.topics.items()):
+            age = topic_lag.age_s(now_ms)
+            lag[topic] = {"records": topic_lag.records, "oldest_timestamp_ms": topic_lag.oldest_timestamp_ms,
+                          "age_s": None if age is None else round(age, 3)}
+            log.info("Lag after the commit: %s: %d records not backed up%s", topic, topic_lag.records,
+                     "" if age is None else f", the oldest {age:.0f}s old")
+        return lag
 
     def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str) -> None:
         """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""
@@ -458,6 +594,65 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             records = sum(s.records for s in segments if s.topic == topic)
             events.add(Asset(backup_asset_uri(self.bucket, prefix, topic)),
                        extra={"run_id": self.plan["run_id"], "records": records})
+
+
+class RpoExceededError(KafkaBackupError, AirflowFailException):
+    """Records older than the RPO are still in no committed backup; fails the run at once (a retry would measure
+    the same), so Airflow's alerting fires."""
+
+
+class KafkaBackupRpoGuardOperator(BaseOperator):
+    """Fail the DAG run when a topic's oldest record not yet in a committed backup is older than ``rpo_seconds``.
+
+    Reads the lag the commit measured (its XCom ``lag``), judged at this task's time; writes nothing. Without
+    ``rpo_seconds`` it only logs the lag.
+    """
+
+    template_fields: Sequence[str] = ("rpo_seconds", "lag")
+
+    def __init__(self, *, lag: Any, rpo_seconds: float | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lag = lag
+        self.rpo_seconds = rpo_seconds
+
+    def execute(self, context: Context) -> dict:
+        rpo = validate_rpo_seconds(self.rpo_seconds)
+        if rpo is None:
+            log.info("No rpo_seconds set: nothing to guard.")
+            return {"rpo_seconds": None, "breaches": []}
+        if self.lag is None:
+            raise RpoExceededError(f"The lag after the commit could not be measured (see the commit task's log), so "
+                                   f"the RPO of {rpo:.0f}s cannot be shown to hold.")
+        lags = {topic: TopicLag(v["records"], v["oldest_timestamp_ms"]) for topic, v in self.lag.items()}
+        breaches = rpo_breaches(lags, rpo)
+        if breaches:
+            raise RpoExceededError(f"RPO of {rpo:.0f}s exceeded: " + "; ".join(breaches) + ".")
+        log.info("RPO of %.0fs holds for %d topics.", rpo, len(lags))
+        return {"rpo_seconds": rpo, "breaches": []}
+
+
+def validate_rpo_seconds(value: object) -> float | None:
+    """``rpo_seconds``: a positive number of seconds, or None/"None" (no RPO guard)."""
+    if value is None or value in ("", "None"):
+        return None
+    try:
+        rpo = float(str(value)) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        rpo = -1.0
+    if rpo <= 0:
+        raise ConfigurationError(f"rpo_seconds must be a number of seconds greater than 0, got {value!r}.")
+    return rpo
+
+
+def _run_seconds(context: Context) -> float | None:
+    """Seconds from the DAG run's start to now (its commit)."""
+    start = getattr(context.get("dag_run"), "start_date", None)
+    return None if start is None else round(max(0.0, time.time() - start.timestamp()), 3)
+
+
+def _has_work(ranges: list[PartitionRange], plan: dict) -> bool:
+    """Whether the run commits a manifest: records to back up, a recorded loss, or a topic newly gone."""
+    return any(not r.is_empty or r.lost_start is not None for r in ranges) or bool(plan.get("gone_topics"))
 
 
 def backup_asset_uri(bucket: str, prefix: str, topic: str) -> str:
@@ -496,12 +691,14 @@ class KafkaBackupVerifyOperator(S3BackupBaseOperator):
         self.deep = deep
 
     def execute(self, context: Context) -> dict:
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         self.store.check_bucket()
         manifests = list(load_manifests(self.store, prefix))
         for m in manifests:
             self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
-        topics = validate_topics(self.topics) if self.topics else None
+        # Patterns match the topics in the backup, as a restore's do.
+        topics = (TopicSelection.parse(self.topics).resolve({r.topic for m in manifests for r in m.ranges})
+                  if self.topics else None)
         report = verify_backup(self.store, prefix, topics, deep=as_bool("deep", self.deep),
                                manifests=manifests)
         for line in report.table().splitlines():

@@ -30,8 +30,9 @@ from airflow_kafka_backup.hooks.kafka import (
 )
 from airflow_kafka_backup.key_layout import restore_prefix
 from airflow_kafka_backup.operators.backup import _max_map_length
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
 from airflow_kafka_backup.planning import balance, snapshot_offsets
+from airflow_kafka_backup.record_size import created_topic_size_config
 from airflow_kafka_backup.restore import (
     COMMIT_INTERVAL_S,
     progress_group,
@@ -41,12 +42,14 @@ from airflow_kafka_backup.restore import (
     validate_commit_interval,
 )
 from airflow_kafka_backup.restore_manifest import load_offset_maps, verify_restore, write_restore_manifest
-from airflow_kafka_backup.restore_planning import PartitionRestore, RestoreSettings, plan_restore
+from airflow_kafka_backup.restore_planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
 from airflow_kafka_backup.settings import as_bool, positive_int
 from airflow_kafka_backup.target_topics import (
     broker_topic_defaults,
     check_targets_keep_records,
+    check_targets_take_records,
     create_topics,
+    largest_records,
     missing_target_topics,
     restore_topic_configs,
     timestamp_spans,
@@ -75,7 +78,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "kafka_conn_id", "from_timestamp",
+        *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "incarnations", "kafka_conn_id",
+        "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
         "restore_consumer_groups", "group_mapping", "commit_interval_seconds",
     )
@@ -85,6 +89,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         *,
         topics: Sequence[str] | str,
         topic_mapping: dict[str, str] | str | None = None,
+        incarnations: dict[str, str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         from_timestamp: str | int | None = None,
         until_timestamp: str | int | None = None,
@@ -104,6 +109,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.group_mapping = group_mapping
         self.topics = topics
         self.topic_mapping = topic_mapping
+        self.incarnations = incarnations
         self.kafka_conn_id = kafka_conn_id
         self.from_timestamp = from_timestamp
         self.until_timestamp = until_timestamp
@@ -113,10 +119,11 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.dry_run = dry_run
         self.max_work_units = max_work_units
 
+    @fail_fast_on_user_errors
     def execute(self, context: Context) -> list[list[dict]]:
         settings = RestoreSettings.create(
             topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
-            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds,
+            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds, incarnations=self.incarnations,
         )
         validate_commit_interval(self.commit_interval_seconds)
         dry_run = as_bool("dry_run", self.dry_run)
@@ -129,7 +136,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
         self.check_bucket()
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         plan = plan_restore(self.store, prefix, settings, check_manifest=lambda m: self.s3_settings.check_can_read(
             m.encryption, f"backup run {m.run_id}"))
 
@@ -137,7 +144,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
         groups = self._groups_to_restore(admin, plan, group_mapping)
-        self._log_plan(plan.partitions, missing, dry_run)
+        self._log_plan(plan, missing, dry_run)
         context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
             "groups": {} if dry_run else groups, "offsets": {g: plan.group_offsets[g] for g in groups},
             "topic_mapping": plan.topic_mapping})
@@ -149,10 +156,16 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         source_of = {target: source for source, target in plan.topic_mapping.items()}
         metadata = {t: plan.topic_metadata.get(source_of[t], {}) for t in missing}
-        defaults = broker_topic_defaults(admin) if missing else {}
-        new_configs = {t: restore_topic_configs(t, metadata[t].get("configs", {}), configs, defaults) for t in missing}
+        sizes = largest_records(plan.partitions)
+        defaults = broker_topic_defaults(admin) if missing or any(sizes.values()) else {}
+        new_configs = {t: created_topic_size_config(
+            sizes.get(t), restore_topic_configs(t, metadata[t].get("configs", {}), configs, defaults), defaults,
+            configs) for t in missing}
         check_targets_keep_records(admin, timestamp_spans(plan.partitions), new_configs,
                                    now_ms=int(time.time() * 1000), broker_defaults=defaults)
+        producer = KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id="-")
+        check_targets_take_records(admin, sizes, new_configs, broker_defaults=defaults,
+                                   compressed=producer.compresses)
         create_topics(  # a dry run only asks the broker whether it would accept the configs
             admin, {t: needed[t] for t in missing}, new_configs,
             {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
@@ -175,10 +188,16 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         check_groups_inactive(admin, sorted(set(groups.values())))
         return groups
 
-    def _log_plan(self, partitions: list[PartitionRestore], missing: list[str], dry_run: bool) -> None:
+    def _log_plan(self, plan: RestorePlan, missing: list[str], dry_run: bool) -> None:
         log.info("%sRestore plan (%d partitions):", "DRY RUN - nothing will be written. " if dry_run else "",
-                 len(partitions))
-        for p in partitions:
+                 len(plan.partitions))
+        for topic, incarnation in sorted(plan.incarnations.items()):
+            times = (f"record times {incarnation['min_timestamp']}..{incarnation['max_timestamp']}"
+                     if incarnation["min_timestamp"] is not None else "no records")
+            log.info("  %s: incarnation %s (%d of %d in the backup), %s", topic,
+                     incarnation["topic_id"] or "recorded before topic IDs", incarnation["number"],
+                     incarnation["of"], times)
+        for p in plan.partitions:
             first = p.segments[0].first_offset if p.segments else "-"
             last = p.segments[-1].last_offset if p.segments else "-"
             log.info("  %s[%d] -> %s[%d]: %d segments, source offsets %s..%s, at most %d records",
@@ -209,7 +228,7 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
     def execute(self, context: Context) -> list[dict]:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
         restore_id = restore_id_of(context)
-        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id)
+        target_prefix = restore_prefix(self.key_prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
                                                                transactional_id="-").transaction_timeout_s()
@@ -219,9 +238,10 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
                 unit = PartitionRestore.from_dict(data)
                 tx_id = transactional_id(restore_id, unit.target_topic, unit.partition)
 
-                def new_producer(tx_id: str = tx_id):
+                def new_producer(tx_id: str = tx_id, largest: int | None = unit.largest_record_bytes()):
                     # A new hook, so a new client: the engine asks again only when one got stuck.
-                    return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id).get_conn
+                    return KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id=tx_id,
+                                                          largest_record_bytes=largest).get_conn
 
                 result = restore_partition(new_producer, group, self.store, target_prefix, unit,
                                            commit_interval_s=commit_interval_s,
@@ -256,7 +276,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
             log.info("Nothing was restored (dry run, or nothing matched).")
             return {"restored": 0, "partitions": 0}
         restore_id = restore_id_of(context)
-        prefix = self.prefix.strip("/")
+        prefix = self.key_prefix
         target_prefix = restore_prefix(prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         try:
@@ -307,7 +327,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
             return []
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         check_groups_inactive(admin, sorted(set(selection["groups"].values())))
-        target_prefix = restore_prefix(self.prefix.strip("/"), restore_id_of(context))
+        target_prefix = restore_prefix(self.key_prefix, restore_id_of(context))
         involved = sorted({(selection["topic_mapping"][topic], int(p))
                            for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
                            if topic in selection["topic_mapping"] for p in offsets})

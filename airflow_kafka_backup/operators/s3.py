@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -12,11 +13,12 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.exceptions import ErrorType
 
-from airflow_kafka_backup.compat import mask_secret, render_template_to_string
+from airflow_kafka_backup.compat import AirflowFailException, mask_secret, render_template_to_string
 from airflow_kafka_backup.errors import ConfigurationError
 from airflow_kafka_backup.object_store import S3ObjectStore
 from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
 from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
+from airflow_kafka_backup.settings import clean_prefix
 
 if TYPE_CHECKING:
     import jinja2
@@ -25,6 +27,27 @@ if TYPE_CHECKING:
 # names (or one comma-separated string), a mapping of names to names, and names or a bool
 # (``consumer_groups``: True for all groups, False for none).
 NAME, NAMES, NAME_MAPPING, NAMES_OR_BOOL = "name", "names", "name mapping", "names or bool"
+
+
+class UserInputError(ConfigurationError, AirflowFailException):
+    """A :class:`ConfigurationError` Airflow fails at once, skipping the task's retries: the same Params, arguments
+    or bucket would fail the same way, and the person who filled the form should see it now."""
+
+
+def fail_fast_on_user_errors(execute: Callable) -> Callable:
+    """Decorates an ``execute`` that validates user input: a ConfigurationError it raises becomes a UserInputError
+    with the same message (still a ConfigurationError to its callers)."""
+
+    @functools.wraps(execute)
+    def wrapper(self, context):
+        try:
+            return execute(self, context)
+        except ConfigurationError as error:
+            if isinstance(error, AirflowFailException):
+                raise
+            raise UserInputError(str(error)) from error
+
+    return wrapper
 
 
 def is_template(value: object) -> bool:
@@ -96,8 +119,9 @@ class S3BackupBaseOperator(BaseOperator):
     #: :meth:`_do_render_template_fields`). A subclass's fields count when it templates them.
     text_fields: ClassVar[dict[str, str]] = {
         "bucket": NAME, "prefix": NAME, "aws_conn_id": NAME, "sse_kms_key_id": NAME,
-        "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES,
-        "topic_mapping": NAME_MAPPING, "group_mapping": NAME_MAPPING, "consumer_groups": NAMES_OR_BOOL,
+        "sse_customer_key_variable": NAME, "kafka_conn_id": NAME, "topics": NAMES, "exclude_topics": NAMES,
+        "topic_mapping": NAME_MAPPING, "incarnations": NAME_MAPPING, "group_mapping": NAME_MAPPING,
+        "consumer_groups": NAMES_OR_BOOL,
     }
 
     def __init__(
@@ -126,6 +150,8 @@ class S3BackupBaseOperator(BaseOperator):
         self.expect_continue = expect_continue
         self.bucket = bucket
         self.prefix = prefix
+        if not is_template(prefix):
+            clean_prefix(prefix)  # when the DAG is parsed
         self.aws_conn_id = aws_conn_id
         self.sse_algorithm = sse_algorithm
         self.sse_kms_key_id = sse_kms_key_id
@@ -155,6 +181,11 @@ class S3BackupBaseOperator(BaseOperator):
             if isinstance(raw[field], str) and isinstance(value, int | float) and not isinstance(value, bool):
                 value = render_template_to_string(jinja_env.from_string(raw[field]), context)
             setattr(self, field, as_text(field, value, self.text_fields[field]))
+
+    @property
+    def key_prefix(self) -> str:
+        """The rendered ``prefix`` as every key under it is built (see ``settings.clean_prefix``)."""
+        return clean_prefix(self.prefix)
 
     def _s3_write_settings(self, customer_key: str | None) -> S3WriteSettings:
         return S3WriteSettings.create(

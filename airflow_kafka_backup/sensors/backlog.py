@@ -15,26 +15,27 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import BaseSensorOperator, Context
 
 from airflow_kafka_backup.backlog import Backlog, measure_backlog
-from airflow_kafka_backup.checkpoint import resolve_checkpoints
+from airflow_kafka_backup.checkpoint import resolve_state
 from airflow_kafka_backup.compat import conf
 from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.incarnations import BackupState
 from airflow_kafka_backup.manifest import TopicPartition, checkpoints_to_json
 from airflow_kafka_backup.operators.backup import get_checkpoint_variable
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
-from airflow_kafka_backup.settings import validate_topics
+from airflow_kafka_backup.topic_selection import TopicSelection
 from airflow_kafka_backup.triggers.backlog import KafkaBacklogTrigger
 
 log = logging.getLogger(__name__)
 
 
-def check_backlog(kafka_conn_id: str, topics: Sequence[str], checkpoints: dict[TopicPartition, int],
-                  isolation_level: str, with_age: bool) -> Backlog:
+def check_backlog(kafka_conn_id: str, topics: TopicSelection, checkpoints: dict[TopicPartition, int],
+                  isolation_level: str, with_age: bool, topic_ids: dict[str, str] | None = None) -> Backlog:
     """Measure the backlog with clients from the ``kafka`` connection (worker or triggerer)."""
     admin = KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
     consumer = KafkaRangeConsumerHook(kafka_conn_id, isolation_level).get_conn if with_age else None
     try:
-        return measure_backlog(admin, topics, checkpoints, isolation_level, consumer)
+        return measure_backlog(admin, topics, checkpoints, isolation_level, consumer, current_ids=topic_ids)
     finally:
         if consumer is not None:
             consumer.close()
@@ -60,14 +61,15 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
         ``[operators] default_deferrable``.
     """
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "topics", "kafka_conn_id",
-                                      "min_records", "max_age_s", "isolation_level")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "topics", "exclude_topics",
+                                      "kafka_conn_id", "min_records", "max_age_s", "isolation_level")
     ui_color = "#d8e8f8"
 
     def __init__(
         self,
         *,
         topics: Sequence[str] | str,
+        exclude_topics: Sequence[str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         min_records: int | str = 1,
         max_age_s: float | str | None = None,
@@ -77,6 +79,7 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.topics = topics
+        self.exclude_topics = exclude_topics
         self.kafka_conn_id = kafka_conn_id
         self.min_records = min_records
         self.max_age_s = max_age_s
@@ -96,16 +99,22 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
             raise ConfigurationError("min_records must be at least 1 and max_age_s greater than 0.")
         return min_records, max_age
 
-    def _checkpoints(self) -> dict[TopicPartition, int]:
-        prefix = self.prefix.strip("/")
+    def _state(self) -> BackupState:
+        prefix = self.key_prefix
         cached = get_checkpoint_variable(self.bucket, prefix)
-        checkpoints, _ = resolve_checkpoints(self.store, prefix, cached)
-        return checkpoints
+        state, _ = resolve_state(self.store, prefix, cached)
+        return state
+
+    @staticmethod
+    def _current_ids(state: BackupState) -> dict[str, str]:
+        return {t: h[-1] for t, h in state.histories.items() if h}
 
     def poke(self, context: Context) -> bool:
         min_records, max_age = self._thresholds()
-        backlog = check_backlog(self.kafka_conn_id, validate_topics(self.topics), self._checkpoints(),
-                                self.isolation_level, max_age is not None)
+        state = self._state()
+        backlog = check_backlog(self.kafka_conn_id, TopicSelection.parse(self.topics, self.exclude_topics),
+                                state.checkpoints, self.isolation_level, max_age is not None,
+                                self._current_ids(state))
         reason = backlog_is_due(backlog, min_records, max_age)
         log.info("Backlog: %d records %s", backlog.records, f"- {reason}" if reason else "- waiting")
         return reason is not None
@@ -114,16 +123,20 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
         if not self.deferrable:
             return super().execute(context)
         min_records, max_age = self._thresholds()
-        topics = validate_topics(self.topics)
-        checkpoints = self._checkpoints()
-        backlog = check_backlog(self.kafka_conn_id, topics, checkpoints, self.isolation_level, max_age is not None)
+        selection = TopicSelection.parse(self.topics, self.exclude_topics)
+        state = self._state()
+        checkpoints, topic_ids = state.checkpoints, self._current_ids(state)
+        backlog = check_backlog(self.kafka_conn_id, selection, checkpoints, self.isolation_level, max_age is not None,
+                                topic_ids)
         reason = backlog_is_due(backlog, min_records, max_age)
         if reason:
             log.info("Backlog due at once: %s", reason)
             return {"records": backlog.records, "reason": reason}
         self.defer(
             trigger=KafkaBacklogTrigger(
-                kafka_conn_id=self.kafka_conn_id, topics=topics, checkpoints=checkpoints_to_json(checkpoints),
+                kafka_conn_id=self.kafka_conn_id, topics=list(selection.entries),
+                exclude_topics=list(selection.exclude_entries), topic_ids=topic_ids,
+                checkpoints=checkpoints_to_json(checkpoints),
                 isolation_level=self.isolation_level, min_records=min_records, max_age_s=max_age,
                 poll_interval_s=float(self.poke_interval),
             ),

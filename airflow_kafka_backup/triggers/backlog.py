@@ -9,6 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_kafka_backup.manifest import checkpoints_from_json
+from airflow_kafka_backup.topic_selection import TopicSelection
 
 
 class KafkaBacklogTrigger(BaseTrigger):
@@ -19,10 +20,13 @@ class KafkaBacklogTrigger(BaseTrigger):
     """
 
     def __init__(self, *, kafka_conn_id: str, topics: list[str], checkpoints: dict[str, dict[str, int]],
-                 isolation_level: str, min_records: int, max_age_s: float | None, poll_interval_s: float) -> None:
+                 isolation_level: str, min_records: int, max_age_s: float | None, poll_interval_s: float,
+                 exclude_topics: list[str] | None = None, topic_ids: dict[str, str] | None = None) -> None:
         super().__init__()
         self.kafka_conn_id = kafka_conn_id
         self.topics = topics
+        self.exclude_topics = exclude_topics or []
+        self.topic_ids = topic_ids or {}  # the incarnation each topic's checkpoints belong to
         self.checkpoints = checkpoints
         self.isolation_level = isolation_level
         self.min_records = min_records
@@ -34,18 +38,20 @@ class KafkaBacklogTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"kafka_conn_id": self.kafka_conn_id, "topics": self.topics, "checkpoints": self.checkpoints,
              "isolation_level": self.isolation_level, "min_records": self.min_records,
-             "max_age_s": self.max_age_s, "poll_interval_s": self.poll_interval_s},
+             "max_age_s": self.max_age_s, "poll_interval_s": self.poll_interval_s,
+             "exclude_topics": self.exclude_topics, "topic_ids": self.topic_ids},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_kafka_backup.sensors.backlog import backlog_is_due, check_backlog
 
         checkpoints = checkpoints_from_json(self.checkpoints)
+        selection = TopicSelection.parse(self.topics, self.exclude_topics)
         while True:
             try:
                 backlog = await asyncio.to_thread(
-                    check_backlog, self.kafka_conn_id, self.topics, checkpoints, self.isolation_level,
-                    self.max_age_s is not None,
+                    check_backlog, self.kafka_conn_id, selection, checkpoints, self.isolation_level,
+                    self.max_age_s is not None, self.topic_ids,
                 )
             except Exception as error:  # reported to the task, which fails with it
                 yield TriggerEvent({"status": "error", "message": str(error)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -159,3 +160,53 @@ def test_plan_names_the_missing_bucket_and_the_unknown_topic(corpus, bucket, s3)
     with pytest.raises(ConfigurationError, match="flush_size must be a whole number"):
         plan.execute(context)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: ti.state for ti in session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id)}
+
+
+def test_the_rpo_guard_fails_the_run_only_when_records_older_than_the_rpo_wait(airflow_stack, bucket, s3):
+    import threading
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+
+    from tests.helpers import create_topics
+
+    bootstrap = airflow_stack["bootstrap"]
+    topic = f"rpo-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, 1, 1, config={"retention.ms": "-1"}))
+    produce_tricky(bootstrap, topic, 1, 300, seed=11)  # stamped 2020: years old
+    conf = _conf([topic], bucket, prefix="rpo", rpo_seconds=3600)
+    quiet = run_dag("kafka_backup", conf)
+    assert quiet.state == "success"  # everything is backed up: nothing waits
+    assert _task_states("kafka_backup", quiet.run_id)["check_rpo"] == "success"
+
+    # Records stamped 2020 keep arriving while the next run backs up: after its commit they wait, years old.
+    stop = threading.Event()
+
+    def produce_old_records() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        while not stop.is_set():
+            producer.produce(topic, value=b"late", timestamp=1_600_000_000_000, partition=0)
+            producer.poll(0)
+            time.sleep(0.02)
+        producer.flush(10)
+
+    thread = threading.Thread(target=produce_old_records)
+    thread.start()
+    try:
+        time.sleep(1)
+        behind = run_dag("kafka_backup", conf)
+    finally:
+        stop.set()
+        thread.join()
+    states = _task_states("kafka_backup", behind.run_id)
+    assert behind.state == "failed" and states["commit"] == "success" and states["check_rpo"] == "failed", states
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    assert len(list_manifest_keys(store, "rpo")) == 2  # the guard wrote nothing; the commit stands

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +22,11 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.key_layout import manifest_key
+from airflow_kafka_backup.manifest import load_manifests
 from airflow_kafka_backup.object_store import S3ObjectStore
 from devstack.airflow_env import REPO, connection_env
 from devstack.airflow_services import AirflowServices
-from tests.helpers import create_topics, produce_tricky, read_backup, read_kafka
+from tests.helpers import create_topics, produce_tricky, read_backup, read_kafka, snapshot_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +36,61 @@ TRIGGER_CLASS = "airflow_kafka_backup.triggers.backlog.KafkaBacklogTrigger"
 BACKLOG_MIN_RECORDS = 50  # tests/dags/kafka_backup_on_backlog.py
 
 
+class StatsdListener:
+    """A StatsD server on loopback UDP: keeps every datagram the tasks send, for the metrics tests."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.lines.extend(data.decode(errors="replace").splitlines())
+
+    def values(self, name: str) -> list[str]:
+        """Every value sent for the metric ``name`` (``airflow.<name>:<value>|<type>``), oldest first."""
+        prefix = f"airflow.{name}:"
+        return [line[len(prefix):] for line in list(self.lines) if line.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
 @pytest.fixture(scope="module")
-def airflow(airflow_stack, request) -> Iterator[AirflowServices]:
+def statsd() -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def airflow(airflow_stack, statsd, request) -> Iterator[AirflowServices]:
     """The four services, once for this module, with kafka_default / aws_default on the session's stack."""
     dag_files = [*(REPO / "dags").glob("*.py"), *(REPO / "tests" / "dags").glob("*.py")]
     extra_env = {
         **connection_env(airflow_stack["bootstrap"], airflow_stack["endpoint_url"]),
         "KAFKA_BACKUP_SCHEDULE": "none",  # else the scheduler starts an @hourly run of its own at once
+        # Every process sends its metrics to the test's StatsD listener.
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
     }
     failed_before = request.session.testsfailed
     with AirflowServices(dag_files, extra_env) as services:
-        services.wait_for_dags(["kafka_backup", BACKLOG_DAG])
+        services.wait_for_dags(["kafka_backup", BACKLOG_DAG, NO_RETRIES_DAG])
         yield services
         # Keep the home (logs, DB) for inspection when a test here failed.
         services.keep_home = request.session.testsfailed > failed_before
@@ -115,7 +163,7 @@ def test_backlog_sensor_defers_to_the_triggerer_and_tasks_run_in_their_own_proce
     state = airflow.wait_for_run(BACKLOG_DAG, run_id, timeout=240)
     assert state == "success", _diagnostics(airflow, BACKLOG_DAG, run_id)
     tis = airflow.task_instances(BACKLOG_DAG, run_id)
-    assert {ti["task_id"] for ti in tis} == {SENSOR, "retention", "plan", "backup", "commit"}
+    assert {ti["task_id"] for ti in tis} == {SENSOR, "retention", "plan", "backup", "commit", "check_rpo"}
     assert all(ti["state"] == "success" for ti in tis), _diagnostics(airflow, BACKLOG_DAG, run_id)
     _assert_ran_in_separate_processes(airflow, tis)
     resumed = next(ti for ti in tis if ti["task_id"] == SENSOR)
@@ -143,3 +191,71 @@ def test_kafka_backup_triggered_through_the_rest_api(airflow: AirflowServices, a
     assert sorted(ti["map_index"] for ti in tis if ti["task_id"] == "backup") == [0, 1, 2]
     _assert_ran_in_separate_processes(airflow, tis)
     _assert_backup_matches_kafka(bootstrap, s3, bucket, "rest", topic, run_id, produced=300)
+
+
+NO_RETRIES_DAG = "kafka_backup_no_retries"  # tests/dags/kafka_backup_no_retries.py
+
+
+def _kill_a_running_backup_task(airflow: AirflowServices, run_id: str, timeout: float = 120) -> int:
+    """SIGKILL the first backup task instance seen running; returns its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        airflow.check_alive()
+        tis = airflow.task_instances(NO_RETRIES_DAG, run_id)
+        running = [ti for ti in tis if ti["task_id"] == "backup" and ti["state"] == "running" and ti.get("pid")]
+        if running:
+            os.kill(running[0]["pid"], signal.SIGKILL)
+            return running[0]["pid"]
+        assert not any(ti["task_id"] == "commit" and ti["state"] == "success" for ti in tis), "finished first"
+        time.sleep(0.2)
+    raise AssertionError(f"no backup task ran within {timeout}s\n{_diagnostics(airflow, NO_RETRIES_DAG, run_id)}")
+
+
+def test_a_killed_run_does_not_stop_the_next_and_its_rerun_changes_nothing(
+        airflow: AirflowServices, airflow_stack, bucket: str, s3, statsd) -> None:
+    bootstrap = airflow_stack["bootstrap"]
+    topic = f"sched-kill-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, 1, 1, config={"retention.ms": "-1"}))
+    for start in range(0, 150_000, 50_000):  # seconds of backing up: time to kill it (in chunks: the queue)
+        produce_tricky(bootstrap, topic, 1, 50_000, seed=9, start=start)
+    conf = {"topics": [topic], "bucket": bucket, "prefix": "killed", "flush_size": 5_000}
+    killed = f"killed-{uuid.uuid4().hex[:8]}"
+    airflow.trigger_run(NO_RETRIES_DAG, killed, conf)
+    _kill_a_running_backup_task(airflow, killed)
+    assert airflow.wait_for_run(NO_RETRIES_DAG, killed) == "failed"
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    assert not [k for k in snapshot_bucket(s3, bucket) if "/_manifests/" in k], "the killed run committed nothing"
+
+    # The next run takes over the killed run's lock at once (no force_unlock, no 12-hour lease).
+    produce_tricky(bootstrap, topic, 1, 500, seed=10, start=150_000)
+    next_run = f"next-{uuid.uuid4().hex[:8]}"
+    airflow.trigger_run(NO_RETRIES_DAG, next_run, conf)
+    assert airflow.wait_for_run(NO_RETRIES_DAG, next_run) == "success", _diagnostics(airflow, NO_RETRIES_DAG,
+                                                                                    next_run)
+    plan_log = airflow.task_log_tails(NO_RETRIES_DAG, lines=400)
+    assert f"taken over from run '{killed}' of DAG {NO_RETRIES_DAG}" in plan_log and "(its state: failed)" in plan_log
+    _assert_backup_matches_kafka(bootstrap, s3, bucket, "killed", topic, next_run, produced=150_500)
+
+    # The run's figures reached StatsD, right: every record once, and no lag after the commit.
+    deadline = time.monotonic() + 10
+    while not statsd.values(f"kafka_backup.lag_records.{NO_RETRIES_DAG}.{topic}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sent = statsd.values(f"kafka_backup.records.{NO_RETRIES_DAG}")
+    assert sent == ["150500|c"], (sent, sorted({line.split(":")[0] for line in statsd.lines})[:80])
+    segments = sum(len(m.segments) for m in load_manifests(store, "killed"))
+    assert statsd.values(f"kafka_backup.segments.{NO_RETRIES_DAG}") == [f"{segments}|c"]
+    for lag in ("lag_records", "lag_seconds"):
+        sent = statsd.values(f"kafka_backup.{lag}.{NO_RETRIES_DAG}.{topic}")
+        assert [float(v.removesuffix("|g")) for v in sent] == [0.0], sent
+    assert len(statsd.values(f"kafka_backup.run_seconds.{NO_RETRIES_DAG}")) == 1
+
+    # Clearing the killed run's backup and commit later must not commit over the newer generation.
+    before = snapshot_bucket(s3, bucket)
+    airflow.request("POST", f"/api/v2/dags/{NO_RETRIES_DAG}/clearTaskInstances", {
+        "dag_run_id": killed, "dry_run": False, "only_failed": False, "reset_dag_runs": True,
+        "task_ids": ["backup", "commit", "check_rpo"]})
+    assert airflow.wait_for_run(NO_RETRIES_DAG, killed) == "failed"
+    after = snapshot_bucket(s3, bucket)
+    assert {k: after[k] for k in before} == before, "a committed object changed"
+    assert sorted(k for k in after if "/_manifests/" in k) == sorted(k for k in before if "/_manifests/" in k)
+    _assert_backup_matches_kafka(bootstrap, s3, bucket, "killed", topic, next_run, produced=150_500)

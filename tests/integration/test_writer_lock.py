@@ -43,3 +43,25 @@ def test_a_second_writer_is_refused_before_writing_anything(airflow_stack, bucke
 
     assert run_dag("kafka_backup", {**conf, "force_unlock": True}).state == "success"
     assert len(list_manifest_keys(store, "kafka-backup")) == 1
+
+
+def test_a_lock_whose_holder_airflow_says_is_finished_is_taken_over_at_once(bucket, s3):
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    gen = generation([])
+    assert acquire(store, "p", gen, "run-a", now=1000.0, dag_id="d", airflow_id="A") == "acquired"
+    asked = []
+
+    def finished(holder):
+        asked.append((holder.dag_id, holder.run_id, holder.airflow_id))
+        return None  # still running
+
+    with pytest.raises(ConcurrentRunError):
+        acquire(store, "p", gen, "run-b", now=1001.0, dag_id="d", airflow_id="A", holder_finished=finished)
+    assert asked == [("d", "run-a", "A")]
+    how = acquire(store, "p", gen, "run-b", now=1002.0, dag_id="d", airflow_id="A",
+                  holder_finished=lambda holder: "failed")
+    assert how.startswith("taken over from run 'run-a' of DAG d") and how.endswith("(its state: failed)")
+    # The same run id under another DAG sharing the prefix is another writer, not the holder.
+    with pytest.raises(ConcurrentRunError):
+        acquire(store, "p", gen, "run-b", now=1003.0, dag_id="other", airflow_id="A")
+    assert acquire(store, "p", gen, "run-b", now=1004.0, dag_id="d", airflow_id="A") == "held"

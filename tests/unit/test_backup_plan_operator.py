@@ -64,10 +64,12 @@ def plan_with(monkeypatch):
     monkeypatch.setattr(backup_operators, "KafkaAdminClientHook", lambda kafka_config_id: SimpleNamespace(
         get_conn=admin))
     monkeypatch.setattr(backup_operators, "Variable", SimpleNamespace(
-        get=lambda key, default=None, deserialize_json=False: variables.get(key, default)))
+        get=lambda key, default=None, deserialize_json=False: variables.get(key, default),
+        set=lambda key, value, **kwargs: variables.__setitem__(key, value)))
     monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
         ("orders", 0): OffsetBounds(0, 9)})
-    monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics: [])
+    monkeypatch.setattr(backup_operators, "describe_topics", lambda admin, topics, ids=None: [])
+    monkeypatch.setattr(backup_operators, "topic_ids", lambda admin, topics: {t: f"id-of-{t}" for t in topics})
     monkeypatch.setattr(backup_operators, "select_groups", lambda admin, selector: [])
     monkeypatch.setattr(backup_operators, "committed_group_offsets", lambda *args: {})
 
@@ -83,7 +85,8 @@ def plan_with(monkeypatch):
             sse_customer_key=run_key, object_lock_mode=arguments.get("object_lock_mode"),
             object_lock_retention_days=arguments.get("object_lock_retention_days"))
         plan.check_bucket = lambda: None
-        plan.execute({"run_id": "scheduled__2", "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
+        plan.execute({"run_id": "scheduled__2", "dag": SimpleNamespace(dag_id="kafka_backup"),
+                      "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
         return store
 
     return plan_with

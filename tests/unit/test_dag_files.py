@@ -24,7 +24,7 @@ def test_backup_and_restore_shapes():
     backup = backup_dag("shape_backup", topics=["t"], bucket="b", wait_for_backlog={"min_records": 5})
     assert {t.task_id: sorted(t.downstream_task_ids) for t in backup.tasks} == {
         "wait_for_backlog": ["plan"], "plan": ["backup", "commit", "retention"], "retention": ["backup"],
-        "backup": ["commit"], "commit": []}
+        "backup": ["commit"], "commit": ["check_rpo"], "check_rpo": []}
     assert backup.params["topics"] == ["t"] and backup.params["flush_size"] == 10_000
     restore = restore_dag("shape_restore")
     assert sorted(t.task_id for t in restore.tasks) == ["plan", "restore", "restore_consumer_groups", "verify"]
@@ -90,3 +90,29 @@ def test_restore_plan_refuses_a_bad_commit_interval_before_touching_s3_or_kafka(
                                     aws_conn_id="no_such_connection", kafka_conn_id="no_such_connection")
     with pytest.raises(ConfigurationError, match="commit_interval_seconds .* got 61.0"):
         plan.execute({"run_id": "manual__bad_interval", "ti": None})
+
+
+def test_tasks_retry_by_default_and_default_args_override_it():
+    from datetime import timedelta
+
+    from airflow_kafka_backup.dag_factories import backup_dag, restore_dag
+
+    for dag in (backup_dag("retries_backup", topics=["t"], bucket="b"), restore_dag("retries_restore")):
+        assert {(t.retries, t.retry_delay, bool(t.retry_exponential_backoff)) for t in dag.tasks} == {
+            (2, timedelta(minutes=1), True)}, dag.dag_id
+    quiet = backup_dag("no_retries", topics=["t"], bucket="b",
+                       dag_kwargs={"default_args": {"retries": 0, "owner": "data"}})
+    assert {(t.retries, t.owner) for t in quiet.tasks} == {(0, "data")}
+
+
+def test_rpo_becomes_the_param_default_and_bad_values_fail_at_parse_time():
+    from datetime import timedelta
+
+    import pytest
+
+    from airflow_kafka_backup.dag_factories import backup_dag
+    from airflow_kafka_backup.errors import ConfigurationError
+
+    assert backup_dag("rpo_backup", topics=["t"], bucket="b", rpo=timedelta(hours=2)).params["rpo_seconds"] == 7200
+    with pytest.raises(ConfigurationError, match="rpo_seconds must be a number of seconds greater than 0"):
+        backup_dag("rpo_bad", topics=["t"], bucket="b", rpo_seconds=-5)

@@ -88,3 +88,44 @@ def test_the_restore_reads_the_producers_transaction_timeout_from_the_connection
         {"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:1", **extra}}))
     hook = KafkaTransactionalProducerHook("kafka_tx_timeout", transactional_id="t")
     assert hook.transaction_timeout_s() == seconds
+
+
+def _effective(build, capfd) -> dict[str, str]:
+    capfd.readouterr()
+    client = build()
+    dump = capfd.readouterr().err
+    _close(client)
+    return dict(m.groups() for m in map(_DUMP_LINE.search, dump.splitlines()) if m)
+
+
+def test_the_backup_consumer_builds_with_fetch_limits_smaller_than_a_record(monkeypatch, capfd):
+    """librdkafka refuses a consumer whose fetch.max.bytes is below its message.max.bytes (1 MB by default);
+    the backup's consumer lowers message.max.bytes (a limit on what it sends) instead of failing."""
+    from confluent_kafka import Consumer
+
+    from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+
+    small = {"fetch.max.bytes": 1000, "max.partition.fetch.bytes": 1000}
+    with pytest.raises(KafkaException, match="fetch.max.bytes` must be >= `message.max.bytes"):
+        Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "g", **small})  # what the fix is for
+    conn_id = _kafka_connection(monkeypatch, **small, debug="conf")
+    effective = _effective(lambda: KafkaRangeConsumerHook(conn_id, "read_committed").get_conn, capfd)
+    assert (effective["fetch.max.bytes"], effective["message.max.bytes"]) == ("1000", "1000")
+    assert effective["fetch.message.max.bytes"] == "1000"  # librdkafka's name for max.partition.fetch.bytes
+
+
+def test_the_restore_producer_is_sized_for_the_largest_record_unless_the_connection_says(monkeypatch, capfd):
+    from airflow_kafka_backup.hooks.kafka import KafkaTransactionalProducerHook
+    from airflow_kafka_backup.record_size import PRODUCER_HEADROOM_BYTES
+
+    ten_mb = 10 << 20
+    conn_id = _kafka_connection(monkeypatch, debug="conf")
+    sized = _effective(lambda: KafkaTransactionalProducerHook(conn_id, transactional_id="t",
+                                                              largest_record_bytes=ten_mb).get_conn, capfd)
+    assert sized["message.max.bytes"] == str(ten_mb + PRODUCER_HEADROOM_BYTES)
+    unknown = _effective(lambda: KafkaTransactionalProducerHook(conn_id, transactional_id="t").get_conn, capfd)
+    assert "message.max.bytes" not in unknown  # librdkafka's default (dumped only when set): sizes unknown
+    conn_id = _kafka_connection(monkeypatch, debug="conf", **{"message.max.bytes": 2_000_000})
+    own = _effective(lambda: KafkaTransactionalProducerHook(conn_id, transactional_id="t",
+                                                            largest_record_bytes=ten_mb).get_conn, capfd)
+    assert own["message.max.bytes"] == "2000000"

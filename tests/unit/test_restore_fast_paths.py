@@ -18,7 +18,7 @@ import types
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError, RecordTooLargeError
 from airflow_kafka_backup.key_layout import attempt_key, chunk_key
 from airflow_kafka_backup.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.records import Record
@@ -566,10 +566,14 @@ def test_a_commit_failed_by_an_unreported_record_is_redone_with_a_report_per_rec
 def test_a_lasting_delivery_failure_is_reported_with_its_own_cause(tmp_path):
     seg, data = _segment(_records(range(10)))
     producer = FailingCommitProducer(lasting=True)
-    with pytest.raises(KafkaBackupError, match="Message size too large"):
+    with pytest.raises(RecordTooLargeError) as raised:
         restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
                           PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
     assert producer.transactions == ["begin", "offsets 10", "abort", "begin", "abort"]
+    # The record the broker refused, by its source offset and size (key b"k4", value b"v4"), and the fix.
+    assert str(raised.value).startswith(f"t[0] offset 4 (in {seg.key}) is 4 bytes (key + value + headers)")
+    assert f"set max.message.bytes={4 + (64 << 10)} on the topic" in str(raised.value)
+    assert "--entity-name t2 " in str(raised.value)
 
 
 class StuckAbortProducer(CommittingProducer):
@@ -771,4 +775,49 @@ def test_a_transaction_that_outlived_the_transaction_timeout_fails_saying_how_to
     with pytest.raises(KafkaException, match="Local: Fatal error"):  # a failure in a young transaction is Kafka's
         restore_partition(TimedOutProducer, FakeGroup(), FakeStore(objects), "r", unit, spool_dir=str(tmp_path),
                           commit_interval_s=0, transaction_timeout_s=60.0)
+    assert _spool_files(tmp_path) == []
+
+
+class RefusingBrokerProducer(FakeProducer):
+    """As librdkafka on a broker refusing the record at ``bad_index`` of each transaction as too large: its
+    delivery report says so, and every produce() after it fails with a state error that does not."""
+
+    def __init__(self, bad_index: int = 3) -> None:
+        super().__init__()
+        self.bad_index, self.failed = bad_index, False
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.in_transaction, self.failed = 0, False
+
+    def produce(self, *args) -> None:
+        if self.failed:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state"))
+        super().produce(*args)
+
+    def poll(self, timeout=None) -> int:
+        delivered, self._undelivered = self._undelivered, []
+        for callback in delivered:
+            refused = self.in_transaction == self.bad_index
+            self.in_transaction += 1
+            self.failed = self.failed or refused
+            if callback is not None:
+                error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large") if refused else None
+                callback(error, FakeMessage(self.next_offset))
+            self.next_offset += 1
+        return len(delivered)
+
+
+def test_a_record_the_broker_refuses_mid_transaction_is_named_after_a_redo_with_reports(tmp_path):
+    seg, data = _segment(_records(range(10)))
+    producer = RefusingBrokerProducer()
+    # poll() runs every 1,000 records: make it run after each one, as librdkafka's background delivery would.
+    producer.produce = lambda *args, p=producer: (RefusingBrokerProducer.produce(p, *args), p.poll())
+    with pytest.raises(RecordTooLargeError) as raised:
+        restore_partition(lambda: producer, FakeGroup(), FakeStore({seg.key: data}), "r",
+                          PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
+    assert producer.transactions == ["begin", "abort", "begin", "abort"]  # the redo gave the record its report
+    # Offset 3 holds key b"k3", value b"v3" and the header ("h", b"3"): 2 + 2 + 1 + 1 bytes.
+    assert str(raised.value).startswith(f"t[0] offset 3 (in {seg.key}) is 6 bytes (key + value + headers), and "
+                                        "the broker refused it as too large for t2")
     assert _spool_files(tmp_path) == []
