@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -31,8 +31,8 @@ $(FLOOR_VENV)/.installed: pyproject.toml constraints-floor.txt
 
 test-floor: $(FLOOR_VENV)/.installed
 	AKB_EXPECT_AIRFLOW=$(FLOOR_AIRFLOW) $(FPY) -m pytest -ra --fail-on-skip -p no:cacheprovider tests/unit \
-		tests/integration/test_backup_dag.py::test_backup_is_byte_exact \
-		tests/integration/test_restore_dag.py::test_restore_round_trip_is_byte_exact_with_offset_map
+		tests/integration/backup/test_backup_dag.py::test_backup_is_byte_exact \
+		tests/integration/restore/test_restore_dag.py::test_restore_round_trip_is_byte_exact_with_offset_map
 
 # Regenerate constraints-floor.txt: resolve the floor Airflow as PyPI stood at FLOOR_DATE (its release,
 # so its providers and libraries are the ones it shipped with), then take botocore from constraints.txt
@@ -52,6 +52,7 @@ floor-constraints:
 
 lint: venv
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 test: venv lint
 	$(PY) -m pytest -ra

@@ -28,16 +28,17 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError
 
-from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
-from airflow_kafka_backup.incarnations import summarize
-from airflow_kafka_backup.manifest import load_manifests
-from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.s3_retry import RETRY_MODES, validate_retry_backoff_ms
-from airflow_kafka_backup.s3_settings import S3WriteSettings
-from airflow_kafka_backup.segment_codec import HashingReader, get_format
-from airflow_kafka_backup.settings import clean_prefix
-from airflow_kafka_backup.verify import verify_backup
+from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.engine.formats.base import HashingReader
+from airflow_kafka_backup.engine.formats.compression import get_compression
+from airflow_kafka_backup.engine.formats.segment_codec import get_format
+from airflow_kafka_backup.engine.settings import clean_prefix
+from airflow_kafka_backup.engine.storage.manifest import load_manifests
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.storage.s3_retry import RETRY_MODES, validate_retry_backoff_ms
+from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings
+from airflow_kafka_backup.engine.topics.incarnations import summarize
+from airflow_kafka_backup.engine.verify import verify_backup
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 

@@ -15,7 +15,25 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, XComArg
 
-from airflow_kafka_backup.compression import COMPRESSIONS
+from airflow_kafka_backup.engine.backup.settings import BackupSettings
+from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS
+from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
+from airflow_kafka_backup.engine.restore.loop import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
+from airflow_kafka_backup.engine.settings import ISOLATION_LEVELS, clean_prefix
+from airflow_kafka_backup.engine.storage.retention import check_retention_prefix
+from airflow_kafka_backup.engine.storage.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
+from airflow_kafka_backup.engine.storage.s3_settings import (
+    CANNED_ACLS,
+    DEFAULT_PART_SIZE,
+    MAX_OBJECT_LOCK_DAYS,
+    MIN_PART_SIZE,
+    OBJECT_LOCK_MODES,
+    PLACEHOLDER_CUSTOMER_KEY,
+    SSE_ALGORITHMS,
+    S3WriteSettings,
+    check_retention_covers_object_lock,
+    validate_retention_days,
+)
 from airflow_kafka_backup.operators.backup import (
     KafkaBackupCommitOperator,
     KafkaBackupOperator,
@@ -31,24 +49,7 @@ from airflow_kafka_backup.operators.restore import (
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
 )
-from airflow_kafka_backup.restore import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
-from airflow_kafka_backup.retention import check_retention_prefix
-from airflow_kafka_backup.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
-from airflow_kafka_backup.s3_settings import (
-    CANNED_ACLS,
-    DEFAULT_PART_SIZE,
-    MAX_OBJECT_LOCK_DAYS,
-    MIN_PART_SIZE,
-    OBJECT_LOCK_MODES,
-    PLACEHOLDER_CUSTOMER_KEY,
-    SSE_ALGORITHMS,
-    S3WriteSettings,
-    check_retention_covers_object_lock,
-    validate_retention_days,
-)
-from airflow_kafka_backup.segment_codec import FORMATS
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
-from airflow_kafka_backup.settings import ISOLATION_LEVELS, BackupSettings, clean_prefix
 
 # Every task of the factories' DAGs retries a transient fault that outlasted botocore's and librdkafka's own
 # retries: after 1 minute, then 2 (retry_exponential_backoff is the multiplier on Airflow 3.2+ and a switch

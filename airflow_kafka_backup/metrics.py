@@ -19,8 +19,8 @@ import logging
 from collections.abc import Mapping
 from datetime import timedelta
 
-from airflow_kafka_backup.backlog import TopicLag
 from airflow_kafka_backup.compat import Stats
+from airflow_kafka_backup.engine.backup.backlog import TopicLag
 
 PREFIX = "kafka_backup"
 log = logging.getLogger(__name__)

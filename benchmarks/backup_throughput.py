@@ -106,7 +106,7 @@ def phase_backup(
     segment_format: str,
 ) -> bench.PhaseResult:
     """Back up offsets [0, end) with the engine, exactly as the operator would (minus Airflow)."""
-    from airflow_kafka_backup.object_store import S3ObjectStore
+    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)
     run = bench.engine_backup(

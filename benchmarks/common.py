@@ -249,8 +249,8 @@ def empty_bucket(client: Any, bucket: str) -> None:
 
 @dataclass
 class BackupRun:
-    result: Any  # airflow_kafka_backup.backup.BackupResult
-    settings: Any  # airflow_kafka_backup.manifest.SegmentSettings
+    result: Any  # airflow_kafka_backup.engine.backup.loop.BackupResult
+    settings: Any  # airflow_kafka_backup.engine.storage.manifest.SegmentSettings
     seconds: float
     base_rss_kib: int
 
@@ -260,8 +260,8 @@ def engine_backup(
     consumer_options: dict[str, str] | None = None, profile_path: str | None = None, segment_format: str = "jsonl",
 ) -> BackupRun:
     """Back up offsets [0, end) of ``topic``[0] with the engine, exactly as the operator would (minus Airflow)."""
-    from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
-    from airflow_kafka_backup.manifest import PartitionRange, SegmentSettings
+    from airflow_kafka_backup.engine.backup.loop import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
+    from airflow_kafka_backup.engine.storage.manifest import PartitionRange, SegmentSettings
 
     consumer = confluent_kafka.Consumer({
         "bootstrap.servers": bootstrap,
@@ -349,8 +349,8 @@ def run_phase_in_child(
 def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceiling_help: str) -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help=records_help)
     parser.add_argument("--value-size", type=int, default=1024, help="bytes per record value")
-    from airflow_kafka_backup.compression import COMPRESSIONS
-    from airflow_kafka_backup.segment_codec import FORMATS
+    from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS
+    from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
 
     parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default="none")
     parser.add_argument("--format", choices=sorted(FORMATS), default="jsonl", help="segment format")

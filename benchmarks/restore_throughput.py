@@ -77,7 +77,7 @@ QUARTER_PREFIX = "bench-quarter"
 
 def back_up(bootstrap: str, store, prefix: str, topic: str, end: int, args: argparse.Namespace) -> None:
     """Back up offsets [0, end) with the engine and commit a run manifest, so that ``plan_restore`` sees it."""
-    from airflow_kafka_backup.manifest import PartitionRange, RunManifest, write_manifest
+    from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, write_manifest
 
     run = bench.engine_backup(bootstrap, store, prefix, topic, end, args.compression, args.flush_size,
                               segment_format=args.format)
@@ -142,10 +142,15 @@ def phase_restore(
     """Restore the backup under ``prefix`` into ``target`` with the engine, as the operator would (minus Airflow)."""
     from confluent_kafka import Consumer, Producer
 
-    from airflow_kafka_backup.key_layout import restore_prefix
-    from airflow_kafka_backup.object_store import S3ObjectStore
-    from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, progress_group, restore_partition, transactional_id
-    from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
+    from airflow_kafka_backup.engine.restore.loop import (
+        PRODUCER_OVERRIDES,
+        progress_group,
+        restore_partition,
+        transactional_id,
+    )
+    from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
+    from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
+    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
     restore_id = f"bench-restore-{uuid.uuid4().hex[:8]}"
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)
@@ -203,7 +208,7 @@ def restore_into_fresh_topic(args: argparse.Namespace, bootstrap: str, end: int,
 
 
 def parent_main(args: argparse.Namespace) -> None:
-    from airflow_kafka_backup.object_store import S3ObjectStore
+    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
     n, quarter = args.records, max(1, args.records // 4)
     topic = f"bench-{uuid.uuid4().hex[:8]}"

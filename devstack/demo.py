@@ -43,10 +43,10 @@ def produce_sample(bootstrap: str) -> None:
 
 
 def show_bucket(s3) -> None:
-    from airflow_kafka_backup.compression import get_compression
-    from airflow_kafka_backup.manifest import load_manifests
-    from airflow_kafka_backup.object_store import S3ObjectStore
-    from airflow_kafka_backup.segment_codec import get_format
+    from airflow_kafka_backup.engine.formats.compression import get_compression
+    from airflow_kafka_backup.engine.formats.segment_codec import get_format
+    from airflow_kafka_backup.engine.storage.manifest import load_manifests
+    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
     store = S3ObjectStore(client=s3, bucket=BUCKET)
     print(f"\nObjects in s3://{BUCKET}:")

@@ -10,11 +10,12 @@ from collections import defaultdict
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from airflow_kafka_backup.compression import get_compression
-from airflow_kafka_backup.manifest import load_manifests
-from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.records import Record
-from airflow_kafka_backup.segment_codec import HashingReader, get_format
+from airflow_kafka_backup.engine.formats.base import HashingReader
+from airflow_kafka_backup.engine.formats.compression import get_compression
+from airflow_kafka_backup.engine.formats.segment_codec import get_format
+from airflow_kafka_backup.engine.records import Record
+from airflow_kafka_backup.engine.storage.manifest import load_manifests
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
 TP = tuple[str, int]
 
@@ -236,9 +237,9 @@ def run_dag(dag_id: str, conf: dict, logical_date=None):
 
 def verify_finished_restore(bootstrap: str, store: S3ObjectStore, prefix: str, restore_id: str, units) -> list:
     """``verify_restore`` as the verify task runs it: against the progress the restore committed in Kafka."""
-    from airflow_kafka_backup.key_layout import restore_prefix
-    from airflow_kafka_backup.restore import progress_group, progress_of
-    from airflow_kafka_backup.restore_manifest import verify_restore
+    from airflow_kafka_backup.engine.restore.loop import progress_group, progress_of
+    from airflow_kafka_backup.engine.restore.manifest import verify_restore
+    from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
 
     group = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id)})
     try:

@@ -10,9 +10,14 @@ from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
-from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
-from airflow_kafka_backup.record_size import LIBRDKAFKA_MESSAGE_MAX_BYTES, MESSAGE_MAX_BYTES, producer_size_config
-from airflow_kafka_backup.restore import PRODUCER_OVERRIDES, TRANSACTION_TIMEOUT_S
+from airflow_kafka_backup.engine.backup.loop import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID
+from airflow_kafka_backup.engine.record_size import (
+    LIBRDKAFKA_MESSAGE_MAX_BYTES,
+    MESSAGE_MAX_BYTES,
+    producer_size_config,
+)
+from airflow_kafka_backup.engine.restore.loop import PRODUCER_OVERRIDES
+from airflow_kafka_backup.engine.restore.transaction import TRANSACTION_TIMEOUT_S
 
 
 def first_bootstrap_server(kafka_config_id: str) -> str:
@@ -69,7 +74,7 @@ class KafkaTransactionalProducerHook(KafkaProducerHook):
     :param kafka_config_id: the ``kafka`` connection.
     :param transactional_id: stable per restore and target partition, so a retry fences its zombie.
     :param largest_record_bytes: the largest record it will produce (from the manifests), which sizes
-        ``message.max.bytes`` and the queue (see :func:`~airflow_kafka_backup.record_size.producer_size_config`);
+        ``message.max.bytes`` and the queue (see :func:`~airflow_kafka_backup.engine.record_size.producer_size_config`);
         the connection's own ``message.max.bytes`` wins. None: unknown, the connection's settings as they are.
     """
 

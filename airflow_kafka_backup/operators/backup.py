@@ -19,9 +19,6 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, Variable
 from confluent_kafka import TopicPartition
 
 from airflow_kafka_backup import metrics
-from airflow_kafka_backup.backlog import TopicLag, measure_backlog, rpo_breaches
-from airflow_kafka_backup.backup import back_up_ranges
-from airflow_kafka_backup.checkpoint import resolve_state
 from airflow_kafka_backup.compat import (
     AirflowFailException,
     TriggerRule,
@@ -29,11 +26,26 @@ from airflow_kafka_backup.compat import (
     conf,
     variable_keys_may_contain_slash,
 )
-from airflow_kafka_backup.errors import ConfigurationError, IntegrityError, KafkaBackupError
-from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
-from airflow_kafka_backup.incarnations import BackupState, identify
-from airflow_kafka_backup.key_layout import manifest_key
-from airflow_kafka_backup.manifest import (
+from airflow_kafka_backup.engine.backup.backlog import TopicLag, measure_backlog, rpo_breaches
+from airflow_kafka_backup.engine.backup.checkpoint import resolve_state
+from airflow_kafka_backup.engine.backup.loop import back_up_ranges
+from airflow_kafka_backup.engine.backup.manual_ranges import (
+    offsets_for_times,
+    parse_manual_ranges,
+    resolve_manual_ranges,
+)
+from airflow_kafka_backup.engine.backup.planning import (
+    group_work_units,
+    isolation_level,
+    plan_ranges,
+    resolve_topics,
+    snapshot_offsets,
+)
+from airflow_kafka_backup.engine.backup.settings import BackupSettings
+from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
+from airflow_kafka_backup.engine.settings import as_bool
+from airflow_kafka_backup.engine.storage.key_layout import manifest_key
+from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
     SegmentInfo,
@@ -43,27 +55,31 @@ from airflow_kafka_backup.manifest import (
     read_manifest,
     write_manifest,
 )
-from airflow_kafka_backup.manual_ranges import offsets_for_times, parse_manual_ranges, resolve_manual_ranges
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors, is_template
-from airflow_kafka_backup.planning import (
-    group_work_units,
-    isolation_level,
-    plan_ranges,
-    resolve_topics,
-    snapshot_offsets,
-)
-from airflow_kafka_backup.restore_planning import parse_time_window
-from airflow_kafka_backup.retention import check_retention_prefix, ensure_retention_rule
-from airflow_kafka_backup.s3_settings import (
+from airflow_kafka_backup.engine.storage.retention import check_retention_prefix, ensure_retention_rule
+from airflow_kafka_backup.engine.storage.s3_settings import (
     check_retention_covers_object_lock,
     validate_object_lock,
     validate_retention_days,
 )
-from airflow_kafka_backup.settings import BackupSettings, as_bool
-from airflow_kafka_backup.topic_metadata import committed_group_offsets, describe_topics, select_groups, topic_ids
-from airflow_kafka_backup.topic_selection import TopicSelection
-from airflow_kafka_backup.verify import require_ok, verify_backup
-from airflow_kafka_backup.writer_lock import DEFAULT_LEASE_S, ConcurrentRunError, LockHolder, acquire, generation
+from airflow_kafka_backup.engine.storage.writer_lock import (
+    DEFAULT_LEASE_S,
+    ConcurrentRunError,
+    LockHolder,
+    acquire,
+    generation,
+)
+from airflow_kafka_backup.engine.time_window import parse_time_window
+from airflow_kafka_backup.engine.topics.incarnations import BackupState, identify
+from airflow_kafka_backup.engine.topics.metadata import (
+    committed_group_offsets,
+    describe_topics,
+    select_groups,
+    topic_ids,
+)
+from airflow_kafka_backup.engine.topics.selection import TopicSelection
+from airflow_kafka_backup.engine.verify import require_ok, verify_backup
+from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors, is_template
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +342,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                      window: tuple[int | None, int | None]) -> tuple[list[PartitionRange], SegmentSettings,
                                                                        dict[str, list[int]], dict]:
         """A manual or backfill run: explicit ranges or a time window, rebuilt on the committed segments'
-        boundaries and settings (see :mod:`airflow_kafka_backup.manual_ranges`)."""
+        boundaries and settings (see :mod:`airflow_kafka_backup.engine.backup.manual_ranges`)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         topics = resolve_topics(admin, settings.selection).partitions
         tps = [(t, p) for t, n in topics.items() for p in range(n)]

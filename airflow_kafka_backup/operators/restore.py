@@ -15,25 +15,17 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context
 
 from airflow_kafka_backup.compat import TriggerRule
-from airflow_kafka_backup.errors import ConfigurationError
-from airflow_kafka_backup.group_offsets import (
+from airflow_kafka_backup.engine.backup.planning import balance, snapshot_offsets
+from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.record_size import created_topic_size_config
+from airflow_kafka_backup.engine.restore.group_offsets import (
     check_groups_inactive,
     commit_translations,
     target_groups,
     translate,
     validate_group_mapping,
 )
-from airflow_kafka_backup.hooks.kafka import (
-    KafkaGroupConsumerHook,
-    KafkaTransactionalProducerHook,
-    first_bootstrap_server,
-)
-from airflow_kafka_backup.key_layout import restore_prefix
-from airflow_kafka_backup.operators.backup import _max_map_length
-from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
-from airflow_kafka_backup.planning import balance, snapshot_offsets
-from airflow_kafka_backup.record_size import created_topic_size_config
-from airflow_kafka_backup.restore import (
+from airflow_kafka_backup.engine.restore.loop import (
     COMMIT_INTERVAL_S,
     progress_group,
     progress_of,
@@ -41,10 +33,9 @@ from airflow_kafka_backup.restore import (
     transactional_id,
     validate_commit_interval,
 )
-from airflow_kafka_backup.restore_manifest import load_offset_maps, verify_restore, write_restore_manifest
-from airflow_kafka_backup.restore_planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
-from airflow_kafka_backup.settings import as_bool, positive_int
-from airflow_kafka_backup.target_topics import (
+from airflow_kafka_backup.engine.restore.manifest import load_offset_maps, verify_restore, write_restore_manifest
+from airflow_kafka_backup.engine.restore.planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.restore.target_topics import (
     broker_topic_defaults,
     check_targets_keep_records,
     check_targets_take_records,
@@ -54,6 +45,15 @@ from airflow_kafka_backup.target_topics import (
     restore_topic_configs,
     timestamp_spans,
 )
+from airflow_kafka_backup.engine.settings import as_bool, positive_int
+from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
+from airflow_kafka_backup.hooks.kafka import (
+    KafkaGroupConsumerHook,
+    KafkaTransactionalProducerHook,
+    first_bootstrap_server,
+)
+from airflow_kafka_backup.operators.backup import _max_map_length
+from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
     """Restore one work unit (a few partitions), exactly once; returns per-partition results.
 
     ``commit_interval_seconds``: how long each Kafka transaction takes whole segments before it
-    commits (0: one segment per transaction); see :func:`~airflow_kafka_backup.restore.validate_commit_interval`.
+    commits (0: one segment per transaction); see
+    :func:`~airflow_kafka_backup.engine.restore.loop.validate_commit_interval`.
     """
 
     template_fields: Sequence[str] = (
@@ -310,7 +311,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
     """After a verified restore: move the chosen consumer groups to the translated offsets.
 
     A group that had consumed up to source offset X resumes at the first restored record
-    whose source offset is >= X (see :mod:`airflow_kafka_backup.group_offsets`).
+    whose source offset is >= X (see :mod:`airflow_kafka_backup.engine.restore.group_offsets`).
     """
 
     template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "groups", "kafka_conn_id")

@@ -14,11 +14,11 @@ from airflow.sdk import BaseOperator, Context, Variable
 from airflow.sdk.exceptions import ErrorType
 
 from airflow_kafka_backup.compat import AirflowFailException, mask_secret, render_template_to_string
-from airflow_kafka_backup.errors import ConfigurationError
-from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.s3_retry import validate_retry_backoff_ms
-from airflow_kafka_backup.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
-from airflow_kafka_backup.settings import clean_prefix
+from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.settings import clean_prefix
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.storage.s3_retry import validate_retry_backoff_ms
+from airflow_kafka_backup.engine.storage.s3_settings import DEFAULT_PART_SIZE, PLACEHOLDER_CUSTOMER_KEY, S3WriteSettings
 
 if TYPE_CHECKING:
     import jinja2
@@ -107,7 +107,7 @@ class S3BackupBaseOperator(BaseOperator):
 
     ``s3_retry_backoff_ms`` sets the base of botocore's exponential backoff between S3
     retries (``None``: botocore's own); the connection's retry mode must be ``standard``
-    or ``adaptive`` (see :mod:`airflow_kafka_backup.s3_retry`).
+    or ``adaptive`` (see :mod:`airflow_kafka_backup.engine.storage.s3_retry`).
     """
 
     s3_template_fields: tuple[str, ...] = (

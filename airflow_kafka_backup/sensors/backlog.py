@@ -2,7 +2,9 @@
 
 The sync path (``poke``, in ``poke`` or ``reschedule`` mode) and the deferrable path
 (``execute`` -> :class:`KafkaBacklogTrigger` in the triggerer -> ``execute_complete``)
-share one check: :func:`check_backlog` and :func:`backlog_is_due`.
+share one check: :func:`~airflow_kafka_backup.triggers.backlog.check_backlog` and
+:func:`~airflow_kafka_backup.triggers.backlog.backlog_is_due`, kept beside the trigger so that the
+trigger needs nothing from this module.
 """
 
 from __future__ import annotations
@@ -11,44 +13,19 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import BaseSensorOperator, Context
 
-from airflow_kafka_backup.backlog import Backlog, measure_backlog
-from airflow_kafka_backup.checkpoint import resolve_state
 from airflow_kafka_backup.compat import conf
-from airflow_kafka_backup.errors import ConfigurationError, KafkaBackupError
-from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
-from airflow_kafka_backup.incarnations import BackupState
-from airflow_kafka_backup.manifest import TopicPartition, checkpoints_to_json
+from airflow_kafka_backup.engine.backup.checkpoint import resolve_state
+from airflow_kafka_backup.engine.errors import ConfigurationError, KafkaBackupError
+from airflow_kafka_backup.engine.storage.manifest import checkpoints_to_json
+from airflow_kafka_backup.engine.topics.incarnations import BackupState
+from airflow_kafka_backup.engine.topics.selection import TopicSelection
 from airflow_kafka_backup.operators.backup import get_checkpoint_variable
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator
-from airflow_kafka_backup.topic_selection import TopicSelection
-from airflow_kafka_backup.triggers.backlog import KafkaBacklogTrigger
+from airflow_kafka_backup.triggers.backlog import KafkaBacklogTrigger, backlog_is_due, check_backlog
 
 log = logging.getLogger(__name__)
-
-
-def check_backlog(kafka_conn_id: str, topics: TopicSelection, checkpoints: dict[TopicPartition, int],
-                  isolation_level: str, with_age: bool, topic_ids: dict[str, str] | None = None) -> Backlog:
-    """Measure the backlog with clients from the ``kafka`` connection (worker or triggerer)."""
-    admin = KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
-    consumer = KafkaRangeConsumerHook(kafka_conn_id, isolation_level).get_conn if with_age else None
-    try:
-        return measure_backlog(admin, topics, checkpoints, isolation_level, consumer, current_ids=topic_ids)
-    finally:
-        if consumer is not None:
-            consumer.close()
-
-
-def backlog_is_due(backlog: Backlog, min_records: int, max_age_s: float | None) -> str | None:
-    """Why the backup should run now, or ``None`` to keep waiting."""
-    if backlog.records and backlog.records >= min_records:
-        return f"{backlog.records} records waiting (threshold {min_records})"
-    age = backlog.age_s()
-    if max_age_s is not None and age is not None and age >= max_age_s:
-        return f"the oldest waiting record is {age:.0f}s old (limit {max_age_s:.0f}s)"
-    return None
 
 
 class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):

@@ -6,10 +6,35 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_kafka_backup.manifest import checkpoints_from_json
-from airflow_kafka_backup.topic_selection import TopicSelection
+from airflow_kafka_backup.engine.backup.backlog import Backlog, measure_backlog
+from airflow_kafka_backup.engine.storage.manifest import TopicPartition, checkpoints_from_json
+from airflow_kafka_backup.engine.topics.selection import TopicSelection
+from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook
+
+
+def check_backlog(kafka_conn_id: str, topics: TopicSelection, checkpoints: dict[TopicPartition, int],
+                  isolation_level: str, with_age: bool, topic_ids: dict[str, str] | None = None) -> Backlog:
+    """Measure the backlog with clients from the ``kafka`` connection (worker or triggerer)."""
+    admin = KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
+    consumer = KafkaRangeConsumerHook(kafka_conn_id, isolation_level).get_conn if with_age else None
+    try:
+        return measure_backlog(admin, topics, checkpoints, isolation_level, consumer, current_ids=topic_ids)
+    finally:
+        if consumer is not None:
+            consumer.close()
+
+
+def backlog_is_due(backlog: Backlog, min_records: int, max_age_s: float | None) -> str | None:
+    """Why the backup should run now, or ``None`` to keep waiting."""
+    if backlog.records and backlog.records >= min_records:
+        return f"{backlog.records} records waiting (threshold {min_records})"
+    age = backlog.age_s()
+    if max_age_s is not None and age is not None and age >= max_age_s:
+        return f"the oldest waiting record is {age:.0f}s old (limit {max_age_s:.0f}s)"
+    return None
 
 
 class KafkaBacklogTrigger(BaseTrigger):
@@ -43,8 +68,6 @@ class KafkaBacklogTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_kafka_backup.sensors.backlog import backlog_is_due, check_backlog
-
         checkpoints = checkpoints_from_json(self.checkpoints)
         selection = TopicSelection.parse(self.topics, self.exclude_topics)
         while True:

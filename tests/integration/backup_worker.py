@@ -16,9 +16,15 @@ import sys
 
 from confluent_kafka import Consumer
 
-from airflow_kafka_backup.backup import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
-from airflow_kafka_backup.manifest import PartitionRange, RunManifest, SegmentSettings, load_manifests, write_manifest
-from airflow_kafka_backup.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.backup.loop import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
+from airflow_kafka_backup.engine.storage.manifest import (
+    PartitionRange,
+    RunManifest,
+    SegmentSettings,
+    load_manifests,
+    write_manifest,
+)
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 
 

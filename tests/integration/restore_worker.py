@@ -11,16 +11,16 @@ import sys
 
 from confluent_kafka import Consumer, Producer
 
-from airflow_kafka_backup.key_layout import restore_prefix
-from airflow_kafka_backup.object_store import S3ObjectStore
-from airflow_kafka_backup.restore import (
+from airflow_kafka_backup.engine.restore.loop import (
     COMMIT_INTERVAL_S,
     PRODUCER_OVERRIDES,
     progress_group,
     restore_partition,
     transactional_id,
 )
-from airflow_kafka_backup.restore_planning import RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 
 

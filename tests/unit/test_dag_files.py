@@ -63,8 +63,8 @@ def test_restore_commit_interval_is_a_param_passed_to_plan_and_restore():
     import copy
 
     from airflow_kafka_backup.dag_factories import restore_dag, restore_params
-    from airflow_kafka_backup.errors import ConfigurationError
-    from airflow_kafka_backup.restore import COMMIT_INTERVAL_S
+    from airflow_kafka_backup.engine.errors import ConfigurationError
+    from airflow_kafka_backup.engine.restore.loop import COMMIT_INTERVAL_S
 
     params = restore_params()
     assert params["commit_interval_seconds"].value == COMMIT_INTERVAL_S
@@ -83,7 +83,7 @@ def test_restore_commit_interval_is_a_param_passed_to_plan_and_restore():
 
 
 def test_restore_plan_refuses_a_bad_commit_interval_before_touching_s3_or_kafka():
-    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.engine.errors import ConfigurationError
     from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
 
     plan = KafkaRestorePlanOperator(task_id="plan", topics=["t"], bucket="b", commit_interval_seconds="61",
@@ -111,7 +111,7 @@ def test_rpo_becomes_the_param_default_and_bad_values_fail_at_parse_time():
     import pytest
 
     from airflow_kafka_backup.dag_factories import backup_dag
-    from airflow_kafka_backup.errors import ConfigurationError
+    from airflow_kafka_backup.engine.errors import ConfigurationError
 
     assert backup_dag("rpo_backup", topics=["t"], bucket="b", rpo=timedelta(hours=2)).params["rpo_seconds"] == 7200
     with pytest.raises(ConfigurationError, match="rpo_seconds must be a number of seconds greater than 0"):

@@ -1,0 +1,1 @@
+"""The backup engine: plan a run, consume its ranges, write and upload segments, keep checkpoints."""

@@ -1,0 +1,197 @@
+"""One writer per topic-partition: records in, closed segment files out.
+
+Rotation is an explicit state machine, in the manner of Confluent's S3 sink
+``TopicPartitionWriter``, but every rotation decision is made on the records
+themselves (count, offsets, record timestamps), never on the wall clock, so the same
+offset range always cuts into the same segments.
+
+    IDLE    --write-->                                     WRITING (segment opened at the record)
+    WRITING --write, record outside the segment's time--> WRITING (segment handed off, next opened)
+    WRITING --flush_size records written | finish-->       IDLE    (segment handed off)
+
+"Outside the segment's time" is :class:`~airflow_kafka_backup.engine.backup.rotation.TimeRotation`:
+``rotate_interval_ms`` of record time, or a new clock-aligned window.
+
+A segment is encoded and compressed into a spool file on local disk while records
+arrive; memory holds only the codec's fixed buffers. Its sha256 and size are computed
+on the way to disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from airflow_kafka_backup.engine.backup.rotation import TimeRotation
+from airflow_kafka_backup.engine.errors import KafkaBackupError
+from airflow_kafka_backup.engine.formats.base import HashingWriter, SegmentEncoder
+from airflow_kafka_backup.engine.formats.compression import get_compression
+from airflow_kafka_backup.engine.formats.segment_codec import get_format
+from airflow_kafka_backup.engine.records import TIMESTAMP_TYPE_NUMBERS, Record, record_bytes
+from airflow_kafka_backup.engine.storage.key_layout import segment_key
+from airflow_kafka_backup.engine.storage.manifest import SegmentInfo, SegmentSettings
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+class WriterState(enum.Enum):
+    IDLE = "idle"
+    WRITING = "writing"
+
+
+@dataclass(frozen=True)
+class ClosedSegment:
+    """A finished segment on local disk, ready to upload to ``info.key``."""
+
+    path: str
+    info: SegmentInfo
+
+
+class TopicPartitionWriter:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        prefix: str,
+        settings: SegmentSettings,
+        on_segment: Callable[[ClosedSegment], None],
+        spool_dir: str | None = None,
+        topic_id: str | None = None,
+        id_in_keys: bool = False,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        # The topic incarnation's ID (recorded with each segment) and whether its keys carry it.
+        self.topic_id = topic_id
+        self._key_topic_id = topic_id if id_in_keys else None
+        self.prefix = prefix
+        self.settings = settings
+        self._format = get_format(settings.segment_format)
+        self._compression = get_compression(settings.compression)
+        self._extension = self._format.file_extension(self._compression)
+        self._rotation = TimeRotation(settings.rotate_interval_ms, settings.rotate_schedule_interval_ms,
+                                      settings.timezone)
+        # Looked up once: _append runs for every record.
+        self._rotates_on_time = self._rotation.enabled
+        self._flush_size = settings.flush_size
+        self._on_segment = on_segment
+        self._spool_dir = spool_dir
+        self.state = WriterState.IDLE
+        self.records_written = 0
+        self.payload_bytes = 0
+        self._reset_segment()
+
+    def _reset_segment(self) -> None:
+        self._file = None
+        self._path = ""
+        self._hashing: HashingWriter | None = None
+        self._encoder: SegmentEncoder | None = None
+        self._write_fields: Callable[..., None] | None = None  # the open encoder's write_fields
+        self._first_offset = -1
+        self._last_offset = -1
+        self._count = 0
+        self._min_ts = 0
+        self._max_ts = 0
+        self._max_record_bytes = 0
+        self._window: int | None = None
+
+    def write(self, record: Record) -> None:
+        self._append(record.offset, record.timestamp, TIMESTAMP_TYPE_NUMBERS[record.timestamp_type], record.key,
+                     record.value, record.headers)
+
+    def write_message(self, message) -> None:
+        """Write a ``confluent_kafka.Message`` without building a :class:`Record` (the backup hot path)."""
+        ts_type, ts = message.timestamp()
+        self._append(message.offset(), ts, ts_type, message.key(), message.value(), message.headers())
+
+    def _append(self, offset: int, ts: int, ts_type: int, key: bytes | None, value: bytes | None,
+                headers: list | None) -> None:
+        if self.state is WriterState.IDLE:
+            self._open(offset, ts)
+        elif self._rotates_on_time and self._rotation.cuts_before(self._min_ts, self._max_ts, self._window, ts):
+            self._close()
+            self._open(offset, ts)
+        # record_bytes() inlined for the common case of no headers: this runs for every record.
+        payload = size = (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            try:
+                size = record_bytes(key, value, headers)
+            except UnicodeEncodeError:
+                raise KafkaBackupError(
+                    f"{self.topic}[{self.partition}] offset {offset} has a header name that is not valid UTF-8 "
+                    f"({[name for name, _ in headers if not _utf8(name)][0]!r}). Kafka header names are strings; "
+                    "confluent-kafka cannot produce such a name (it would crash the restore), so the backup "
+                    "refuses the record rather than write a segment that cannot be restored.") from None
+        self._write_fields(self.partition, offset, ts, ts_type, key, value, headers)
+        self._last_offset = offset
+        if self._count == 0:
+            self._min_ts = self._max_ts = ts
+        elif ts < self._min_ts:
+            self._min_ts = ts
+        elif ts > self._max_ts:
+            self._max_ts = ts
+        self._count += 1
+        self.records_written += 1
+        self.payload_bytes += payload  # key and value bytes, as the throughput logs and benchmarks count them
+        if size > self._max_record_bytes:
+            self._max_record_bytes = size
+        if self._count >= self._flush_size:
+            self._close()
+
+    def finish(self) -> None:
+        """The planned range is done: close the open segment, if any."""
+        if self.state is WriterState.WRITING:
+            self._close()
+
+    def abort(self) -> None:
+        """Drop the open segment's spool file (on failure); nothing is uploaded."""
+        if self._file is not None:
+            self._file.close()
+            os.unlink(self._path)
+        self._reset_segment()
+        self.state = WriterState.IDLE
+
+    def _open(self, first_offset: int, first_timestamp: int) -> None:
+        # The topic name cut short: a topic name may be 249 characters, a file name at most 255 bytes.
+        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic[:64]}+{self.partition}+", dir=self._spool_dir)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._hashing = HashingWriter(self._file)
+        self._encoder = self._format.encoder(self._hashing, self._compression)
+        self._write_fields = self._encoder.write_fields
+        self._first_offset = first_offset
+        self._window = self._rotation.window(first_timestamp)
+        self.state = WriterState.WRITING
+
+    def _close(self) -> None:
+        self._encoder.close()
+        self._file.close()
+        info = SegmentInfo(
+            key=segment_key(
+                self.prefix, self.topic, self.partition, self._first_offset,
+                self.settings.offset_pad_width, self._extension, self._key_topic_id,
+            ),
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=self._first_offset,
+            last_offset=self._last_offset,
+            records=self._count,
+            min_timestamp=self._min_ts,
+            max_timestamp=self._max_ts,
+            bytes=self._hashing.size,
+            sha256=self._hashing.sha256.hexdigest(),
+            max_record_bytes=self._max_record_bytes,
+            topic_id=self.topic_id,
+        )
+        segment = ClosedSegment(self._path, info)
+        self._reset_segment()
+        self.state = WriterState.IDLE
+        self._on_segment(segment)

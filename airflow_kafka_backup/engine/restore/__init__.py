@@ -1,0 +1,1 @@
+"""The restore engine: plan from manifests, produce exactly once, record and verify the offset map."""

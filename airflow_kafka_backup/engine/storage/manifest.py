@@ -1,0 +1,203 @@
+"""Run manifests: the commit point of a backup run, and the source of truth.
+
+A run uploads its segments first, then writes one manifest naming every segment and
+every planned range. Only segments a manifest names are part of the backup; readers
+never trust a segment by its key alone. A manifest holds no wall-clock time, so a
+re-run of the same range writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+from airflow_kafka_backup.engine.storage.key_layout import manifest_key, manifests_prefix
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+
+FORMAT_VERSION = 1
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Offsets ``[start, end)`` of one partition; ``lost_*`` marks an accepted retention gap.
+
+    ``topic_id`` is the Kafka topic ID (KIP-516) of the topic incarnation the offsets belong to;
+    None in ranges written before IDs were recorded (see :mod:`airflow_kafka_backup.engine.topics.incarnations`).
+    ``id_in_keys``: the incarnation's segment keys carry its ID (every incarnation but a topic's
+    first in the backup), so a recreated topic never shares keys with the one before it.
+    """
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    lost_start: int | None = None
+    lost_end: int | None = None
+    topic_id: str | None = None
+    id_in_keys: bool = False
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.start >= self.end
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What a manifest knows about one segment object; enough to verify it without Kafka."""
+
+    key: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+    min_timestamp: int
+    max_timestamp: int
+    bytes: int
+    sha256: str
+    # The largest record's key + value + header bytes (see ``records.record_bytes``); what a restore
+    # sizes its producer and checks its targets by. None in manifests written before it was recorded.
+    max_record_bytes: int | None = None
+    topic_id: str | None = None  # the incarnation's (see PartitionRange); None before IDs were recorded
+
+    def to_dict(self) -> dict:
+        """As in the manifest JSON: fields added later only when set, so older manifests keep their bytes."""
+        return _without_defaults(self)
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Settings that decide segment bytes; a re-run of a committed run reuses them."""
+
+    segment_format: str
+    compression: str
+    flush_size: int
+    offset_pad_width: int
+    rotate_interval_ms: int | None = None
+    rotate_schedule_interval_ms: int | None = None
+    timezone: str = "UTC"
+
+
+@dataclass
+class RunManifest:
+    run_id: str
+    settings: SegmentSettings
+    ranges: list[PartitionRange] = field(default_factory=list)
+    segments: list[SegmentInfo] = field(default_factory=list)
+    # How the run's objects are encrypted: {"sse": "AES256" | "aws:kms" | "SSE-C", "kms_key_id": ...,
+    # "sse_c_key_fingerprint": ...}; never a key.
+    encryption: dict[str, str] = field(default_factory=dict)
+    # Captured at plan time: [{topic, partitions, replication_factor, configs}] and
+    # {group: {topic: {partition: committed offset}}} (offsets at or below the run's cut).
+    topics: list[dict] = field(default_factory=list)
+    consumer_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    # Per topic of the run, the topic IDs of its incarnations in the order the backup met them; the
+    # last is this run's (see :mod:`airflow_kafka_backup.engine.topics.incarnations`). Empty before IDs were recorded.
+    incarnations: dict[str, list[str]] = field(default_factory=dict)
+    # What the run's topic selection was and what it resolved to, when it holds patterns:
+    # {"topics": [...], "exclude_topics": [...], "resolved": [...]}.
+    selection: dict[str, list[str]] = field(default_factory=dict)
+    # Topics a pattern matched in an earlier run that the cluster no longer has: [{"topic", "topic_id"}].
+    gone_topics: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        body = {
+            "format_version": self.format_version,
+            "run_id": self.run_id,
+            "settings": asdict(self.settings),
+            "encryption": dict(self.encryption),
+            "topics": sorted(self.topics, key=lambda t: t["topic"]),
+            "consumer_groups": self.consumer_groups,
+            "ranges": [_without_defaults(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
+            "segments": [s.to_dict()
+                         for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))],
+        }
+        # Written only when set: a manifest of a run without them keeps the bytes it had before they existed.
+        for name in ("incarnations", "selection", "gone_topics"):
+            if getattr(self, name):
+                body[name] = getattr(self, name)
+        return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunManifest:
+        body = json.loads(data)
+        return cls(
+            run_id=body["run_id"],
+            settings=SegmentSettings(**body["settings"]),
+            ranges=[PartitionRange(**r) for r in body["ranges"]],
+            segments=[SegmentInfo(**s) for s in body["segments"]],
+            encryption=body.get("encryption", {}),
+            topics=body.get("topics", []),
+            consumer_groups=body.get("consumer_groups", {}),
+            format_version=body["format_version"],
+            incarnations=body.get("incarnations", {}),
+            selection=body.get("selection", {}),
+            gone_topics=body.get("gone_topics", []),
+        )
+
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        return {r.tp: r.end for r in self.ranges}
+
+
+# Fields added after manifests were first written, left out of the JSON while at their default.
+_OPTIONAL_FIELDS = {"topic_id": None, "id_in_keys": False, "max_record_bytes": None}
+
+
+def _without_defaults(item: PartitionRange | SegmentInfo) -> dict:
+    return {k: v for k, v in asdict(item).items() if k not in _OPTIONAL_FIELDS or v != _OPTIONAL_FIELDS[k]}
+
+
+def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest) -> str:
+    key = manifest_key(prefix, manifest.run_id)
+    store.put_bytes(key, manifest.to_json())
+    return key
+
+
+def read_manifest(store: S3ObjectStore, prefix: str, run_id: str) -> RunManifest | None:
+    key = manifest_key(prefix, run_id)
+    if store.head(key) is None:
+        return None
+    return RunManifest.from_json(store.get_bytes(key))
+
+
+def list_manifest_keys(store: S3ObjectStore, prefix: str) -> list[str]:
+    return sorted(k for k in store.list_keys(manifests_prefix(prefix)) if k.endswith(".json"))
+
+
+def load_manifests(store: S3ObjectStore, prefix: str, keys: Iterable[str] | None = None) -> Iterator[RunManifest]:
+    for key in list_manifest_keys(store, prefix) if keys is None else keys:
+        yield RunManifest.from_json(store.get_bytes(key))
+
+
+def merge_checkpoints(*sources: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Per partition the furthest next-offset any source knows; checkpoints never move back."""
+    merged: dict[TopicPartition, int] = {}
+    for source in sources:
+        for tp, offset in source.items():
+            if offset > merged.get(tp, -1):
+                merged[tp] = offset
+    return merged
+
+
+def checkpoints_to_json(checkpoints: dict[TopicPartition, int]) -> dict[str, dict[str, int]]:
+    """``{topic: {partition: next offset}}`` with string keys, as JSON (and Variables) need."""
+    out: dict[str, dict[str, int]] = {}
+    for (topic, partition), offset in sorted(checkpoints.items()):
+        out.setdefault(topic, {})[str(partition)] = offset
+    return out
+
+
+def checkpoints_from_json(data: dict[str, dict[str, int]] | None) -> dict[TopicPartition, int]:
+    return {
+        (topic, int(partition)): int(offset)
+        for topic, partitions in (data or {}).items()
+        for partition, offset in partitions.items()
+    }

@@ -1,0 +1,168 @@
+"""The object store the engine reads and writes: an S3 bucket through a boto3 client.
+
+The Airflow layer builds it from ``S3Hook`` (``S3ObjectStore.from_s3_hook``), so the
+``aws`` connection's endpoint, region, profile and botocore config apply, and the
+hook's ``extra_args`` (encryption, ACL) and ``transfer_config`` (multipart) reach every
+upload. The engine itself never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from botocore.exceptions import ClientError
+
+from airflow_kafka_backup.engine.errors import ConfigurationError
+
+SHA256_METADATA = "sha256"
+
+
+@dataclass
+class S3ObjectStore:
+    """One bucket. ``extra_args`` go with every write; ``read_args`` with every read.
+
+    ``object_lock_args``, when set, is called for every write and its result (Object Lock
+    mode and a retain-until date computed at that moment) goes with it too.
+    """
+
+    client: Any
+    bucket: str
+    extra_args: dict[str, Any] = field(default_factory=dict)
+    read_args: dict[str, Any] = field(default_factory=dict)
+    transfer_config: Any = None
+    object_lock_args: Callable[[], dict[str, Any]] | None = None
+
+    @classmethod
+    def from_s3_hook(cls, hook: Any, bucket: str, read_args: dict[str, Any] | None = None) -> S3ObjectStore:
+        return cls(
+            client=hook.get_conn(),
+            bucket=bucket,
+            extra_args=dict(hook.extra_args),
+            read_args=dict(read_args or {}),
+            transfer_config=hook.transfer_config,
+        )
+
+    def __repr__(self) -> str:  # extra_args may hold an SSE-C key
+        return f"S3ObjectStore(bucket={self.bucket!r})"
+
+    def _explain(self, error: ClientError, key: str) -> Exception:
+        """S3's answers to SSE-C mistakes, as messages that say what to do."""
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        message = str(error.response.get("Error", {}).get("Message", "")).lower()
+        if code in ("400", "InvalidRequest") and "not applicable" in message and "SSECustomerKey" in self.read_args:
+            return ConfigurationError(  # S3: "The encryption parameters are not applicable to this object."
+                f"s3://{self.bucket}/{key} is stored without a customer-provided key (SSE-C), but "
+                "sse_customer_key_variable gives one: read it without one (a backup prefix holds one SSE-C key, "
+                "or none)."
+            )
+        if code in ("400", "InvalidRequest") and "encrypt" in message:
+            return ConfigurationError(
+                f"s3://{self.bucket}/{key} is encrypted with a customer-provided key (SSE-C); "
+                "give the same key through sse_customer_key_variable."
+            )
+        if code in ("403", "AccessDenied") and "SSECustomerKey" in self.read_args:
+            return ConfigurationError(
+                f"Access to s3://{self.bucket}/{key} was denied: the SSE-C key given is probably not the key it "
+                "was written with."
+            )
+        return error
+
+    def disable_expect_continue(self) -> None:
+        """Upload bodies without waiting for ``100 Continue`` (the seed's ``s3.http.send.expect.continue=false``).
+
+        botocore adds ``Expect: 100-continue`` to uploads in one documented event handler;
+        some S3-compatible stores and proxies mishandle it.
+        """
+        from botocore import handlers
+
+        self.client.meta.events.unregister("before-call.s3", handlers.add_expect_header)
+
+    def set_retry_backoff(self, base_ms: int, source: str = "the client") -> None:
+        """Back off from ``base_ms`` between S3 retries (the seed's ``s3.retry.backoff.ms``); see :mod:`.s3_retry`."""
+        from airflow_kafka_backup.engine.storage.s3_retry import set_retry_backoff
+
+        set_retry_backoff(self.client, base_ms, source=source)
+
+    def check_bucket(self) -> None:
+        """Fail with a message naming the bucket when it is missing or not ours to use."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigurationError(f"S3 bucket {self.bucket!r} does not exist.") from None
+            if code in ("403", "AccessDenied"):
+                raise ConfigurationError(f"Access to S3 bucket {self.bucket!r} is denied.") from None
+            raise
+
+    def is_versioned(self) -> bool | None:
+        """Versioning is on (or suspended, so versions exist); ``None`` when not allowed to ask."""
+        try:
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code", "") in ("403", "AccessDenied"):
+                return None
+            raise
+        return status in ("Enabled", "Suspended")
+
+    def write_args(self) -> dict[str, Any]:
+        """Arguments for one write: ``extra_args``, plus Object Lock retention counted from now."""
+        return {**self.extra_args, **(self.object_lock_args() if self.object_lock_args else {})}
+
+    def check_object_lock(self) -> None:
+        """Fail, naming the bucket, unless Object Lock is enabled on it (else no object can be retained)."""
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("403", "AccessDenied"):
+                raise ConfigurationError(
+                    f"Reading the Object Lock configuration of S3 bucket {self.bucket!r} was denied: "
+                    "object_lock_mode needs s3:GetBucketObjectLockConfiguration on the bucket."
+                ) from None
+            if code not in ("ObjectLockConfigurationNotFoundError", "404"):
+                raise
+            config = {}
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise ConfigurationError(
+                f"S3 bucket {self.bucket!r} does not have Object Lock enabled, so object_lock_mode cannot retain "
+                "its objects. Object Lock needs a versioned bucket with Object Lock enabled (at creation, or later "
+                "with PutObjectLockConfiguration); use such a bucket or unset object_lock_mode."
+            )
+
+    def put_file(self, key: str, path: str, sha256: str) -> None:
+        """Upload a local file (multipart above the transfer config's threshold)."""
+        args = {**self.write_args(), "Metadata": {SHA256_METADATA: sha256}}
+        self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.write_args()
+        )
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """Object metadata, or ``None`` when the key does not exist."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key, **self.read_args)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._explain(error, key) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.open_stream(key).read()
+
+    def open_stream(self, key: str) -> BinaryIO:
+        """A streaming body: read in chunks, never the whole object at once."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"]
+        except ClientError as error:
+            raise self._explain(error, key) from None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", ()):
+                yield obj["Key"]

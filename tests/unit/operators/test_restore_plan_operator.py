@@ -1,0 +1,291 @@
+"""Unit tests: the restore plan task refuses bad arguments before it creates any topic.
+
+S3 (the plan from the manifests) and the Kafka admin client are faked; the integration
+tests run the same task against the real broker and S3 endpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ResourceType
+
+from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.restore.group_offsets import target_groups, validate_group_mapping
+from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
+from airflow_kafka_backup.operators import restore as restore_operators
+from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+
+class FakeFuture:
+    def __init__(self, value: object = None, error: Exception | None = None) -> None:
+        self.value, self.error = value, error
+
+    def result(self) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class FakeAdmin:
+    """Stands in for ``confluent_kafka.admin.AdminClient``: one broker with Kafka's default topic configs, no
+    group members, and the topics in ``topic_configs`` (none at first).
+
+    Refuses ``cleanup.policy=shred`` as a real broker does; records what it validated and created.
+    """
+
+    def __init__(self) -> None:
+        self.validated: list[str] = []
+        self.created: list[str] = []
+        self.topic_configs: dict[str, dict[str, str]] = {}  # existing topics and their effective configs
+        self.broker_configs: dict[str, str | None] = {  # as Kafka 4.1 describes a broker with no overrides
+            "log.cleanup.policy": "delete", "log.retention.ms": None, "log.retention.minutes": None,
+            "log.retention.hours": "168", "log.message.timestamp.type": "CreateTime",
+            "log.message.timestamp.before.max.ms": str(2**63 - 1), "log.message.timestamp.after.max.ms": "3600000",
+        }
+        self.describe_error: KafkaException | None = None
+
+    def list_topics(self, timeout=None):
+        return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions={0: object()})
+                                       for t in self.topic_configs}, brokers={1: object()})
+
+    def create_topics(self, new_topics, validate_only=False, operation_timeout=None):
+        (self.validated if validate_only else self.created).extend(t.topic for t in new_topics)
+        return {t.topic: FakeFuture(error=KafkaException("Invalid value shred for configuration cleanup.policy")
+                                    if t.config.get("cleanup.policy") == "shred" else None) for t in new_topics}
+
+    def describe_configs(self, resources, request_timeout=None):
+        def entries(resource) -> dict:
+            configs = self.broker_configs if resource.restype == ResourceType.BROKER else \
+                self.topic_configs[resource.name]
+            return {name: SimpleNamespace(value=value) for name, value in configs.items()}
+        return {r: FakeFuture(None if self.describe_error else entries(r), self.describe_error) for r in resources}
+
+    def describe_consumer_groups(self, groups, request_timeout=None):
+        return {g: FakeFuture(SimpleNamespace(members=[])) for g in groups}
+
+
+class NoXCom:
+    def xcom_push(self, key, value) -> None:
+        pass
+
+
+@pytest.fixture
+def admin(monkeypatch) -> FakeAdmin:
+    """The plan's S3 and Kafka sides faked: a backup of ``orders`` (one partition) and groups ``billing``,
+    ``billing-v2``; the target topic does not exist yet."""
+    admin = FakeAdmin()
+    admin.segments = []  # the planned segments of orders[0]: none unless a test adds some
+    offsets = {"orders": {"0": 5}}
+
+    def plan_restore(store, prefix, settings, check_manifest=None) -> RestorePlan:
+        partition = PartitionRestore("orders", settings.topic_mapping["orders"], 0, admin.segments,
+                                     from_timestamp=settings.from_timestamp)
+        return RestorePlan([partition], {"orders": 1}, dict(settings.topic_mapping),
+                           group_offsets={"billing": offsets, "billing-v2": offsets})
+
+    monkeypatch.setattr(restore_operators, "plan_restore", plan_restore)
+    monkeypatch.setattr(restore_operators, "KafkaAdminClientHook",
+                        lambda kafka_config_id: SimpleNamespace(get_conn=admin))
+    monkeypatch.setattr(KafkaRestorePlanOperator, "check_bucket", lambda self: None)
+    return admin
+
+
+def _plan(**kwargs) -> KafkaRestorePlanOperator:
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=["orders"], bucket="b",
+                                    topic_mapping={"orders": "orders-restored"}, **kwargs)
+    plan.store = object()  # never used: plan_restore is faked
+    return plan
+
+
+def test_dry_run_asks_the_broker_about_topic_configs(admin):
+    plan = _plan(dry_run=True, topic_configs={"cleanup.policy": "shred", "retention.ms": "-1"})
+    with pytest.raises(ConfigurationError, match="refuses these topic configs: orders-restored: cleanup.policy"):
+        plan.execute({"run_id": "manual__dry", "ti": NoXCom()})
+    assert admin.created == []
+
+
+def test_dry_run_with_good_configs_validates_and_creates_nothing(admin):
+    plan = _plan(dry_run=True, topic_configs={"retention.ms": "-1"})
+    assert plan.execute({"run_id": "manual__dry", "ti": NoXCom()}) == []
+    assert set(admin.validated) == {"orders-restored"} and admin.created == []
+
+
+def test_real_run_creates_the_missing_target(admin, monkeypatch):
+    monkeypatch.setattr(restore_operators, "create_topics", lambda admin, partitions, *a, validate_only: (
+        admin.created.extend([] if validate_only else partitions)))
+    units = _plan(max_work_units="4").execute({"run_id": "manual__real", "ti": NoXCom()})
+    assert [[p["target_topic"] for p in unit] for unit in units] == [["orders-restored"]]
+    assert admin.created == ["orders-restored"]
+
+
+@pytest.mark.parametrize("bad,problem", [(0, "greater than 0, got 0"), (-3, "greater than 0, got -3"),
+                                         ("abc", "a whole number, got 'abc'"), (True, "a whole number, got True")])
+def test_max_work_units_is_refused_before_anything_is_written(admin, bad, problem):
+    with pytest.raises(ConfigurationError, match=f"max_work_units must be {problem}"):
+        _plan(max_work_units=bad).execute({"run_id": "manual__units", "ti": NoXCom()})
+    assert admin.validated == [] and admin.created == []
+
+
+def test_max_work_units_is_refused_before_touching_s3_or_kafka():
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=["t"], bucket="b", max_work_units=0,
+                                    aws_conn_id="no_such_connection", kafka_conn_id="no_such_connection")
+    with pytest.raises(ConfigurationError, match="max_work_units"):
+        plan.execute({"run_id": "manual__units", "ti": None})
+
+
+def test_group_mapping_onto_another_recorded_group_is_refused_before_topics_are_created(admin):
+    plan = _plan(restore_consumer_groups=True, group_mapping={"billing": "billing-v2"})
+    with pytest.raises(ConfigurationError, match="two source groups to one target group: billing and billing-v2 "
+                                                 "-> billing-v2"):
+        plan.execute({"run_id": "manual__groups", "ti": NoXCom()})
+    assert admin.validated == [] and admin.created == []
+
+
+@pytest.mark.parametrize("mapping", [{"billing": ""}, {"billing": None}, {"billing": 5}, ["billing"]])
+def test_group_mapping_targets_must_be_group_ids(admin, mapping):
+    plan = _plan(restore_consumer_groups=True, group_mapping=mapping)
+    with pytest.raises(ConfigurationError, match="group_mapping must map group ids to"):
+        plan.execute({"run_id": "manual__groups", "ti": NoXCom()})
+    assert admin.validated == [] and admin.created == []
+
+
+def test_target_groups():
+    offsets = {"billing": {}, "billing-v2": {}, "audit": {}}
+    assert target_groups(offsets, {"billing": "billing-v3"}) == {
+        "audit": "audit", "billing": "billing-v3", "billing-v2": "billing-v2"}
+    assert target_groups(offsets, {"billing": "billing-v2", "billing-v2": "billing"})["billing"] == "billing-v2"
+    with pytest.raises(ConfigurationError, match="audit and billing -> shared; billing-v2 and x -> y"):
+        target_groups({**offsets, "x": {}}, {"audit": "shared", "billing": "shared", "x": "y", "billing-v2": "y"})
+    with pytest.raises(ConfigurationError, match="'billing' -> ''"):
+        validate_group_mapping({"billing": ""})
+    assert validate_group_mapping(None) == {}
+
+
+def test_a_log_append_time_source_is_recreated_as_create_time_unless_topic_configs_says_otherwise():
+    from airflow_kafka_backup.engine.restore.target_topics import restore_topic_configs
+
+    recorded = {"message.timestamp.type": "LogAppendTime", "retention.ms": "1000"}
+    assert restore_topic_configs("t", recorded, {"retention.ms": -1}) == {
+        "message.timestamp.type": "CreateTime", "retention.ms": "-1"}
+    assert restore_topic_configs("t", recorded, {"message.timestamp.type": "LogAppendTime"})[
+        "message.timestamp.type"] == "LogAppendTime"
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}) == {"cleanup.policy": "compact"}
+    # A broker whose default is LogAppendTime would restamp the records too.
+    lat_broker = {"message.timestamp.type": "LogAppendTime", "retention.ms": "604800000"}
+    assert restore_topic_configs("t", {"cleanup.policy": "compact"}, {}, lat_broker) == {
+        "cleanup.policy": "compact", "message.timestamp.type": "CreateTime"}
+    assert restore_topic_configs("t", {}, {}, {"message.timestamp.type": "CreateTime"}) == {}
+
+
+def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admin, monkeypatch):
+    created: dict = {}
+    monkeypatch.setattr(restore_operators, "create_topics",
+                        lambda admin, partitions, configs, *a, validate_only: created.update(configs))
+    real_plan = restore_operators.plan_restore
+
+    def plan_restore(*args, **kwargs) -> RestorePlan:
+        plan = real_plan(*args, **kwargs)
+        plan.topic_metadata = {"orders": {"configs": {"message.timestamp.type": "LogAppendTime"}}}
+        return plan
+
+    monkeypatch.setattr(restore_operators, "plan_restore", plan_restore)
+    _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+    assert created == {"orders-restored": {"message.timestamp.type": "CreateTime"}}
+
+
+DAY_MS = 86_400_000
+
+
+def _segment_days_old(days: float) -> PlannedSegment:
+    """A planned segment of orders[0] whose records are ``days`` old (to a few seconds)."""
+    now = int(time.time() * 1000)
+    return PlannedSegment("seg", 0, 9, 10, 100, "x", "jsonl", "none", now - int(days * DAY_MS), now - 1000)
+
+
+def test_records_older_than_a_new_targets_default_retention_are_refused_before_it_is_created(admin):
+    admin.segments = [_segment_days_old(30)]
+    for dry_run in (False, True):
+        with pytest.raises(ConfigurationError, match=r"records to restore into orders-restored go back to 20.*"
+                                                     r"older than its retention.ms=604800000 \(7 days\).*"
+                                                     r'add "retention.ms": "-1" to topic_configs'):
+            _plan(dry_run=dry_run).execute({"run_id": "manual__old", "ti": NoXCom()})
+    assert admin.validated == [] and admin.created == []
+
+
+def test_records_within_retention_or_with_retention_off_are_restored(admin):
+    admin.segments = [_segment_days_old(6)]
+    _plan(dry_run=True).execute({"run_id": "manual__recent", "ti": NoXCom()})
+    admin.segments = [_segment_days_old(300)]
+    _plan(dry_run=True, topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__off", "ti": NoXCom()})
+    assert set(admin.validated) == {"orders-restored"}  # the dry run went on to ask the broker about retention.ms
+
+
+def test_from_timestamp_inside_retention_lets_a_restore_of_an_old_backup_through(admin):
+    admin.segments = [_segment_days_old(30)]
+    since = int(time.time() * 1000) - 2 * DAY_MS
+    assert _plan(dry_run=True, from_timestamp=since).execute({"run_id": "manual__since", "ti": NoXCom()}) == []
+
+
+def test_an_existing_log_append_time_target_is_refused_with_the_command_that_fixes_it(admin):
+    admin.topic_configs["orders-restored"] = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
+    with pytest.raises(ConfigurationError, match="orders-restored has message.timestamp.type=LogAppendTime.*"
+                                                 "--entity-name orders-restored --add-config "
+                                                 "message.timestamp.type=CreateTime"):
+        _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+    admin.topic_configs["orders-restored"]["message.timestamp.type"] = "CreateTime"
+    _plan().execute({"run_id": "manual__ct", "ti": NoXCom()})
+
+
+def test_an_existing_target_is_checked_against_its_own_retention(admin):
+    admin.segments = [_segment_days_old(3)]
+    admin.topic_configs["orders-restored"] = {"retention.ms": str(DAY_MS), "cleanup.policy": "delete"}
+    with pytest.raises(ConfigurationError, match=r"retention.ms=86400000 \(1 days\).*--add-config retention.ms=-1"):
+        _plan().execute({"run_id": "manual__short", "ti": NoXCom()})
+    admin.topic_configs["orders-restored"]["cleanup.policy"] = "compact"  # compaction keeps them
+    _plan().execute({"run_id": "manual__compact", "ti": NoXCom()})
+
+
+def test_unreadable_configs_are_not_checked_but_do_not_stop_the_restore(admin, caplog):
+    admin.segments = [_segment_days_old(30)]
+    admin.describe_error = KafkaException("Cluster authorization failed")
+    _plan(dry_run=True).execute({"run_id": "manual__acl", "ti": NoXCom()})
+    assert "Could not read the broker's default topic configs" in caplog.text
+
+
+def test_the_restore_id_is_the_dag_id_and_the_run_id():
+    """Run ids are unique only within a DAG: two restore DAGs sharing a backup and a run id stay apart."""
+    from airflow_kafka_backup.engine.restore.loop import progress_group, transactional_id
+    from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
+    from airflow_kafka_backup.operators.restore import restore_id_of
+
+    ids = [restore_id_of({"dag": SimpleNamespace(dag_id=dag_id), "run_id": "incident+42"})
+           for dag_id in ("restore_eu", "restore_us")]
+    assert ids == ["restore_eu/incident+42", "restore_us/incident+42"]
+    assert [restore_prefix("bk", i) for i in ids] == ["bk/_restores/restore_eu/incident_42",
+                                                      "bk/_restores/restore_us/incident_42"]
+    assert [progress_group(i) for i in ids] == ["airflow-kafka-backup-restore-restore_eu=incident_42",
+                                                "airflow-kafka-backup-restore-restore_us=incident_42"]
+    assert len({transactional_id(i, "t", 0) for i in ids}) == 2
+    # '=' cannot be in a DAG id: DAG restore + run eu_x and DAG restore_eu + run x stay apart.
+    assert progress_group("restore/eu_x") != progress_group("restore_eu/x")
+
+
+def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):
+    _plan(dry_run=True, group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
+    assert "group_mapping is given but restore_consumer_groups is off" in caplog.text
+
+
+def test_a_broker_defaulting_to_log_append_time_neither_restamps_nor_skips_the_checks(admin, monkeypatch):
+    admin.broker_configs["log.message.timestamp.type"] = "LogAppendTime"
+    admin.segments = [_segment_days_old(30)]
+    with pytest.raises(ConfigurationError, match=r"retention.ms=604800000 \(7 days\)"):
+        _plan(dry_run=True).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+    created: dict = {}
+    monkeypatch.setattr(restore_operators, "create_topics",
+                        lambda admin, partitions, configs, *a, validate_only: created.update(configs))
+    _plan(topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+    assert created["orders-restored"]["message.timestamp.type"] == "CreateTime"
