@@ -219,18 +219,8 @@ def test_patterns_never_match_internal_topics(airflow_stack):
 def test_a_backup_from_before_topic_ids_keeps_working(airflow_stack, bucket, s3):
     """The previous release wrote no topic IDs: the same manifests without them, and a Variable without
     incarnations. The next run adopts the topic's ID and carries on; a restore reads both."""
-    from airflow.models.variable import Variable
-
     bootstrap = airflow_stack["bootstrap"]
-    topic = f"life-up-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, NewTopic(topic, 2, 1, config=KEEP_FOREVER))
-    produce_tricky(bootstrap, topic, 2, 600, seed=5)
-    assert _backup(bucket, [topic]).state == "success"
-    _strip_topic_ids(s3, bucket)
-    key = checkpoint_variable_key(bucket, PREFIX)
-    cached = json.loads(Variable.get(key))
-    Variable.set(key, json.dumps({"checkpoints": cached["checkpoints"], "manifests": cached["manifests"]}))
-
+    topic = _backup_as_the_previous_release(bootstrap, bucket, s3, "life-up", partitions=2, records=600, seed=5)
     produce_tricky(bootstrap, topic, 2, 400, seed=6, start=600)
     assert _backup(bucket, [topic]).state == "success"
     store = S3ObjectStore(client=s3, bucket=bucket)
@@ -249,14 +239,7 @@ def test_a_backup_from_before_topic_ids_keeps_working(airflow_stack, bucket, s3)
 
 def test_a_backup_from_before_topic_ids_refuses_a_topic_that_no_longer_fits(airflow_stack, bucket, s3):
     bootstrap = airflow_stack["bootstrap"]
-    topic = f"life-misfit-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, NewTopic(topic, 1, 1, config=KEEP_FOREVER))
-    produce_tricky(bootstrap, topic, 1, 500, seed=8)
-    assert _backup(bucket, [topic]).state == "success"
-    _strip_topic_ids(s3, bucket)
-    from airflow.models.variable import Variable
-
-    Variable.delete(checkpoint_variable_key(bucket, PREFIX))
+    topic = _backup_as_the_previous_release(bootstrap, bucket, s3, "life-misfit", partitions=1, records=500, seed=8)
     _recreate(bootstrap, topic)
     produce_tricky(bootstrap, topic, 1, 100, seed=9)
     before = snapshot_bucket(s3, bucket)
@@ -270,6 +253,23 @@ def test_a_backup_from_before_topic_ids_refuses_a_topic_that_no_longer_fits(airf
         states = {ti.task_id: ti.state for ti in session.query(TaskInstance).filter_by(
             dag_id="kafka_backup", run_id=run.run_id)}
     assert states["plan"] == "failed"
+
+
+def _backup_as_the_previous_release(bootstrap: str, bucket: str, s3, name: str, partitions: int, records: int,
+                                    seed: int) -> str:
+    """A new topic backed up once, its manifests and checkpoint Variable then rewritten as the release before
+    topic IDs wrote them; returns the topic."""
+    from airflow.models.variable import Variable
+
+    topic = f"{name}-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, NewTopic(topic, partitions, 1, config=KEEP_FOREVER))
+    produce_tricky(bootstrap, topic, partitions, records, seed=seed)
+    assert _backup(bucket, [topic]).state == "success"
+    _strip_topic_ids(s3, bucket)
+    key = checkpoint_variable_key(bucket, PREFIX)
+    cached = json.loads(Variable.get(key))
+    Variable.set(key, json.dumps({"checkpoints": cached["checkpoints"], "manifests": cached["manifests"]}))
+    return topic
 
 
 def _strip_topic_ids(s3, bucket: str) -> None:
