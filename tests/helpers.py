@@ -220,14 +220,22 @@ def snapshot_bucket(s3, bucket: str) -> dict[str, bytes]:
     return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
-def run_dag(dag_id: str, conf: dict, logical_date=None):
-    """Run a shipped DAG through ``dag.test()``; returns the finished DagRun."""
+def run_dag(dag_id: str, conf: dict, logical_date=None, retries: bool = False):
+    """Run a shipped DAG through ``dag.test()``; returns the finished DagRun.
+
+    Without ``retries`` its tasks do not retry: the shipped DAGs retry twice after 1 and 2 minutes
+    (tested in tests/unit/test_dag_files.py and under the real scheduler), which ``dag.test()``
+    would wait out in every test that expects a failure.
+    """
     import os
 
     from airflow_kafka_backup.compat import dag_bag_class
 
     dag = dag_bag_class()(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
     assert dag is not None, dag_id
+    if not retries:
+        for task in dag.tasks:
+            task.retries = 0
     kwargs = {"run_conf": conf}
     if logical_date is not None:
         # Airflow 3 names manual runs after run_after: the same instant is the same run.
