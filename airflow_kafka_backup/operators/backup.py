@@ -34,13 +34,7 @@ from airflow_kafka_backup.engine.backup.manual_ranges import (
     parse_manual_ranges,
     resolve_manual_ranges,
 )
-from airflow_kafka_backup.engine.backup.planning import (
-    group_work_units,
-    isolation_level,
-    plan_ranges,
-    resolve_topics,
-    snapshot_offsets,
-)
+from airflow_kafka_backup.engine.backup.planning import group_work_units, plan_ranges, resolve_topics
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.engine.settings import as_bool
@@ -76,6 +70,7 @@ from airflow_kafka_backup.engine.topics.metadata import (
     select_groups,
     topic_ids,
 )
+from airflow_kafka_backup.engine.topics.offsets import isolation_level, snapshot_offsets
 from airflow_kafka_backup.engine.topics.selection import TopicSelection
 from airflow_kafka_backup.engine.verify import require_ok, verify_backup
 from airflow_kafka_backup.hooks.kafka import KafkaRangeConsumerHook

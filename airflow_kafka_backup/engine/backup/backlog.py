@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import TopicPartition
 
-from airflow_kafka_backup.engine.backup.planning import resolve_topics, snapshot_offsets
+from airflow_kafka_backup.engine.backup.planning import resolve_topics
 from airflow_kafka_backup.engine.storage.manifest import TopicPartition as TP
 from airflow_kafka_backup.engine.topics.metadata import topic_ids
+from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
 from airflow_kafka_backup.engine.topics.selection import TopicSelection
 
 

@@ -22,11 +22,11 @@ from itertools import pairwise
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from airflow_kafka_backup.engine.backup.planning import ADMIN_TIMEOUT_S, OffsetBounds
 from airflow_kafka_backup.engine.errors import ConfigurationError, DataLossError
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.engine.storage.manifest import TopicPartition as TP
 from airflow_kafka_backup.engine.topics.incarnations import Histories, incarnation_of
+from airflow_kafka_backup.engine.topics.offsets import ADMIN_TIMEOUT_S, OffsetBounds
 
 
 @dataclass(frozen=True)

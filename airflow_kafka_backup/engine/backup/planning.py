@@ -12,26 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import IsolationLevel, TopicPartition
-from confluent_kafka.admin import OffsetSpec
-
 from airflow_kafka_backup.engine.errors import ConfigurationError, DataLossError
-from airflow_kafka_backup.engine.settings import check_isolation_level
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange
 from airflow_kafka_backup.engine.storage.manifest import TopicPartition as TP
 from airflow_kafka_backup.engine.topics.incarnations import Incarnation
+from airflow_kafka_backup.engine.topics.offsets import ADMIN_TIMEOUT_S, OffsetBounds
 from airflow_kafka_backup.engine.topics.selection import TopicSelection
-
-ADMIN_TIMEOUT_S = 30.0
 
 WorkUnit = list[dict]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OffsetBounds:
-    log_start: int
-    end: int
 
 
 def partitions_of(admin, topics: Sequence[str]) -> dict[str, int]:
@@ -69,29 +58,6 @@ def resolve_topics(admin, selection: TopicSelection, known: Sequence[str] = ()) 
     topics = selection.resolve(available)
     gone = sorted(t for t in known if t not in available and t not in selection.names and selection.matches(t))
     return ResolvedTopics({t: len(metadata[t].partitions) for t in topics}, gone)
-
-
-def isolation_level(name: str) -> IsolationLevel:
-    """The admin client's isolation level for ``read_committed`` / ``read_uncommitted``; anything else is refused."""
-    committed = check_isolation_level(name) == "read_committed"
-    return IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
-
-
-def snapshot_offsets(admin, tps: Sequence[TP], isolation_level_name: str) -> dict[TP, OffsetBounds]:
-    """Log start offset and end offset of every partition, from the partition leaders."""
-    isolation = isolation_level(isolation_level_name)
-
-    def query(spec) -> dict[TP, int]:
-        futures = admin.list_offsets(
-            {TopicPartition(t, p): spec for t, p in tps}, isolation_level=isolation,
-            request_timeout=ADMIN_TIMEOUT_S,
-        )
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
-
-    if not tps:
-        return {}
-    earliest, latest = query(OffsetSpec.earliest()), query(OffsetSpec.latest())
-    return {tp: OffsetBounds(earliest[tp], latest[tp]) for tp in tps}
 
 
 def plan_ranges(

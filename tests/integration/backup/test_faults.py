@@ -33,9 +33,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from airflow_kafka_backup.engine.backup.planning import partitions_of, plan_ranges, snapshot_offsets
+from airflow_kafka_backup.engine.backup.planning import partitions_of, plan_ranges
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, list_manifest_keys, load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 from tests.helpers import (

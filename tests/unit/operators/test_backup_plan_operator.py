@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_kafka_backup.engine.backup.planning import OffsetBounds
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentSettings, manifest_key
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings, key_fingerprint
+from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 from airflow_kafka_backup.operators import backup as backup_operators
 from airflow_kafka_backup.operators.backup import KafkaBackupPlanOperator, checkpoint_variable_key
 

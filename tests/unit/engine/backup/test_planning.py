@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_kafka_backup.engine.backup.planning import OffsetBounds, group_work_units, plan_ranges
+from airflow_kafka_backup.engine.backup.planning import group_work_units, plan_ranges
 from airflow_kafka_backup.engine.errors import ConfigurationError, DataLossError
+from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 
 
 def test_new_partition_starts_at_log_start_and_checkpoint_resumes():
@@ -78,7 +79,7 @@ def test_split_at_cuts_makes_one_pass_per_segment():
 def test_an_unknown_isolation_level_is_refused_not_read_as_read_uncommitted():
     from confluent_kafka import IsolationLevel
 
-    from airflow_kafka_backup.engine.backup.planning import isolation_level
+    from airflow_kafka_backup.engine.topics.offsets import isolation_level
 
     assert isolation_level("read_committed") == IsolationLevel.READ_COMMITTED
     assert isolation_level("read_uncommitted") == IsolationLevel.READ_UNCOMMITTED

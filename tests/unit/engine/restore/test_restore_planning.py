@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_kafka_backup.engine.backup.manual_ranges import resolve_manual_ranges
-from airflow_kafka_backup.engine.backup.planning import OffsetBounds, plan_ranges
+from airflow_kafka_backup.engine.backup.planning import plan_ranges
 from airflow_kafka_backup.engine.chain import check_chain
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
@@ -17,6 +17,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
     write_manifest,
 )
 from airflow_kafka_backup.engine.time_window import parse_timestamp
+from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 from airflow_kafka_backup.engine.verify import verify_backup
 
 JSONL = SegmentSettings("jsonl", "gzip", 100, 10)
