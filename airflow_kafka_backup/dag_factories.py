@@ -19,6 +19,7 @@ from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS
 from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
 from airflow_kafka_backup.engine.restore.loop import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
+from airflow_kafka_backup.engine.restore.non_empty_targets import POLICIES as TARGET_POLICIES
 from airflow_kafka_backup.engine.settings import ISOLATION_LEVELS, clean_prefix
 from airflow_kafka_backup.engine.storage.retention import check_retention_prefix
 from airflow_kafka_backup.engine.storage.s3_retry import MAX_RETRY_BACKOFF_MS, validate_retry_backoff_ms
@@ -306,6 +307,7 @@ def restore_params(
     restore_consumer_groups: bool = False,
     group_mapping: dict[str, str] | None = None,
     commit_interval_seconds: float = COMMIT_INTERVAL_S,
+    if_target_not_empty: str = "fail",
     **s3_defaults: Any,
 ) -> dict[str, Param]:
     """The restore DAG's Params; the plan task validates them all before anything is written."""
@@ -338,6 +340,11 @@ def restore_params(
         "topic_configs": Param(topic_configs or {}, type="object",
                                description='Configs for topics the restore creates, e.g. {"retention.ms": "-1"}.'),
         "dry_run": Param(dry_run, type="boolean", description="Plan and log only; write nothing."),
+        "if_target_not_empty": Param(
+            if_target_not_empty, enum=list(TARGET_POLICIES),
+            description="When a target topic already holds records: fail (name it and stop, before writing), "
+                        "append (restore after them), or resume (continue the unfinished restore of this backup "
+                        "that wrote them, exactly once)."),
         "max_work_units": Param(max_work_units, type="integer", minimum=1, description="Most parallel restore tasks."),
         "restore_consumer_groups": Param(
             restore_consumer_groups, type="boolean",
@@ -389,15 +396,18 @@ def restore_dag(
             restore_consumer_groups="{{ params.restore_consumer_groups }}",
             group_mapping="{{ params.group_mapping }}",
             commit_interval_seconds="{{ params.commit_interval_seconds }}",
+            if_target_not_empty="{{ params.if_target_not_empty }}",
             **common,
         )
+        # The plan's choice: this run's own restore id, or the unfinished restore it resumes.
+        chosen = {"restore_id": "{{ ti.xcom_pull(task_ids='plan', key='restore_id') }}"}
         restore = KafkaRestoreOperator.partial(
-            task_id="restore", commit_interval_seconds="{{ params.commit_interval_seconds }}", **common,
+            task_id="restore", commit_interval_seconds="{{ params.commit_interval_seconds }}", **chosen, **common,
         ).expand(work_unit=plan.output)
         verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
-                                            asset_alias=f"kafka-restore:{dag_id}", **common)
+                                            asset_alias=f"kafka-restore:{dag_id}", **chosen, **common)
         groups = KafkaRestoreGroupOffsetsOperator(task_id="restore_consumer_groups",
-                                                  groups=XComArg(plan, key="groups"), **common)
+                                                  groups=XComArg(plan, key="groups"), **chosen, **common)
         restore >> verify >> groups
     return dag
 

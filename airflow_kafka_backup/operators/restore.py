@@ -15,9 +15,10 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.sdk import Asset, AssetAlias, Context
 
 from airflow_kafka_backup.compat import TriggerRule
-from airflow_kafka_backup.engine.backup.planning import balance, snapshot_offsets
+from airflow_kafka_backup.engine.backup.planning import balance
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.record_size import created_topic_size_config
+from airflow_kafka_backup.engine.restore.attempts import restores_into
 from airflow_kafka_backup.engine.restore.group_offsets import (
     check_groups_inactive,
     commit_translations,
@@ -34,6 +35,7 @@ from airflow_kafka_backup.engine.restore.loop import (
     validate_commit_interval,
 )
 from airflow_kafka_backup.engine.restore.manifest import load_offset_maps, verify_restore, write_restore_manifest
+from airflow_kafka_backup.engine.restore.non_empty_targets import TargetDecision, check_policy, decide
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
 from airflow_kafka_backup.engine.restore.target_topics import (
     broker_topic_defaults,
@@ -43,10 +45,12 @@ from airflow_kafka_backup.engine.restore.target_topics import (
     largest_records,
     missing_target_topics,
     restore_topic_configs,
+    target_record_counts,
     timestamp_spans,
 )
 from airflow_kafka_backup.engine.settings import as_bool, positive_int
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
+from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
 from airflow_kafka_backup.hooks.kafka import (
     KafkaGroupConsumerHook,
     KafkaTransactionalProducerHook,
@@ -68,6 +72,11 @@ def restore_id_of(context: Context) -> str:
     return f"{context['dag'].dag_id}/{context['run_id']}"
 
 
+def resolved_restore_id(given: str | None, context: Context) -> str:
+    """The restore id the plan chose (its own, or the unfinished restore it resumes), else this run's own."""
+    return given if given and given != "None" else restore_id_of(context)
+
+
 class KafkaRestorePlanOperator(S3BackupBaseOperator):
     """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
 
@@ -81,7 +90,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         *S3BackupBaseOperator.s3_template_fields, "topics", "topic_mapping", "incarnations", "kafka_conn_id",
         "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
-        "restore_consumer_groups", "group_mapping", "commit_interval_seconds",
+        "restore_consumer_groups", "group_mapping", "commit_interval_seconds", "if_target_not_empty",
     )
 
     def __init__(
@@ -101,9 +110,11 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         restore_consumer_groups: bool | str = False,
         group_mapping: dict[str, str] | str | None = None,
         commit_interval_seconds: float | str = COMMIT_INTERVAL_S,
+        if_target_not_empty: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.if_target_not_empty = if_target_not_empty
         self.restore_consumer_groups = restore_consumer_groups
         self.commit_interval_seconds = commit_interval_seconds
         self.group_mapping = group_mapping
@@ -126,6 +137,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds, incarnations=self.incarnations,
         )
         validate_commit_interval(self.commit_interval_seconds)
+        policy = check_policy(self.if_target_not_empty)
         dry_run = as_bool("dry_run", self.dry_run)
         create = as_bool("create_topics", self.create_topics)
         configs = self.topic_configs or {}
@@ -143,6 +155,10 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
+        decision = self._decide_on_non_empty_targets(admin, prefix, policy, {t: n for t, n in needed.items()
+                                                                              if t not in missing}, context)
+        log.info("%s%s", "DRY RUN: " if dry_run else "", decision.summary)
+        context["ti"].xcom_push(key="restore_id", value=decision.restore_id)
         groups = self._groups_to_restore(admin, plan, group_mapping)
         self._log_plan(plan, missing, dry_run)
         context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
@@ -176,6 +192,14 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
                         min(max_units, _max_map_length()))
         return [[p.to_dict() for p in unit] for unit in units]
+
+    def _decide_on_non_empty_targets(self, admin, prefix: str, policy: str, existing: dict[str, int],
+                                     context: Context) -> TargetDecision:
+        """Refuse, append to or resume into targets that already hold records (see :mod:`non_empty_targets`)."""
+        counts = target_record_counts(admin, existing) if existing else {}
+        full = [t for t, n in counts.items() if n > 0]
+        earlier = restores_into(self.store, prefix, full) if full else []
+        return decide(policy, restore_id_of(context), counts, earlier)
 
     def _groups_to_restore(self, admin, plan, group_mapping: dict[str, str]) -> dict[str, str]:
         """Source group -> target group, when asked; refuses groups with active members, and two groups
@@ -217,18 +241,21 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
 
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id", "commit_interval_seconds",
+        "restore_id",
     )
 
     def __init__(self, *, work_unit: list[dict], kafka_conn_id: str = "kafka_default",
-                 commit_interval_seconds: float | str = COMMIT_INTERVAL_S, **kwargs: Any) -> None:
+                 commit_interval_seconds: float | str = COMMIT_INTERVAL_S, restore_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.restore_id = restore_id  # the plan's choice (see resolved_restore_id)
         self.work_unit = work_unit
         self.kafka_conn_id = kafka_conn_id
         self.commit_interval_seconds = commit_interval_seconds
 
     def execute(self, context: Context) -> list[dict]:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
-        restore_id = restore_id_of(context)
+        restore_id = resolved_restore_id(self.restore_id, context)
         target_prefix = restore_prefix(self.key_prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
@@ -259,14 +286,16 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
 class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
     """Check every planned segment was restored with its checksum and record count; write the restore manifest."""
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_units", "kafka_conn_id")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_units", "kafka_conn_id",
+                                      "restore_id")
 
     def __init__(self, *, work_units: Any, kafka_conn_id: str = "kafka_default", asset_alias: str | None = None,
-                 **kwargs: Any) -> None:
+                 restore_id: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
         if asset_alias:
             kwargs["outlets"] = [*kwargs.get("outlets", ()), AssetAlias(asset_alias)]
         super().__init__(**kwargs)
+        self.restore_id = restore_id
         self.work_units = work_units
         self.kafka_conn_id = kafka_conn_id
         self.asset_alias = asset_alias
@@ -276,7 +305,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
         if not units:
             log.info("Nothing was restored (dry run, or nothing matched).")
             return {"restored": 0, "partitions": 0}
-        restore_id = restore_id_of(context)
+        restore_id = resolved_restore_id(self.restore_id, context)
         prefix = self.key_prefix
         target_prefix = restore_prefix(prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
@@ -314,10 +343,13 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
     whose source offset is >= X (see :mod:`airflow_kafka_backup.engine.restore.group_offsets`).
     """
 
-    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "groups", "kafka_conn_id")
+    template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "groups", "kafka_conn_id",
+                                      "restore_id")
 
-    def __init__(self, *, groups: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+    def __init__(self, *, groups: Any, kafka_conn_id: str = "kafka_default", restore_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.restore_id = restore_id
         self.groups = groups
         self.kafka_conn_id = kafka_conn_id
 
@@ -328,7 +360,7 @@ class KafkaRestoreGroupOffsetsOperator(S3BackupBaseOperator):
             return []
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         check_groups_inactive(admin, sorted(set(selection["groups"].values())))
-        target_prefix = restore_prefix(self.key_prefix, restore_id_of(context))
+        target_prefix = restore_prefix(self.key_prefix, resolved_restore_id(self.restore_id, context))
         involved = sorted({(selection["topic_mapping"][topic], int(p))
                            for by_topic in selection["offsets"].values() for topic, offsets in by_topic.items()
                            if topic in selection["topic_mapping"] for p in offsets})

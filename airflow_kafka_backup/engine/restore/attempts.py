@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import uuid
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from airflow_kafka_backup.engine.errors import IntegrityError
-from airflow_kafka_backup.engine.storage.key_layout import attempt_key
+from airflow_kafka_backup.engine.storage.key_layout import attempt_key, parse_restore_key, restores_prefix
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
 
@@ -133,3 +133,30 @@ def committer_of(chain: Sequence[tuple[int | None, str]], first_source_offset: i
     starts = [-1 if resumed_from is None else resumed_from for resumed_from, _ in chain]
     index = bisect_right(starts, first_source_offset) - 1
     return chain[index][1] if index >= 0 else None
+
+
+@dataclass(frozen=True)
+class EarlierRestore:
+    """A restore from this backup, as its records under ``_restores/`` tell: where it wrote, whether it finished."""
+
+    restore_id: str  # key-safe form (see key_layout.parse_restore_key)
+    targets: frozenset[str]
+    finished: bool  # it wrote its restore manifest (verified)
+
+
+def restores_into(store: S3ObjectStore, prefix: str, targets: Iterable[str]) -> list[EarlierRestore]:
+    """The restores from the backup under ``prefix`` that produced into any of ``targets`` (one LIST of the
+    restores folder), oldest run id first."""
+    wanted = set(targets)
+    found: dict[str, set[str]] = {}
+    finished: set[str] = set()
+    for key in store.list_keys(restores_prefix(prefix)):
+        parsed = parse_restore_key(prefix, key)
+        if parsed is None:
+            continue
+        restore_id, target, is_manifest = parsed
+        if is_manifest:
+            finished.add(restore_id)
+        elif target in wanted:
+            found.setdefault(restore_id, set()).add(target)
+    return [EarlierRestore(r, frozenset(t), r in finished) for r, t in sorted(found.items())]

@@ -13,6 +13,7 @@ from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.record_size import TOPIC_MAX_MESSAGE_BYTES, largest, record_size_problems
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore
+from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
 
 ADMIN_TIMEOUT_S = 30.0
 TIMESTAMP_TYPE_CONFIG = "message.timestamp.type"
@@ -318,3 +319,13 @@ def create_topics(admin, partitions: Mapping[str, int], configs: Mapping[str, Ma
             return
         time.sleep(0.2)
     raise ConfigurationError(f"Created topics {sorted(partitions)} but their partitions have no leader yet.")
+
+
+def target_record_counts(admin, targets: Mapping[str, int]) -> dict[str, int]:
+    """What each existing target already holds in the partitions a restore writes: its end minus its log start
+    offsets, summed (transaction markers and compacted-away offsets count too: an upper bound)."""
+    tps = [(topic, p) for topic, partitions in targets.items() for p in range(partitions)]
+    counts = dict.fromkeys(targets, 0)
+    for (topic, _), bounds in snapshot_offsets(admin, tps, "read_uncommitted").items():
+        counts[topic] += bounds.end - bounds.log_start
+    return counts

@@ -65,6 +65,29 @@ def restore_prefix(prefix: str, restore_id: str) -> str:
     return _join(prefix, "_restores", *(safe_run_id(part) for part in restore_id.split("/", 1)))
 
 
+def restores_prefix(prefix: str) -> str:
+    """Where every restore from this backup keeps its progress records and manifest."""
+    return _join(prefix, "_restores") + "/"
+
+
+def parse_restore_key(prefix: str, key: str) -> tuple[str, str | None, bool] | None:
+    """``(restore id, target topic or None, is the restore manifest)`` of a key under :func:`restores_prefix`.
+
+    The restore id comes back in its key-safe form (``<dag id>/<run id>`` with unsafe characters
+    replaced): every name a restore derives from its id (folder, progress group, transactional ids)
+    is made from that same form, so it names the same restore.
+    """
+    parts = key.removeprefix(restores_prefix(prefix)).split("/")
+    if len(parts) < 3 or key == parts[0]:
+        return None
+    restore_id = f"{parts[0]}/{parts[1]}"
+    if parts[2] == "restore-manifest.json":
+        return restore_id, None, True
+    if parts[2] == "attempts" and len(parts) >= 5:
+        return restore_id, parts[3], False
+    return None
+
+
 def offset_map_prefix(restore_prefix: str, target_topic: str, partition: int) -> str:
     return _join(restore_prefix, "offset-map", target_topic, f"partition={partition}") + "/"
 

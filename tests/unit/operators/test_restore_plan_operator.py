@@ -47,6 +47,7 @@ class FakeAdmin:
             "log.message.timestamp.before.max.ms": str(2**63 - 1), "log.message.timestamp.after.max.ms": "3600000",
         }
         self.describe_error: KafkaException | None = None
+        self.held = 0
 
     def list_topics(self, timeout=None):
         return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions={0: object()})
@@ -66,6 +67,14 @@ class FakeAdmin:
 
     def describe_consumer_groups(self, groups, request_timeout=None):
         return {g: FakeFuture(SimpleNamespace(members=[])) for g in groups}
+
+    def list_offsets(self, requests, isolation_level=None, request_timeout=None):
+        """Existing targets hold ``self.held`` offsets per partition (0: empty)."""
+        return {tp: FakeFuture(SimpleNamespace(offset=0 if spec.__class__.__name__ == "EarliestSpec" else self.held))
+                for tp, spec in requests.items()}
+
+
+DAG = {"dag": SimpleNamespace(dag_id="kafka_restore")}  # what restore_id_of reads from the context
 
 
 class NoXCom:
@@ -104,20 +113,20 @@ def _plan(**kwargs) -> KafkaRestorePlanOperator:
 def test_dry_run_asks_the_broker_about_topic_configs(admin):
     plan = _plan(dry_run=True, topic_configs={"cleanup.policy": "shred", "retention.ms": "-1"})
     with pytest.raises(ConfigurationError, match="refuses these topic configs: orders-restored: cleanup.policy"):
-        plan.execute({"run_id": "manual__dry", "ti": NoXCom()})
+        plan.execute({**DAG, "run_id": "manual__dry", "ti": NoXCom()})
     assert admin.created == []
 
 
 def test_dry_run_with_good_configs_validates_and_creates_nothing(admin):
     plan = _plan(dry_run=True, topic_configs={"retention.ms": "-1"})
-    assert plan.execute({"run_id": "manual__dry", "ti": NoXCom()}) == []
+    assert plan.execute({**DAG, "run_id": "manual__dry", "ti": NoXCom()}) == []
     assert set(admin.validated) == {"orders-restored"} and admin.created == []
 
 
 def test_real_run_creates_the_missing_target(admin, monkeypatch):
     monkeypatch.setattr(restore_operators, "create_topics", lambda admin, partitions, *a, validate_only: (
         admin.created.extend([] if validate_only else partitions)))
-    units = _plan(max_work_units="4").execute({"run_id": "manual__real", "ti": NoXCom()})
+    units = _plan(max_work_units="4").execute({**DAG, "run_id": "manual__real", "ti": NoXCom()})
     assert [[p["target_topic"] for p in unit] for unit in units] == [["orders-restored"]]
     assert admin.created == ["orders-restored"]
 
@@ -126,7 +135,7 @@ def test_real_run_creates_the_missing_target(admin, monkeypatch):
                                          ("abc", "a whole number, got 'abc'"), (True, "a whole number, got True")])
 def test_max_work_units_is_refused_before_anything_is_written(admin, bad, problem):
     with pytest.raises(ConfigurationError, match=f"max_work_units must be {problem}"):
-        _plan(max_work_units=bad).execute({"run_id": "manual__units", "ti": NoXCom()})
+        _plan(max_work_units=bad).execute({**DAG, "run_id": "manual__units", "ti": NoXCom()})
     assert admin.validated == [] and admin.created == []
 
 
@@ -134,14 +143,14 @@ def test_max_work_units_is_refused_before_touching_s3_or_kafka():
     plan = KafkaRestorePlanOperator(task_id="plan", topics=["t"], bucket="b", max_work_units=0,
                                     aws_conn_id="no_such_connection", kafka_conn_id="no_such_connection")
     with pytest.raises(ConfigurationError, match="max_work_units"):
-        plan.execute({"run_id": "manual__units", "ti": None})
+        plan.execute({**DAG, "run_id": "manual__units", "ti": None})
 
 
 def test_group_mapping_onto_another_recorded_group_is_refused_before_topics_are_created(admin):
     plan = _plan(restore_consumer_groups=True, group_mapping={"billing": "billing-v2"})
     with pytest.raises(ConfigurationError, match="two source groups to one target group: billing and billing-v2 "
                                                  "-> billing-v2"):
-        plan.execute({"run_id": "manual__groups", "ti": NoXCom()})
+        plan.execute({**DAG, "run_id": "manual__groups", "ti": NoXCom()})
     assert admin.validated == [] and admin.created == []
 
 
@@ -149,7 +158,7 @@ def test_group_mapping_onto_another_recorded_group_is_refused_before_topics_are_
 def test_group_mapping_targets_must_be_group_ids(admin, mapping):
     plan = _plan(restore_consumer_groups=True, group_mapping=mapping)
     with pytest.raises(ConfigurationError, match="group_mapping must map group ids to"):
-        plan.execute({"run_id": "manual__groups", "ti": NoXCom()})
+        plan.execute({**DAG, "run_id": "manual__groups", "ti": NoXCom()})
     assert admin.validated == [] and admin.created == []
 
 
@@ -193,7 +202,7 @@ def test_the_plan_creates_targets_of_log_append_time_sources_as_create_time(admi
         return plan
 
     monkeypatch.setattr(restore_operators, "plan_restore", plan_restore)
-    _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+    _plan().execute({**DAG, "run_id": "manual__lat", "ti": NoXCom()})
     assert created == {"orders-restored": {"message.timestamp.type": "CreateTime"}}
 
 
@@ -212,22 +221,22 @@ def test_records_older_than_a_new_targets_default_retention_are_refused_before_i
         with pytest.raises(ConfigurationError, match=r"records to restore into orders-restored go back to 20.*"
                                                      r"older than its retention.ms=604800000 \(7 days\).*"
                                                      r'add "retention.ms": "-1" to topic_configs'):
-            _plan(dry_run=dry_run).execute({"run_id": "manual__old", "ti": NoXCom()})
+            _plan(dry_run=dry_run).execute({**DAG, "run_id": "manual__old", "ti": NoXCom()})
     assert admin.validated == [] and admin.created == []
 
 
 def test_records_within_retention_or_with_retention_off_are_restored(admin):
     admin.segments = [_segment_days_old(6)]
-    _plan(dry_run=True).execute({"run_id": "manual__recent", "ti": NoXCom()})
+    _plan(dry_run=True).execute({**DAG, "run_id": "manual__recent", "ti": NoXCom()})
     admin.segments = [_segment_days_old(300)]
-    _plan(dry_run=True, topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__off", "ti": NoXCom()})
+    _plan(dry_run=True, topic_configs={"retention.ms": "-1"}).execute({**DAG, "run_id": "manual__off", "ti": NoXCom()})
     assert set(admin.validated) == {"orders-restored"}  # the dry run went on to ask the broker about retention.ms
 
 
 def test_from_timestamp_inside_retention_lets_a_restore_of_an_old_backup_through(admin):
     admin.segments = [_segment_days_old(30)]
     since = int(time.time() * 1000) - 2 * DAY_MS
-    assert _plan(dry_run=True, from_timestamp=since).execute({"run_id": "manual__since", "ti": NoXCom()}) == []
+    assert _plan(dry_run=True, from_timestamp=since).execute({**DAG, "run_id": "manual__since", "ti": NoXCom()}) == []
 
 
 def test_an_existing_log_append_time_target_is_refused_with_the_command_that_fixes_it(admin):
@@ -235,24 +244,24 @@ def test_an_existing_log_append_time_target_is_refused_with_the_command_that_fix
     with pytest.raises(ConfigurationError, match="orders-restored has message.timestamp.type=LogAppendTime.*"
                                                  "--entity-name orders-restored --add-config "
                                                  "message.timestamp.type=CreateTime"):
-        _plan().execute({"run_id": "manual__lat", "ti": NoXCom()})
+        _plan().execute({**DAG, "run_id": "manual__lat", "ti": NoXCom()})
     admin.topic_configs["orders-restored"]["message.timestamp.type"] = "CreateTime"
-    _plan().execute({"run_id": "manual__ct", "ti": NoXCom()})
+    _plan().execute({**DAG, "run_id": "manual__ct", "ti": NoXCom()})
 
 
 def test_an_existing_target_is_checked_against_its_own_retention(admin):
     admin.segments = [_segment_days_old(3)]
     admin.topic_configs["orders-restored"] = {"retention.ms": str(DAY_MS), "cleanup.policy": "delete"}
     with pytest.raises(ConfigurationError, match=r"retention.ms=86400000 \(1 days\).*--add-config retention.ms=-1"):
-        _plan().execute({"run_id": "manual__short", "ti": NoXCom()})
+        _plan().execute({**DAG, "run_id": "manual__short", "ti": NoXCom()})
     admin.topic_configs["orders-restored"]["cleanup.policy"] = "compact"  # compaction keeps them
-    _plan().execute({"run_id": "manual__compact", "ti": NoXCom()})
+    _plan().execute({**DAG, "run_id": "manual__compact", "ti": NoXCom()})
 
 
 def test_unreadable_configs_are_not_checked_but_do_not_stop_the_restore(admin, caplog):
     admin.segments = [_segment_days_old(30)]
     admin.describe_error = KafkaException("Cluster authorization failed")
-    _plan(dry_run=True).execute({"run_id": "manual__acl", "ti": NoXCom()})
+    _plan(dry_run=True).execute({**DAG, "run_id": "manual__acl", "ti": NoXCom()})
     assert "Could not read the broker's default topic configs" in caplog.text
 
 
@@ -275,7 +284,8 @@ def test_the_restore_id_is_the_dag_id_and_the_run_id():
 
 
 def test_a_group_mapping_without_restore_consumer_groups_is_called_out(admin, caplog):
-    _plan(dry_run=True, group_mapping={"billing": "billing-v3"}).execute({"run_id": "manual__map", "ti": NoXCom()})
+    plan = _plan(dry_run=True, group_mapping={"billing": "billing-v3"})
+    plan.execute({**DAG, "run_id": "manual__map", "ti": NoXCom()})
     assert "group_mapping is given but restore_consumer_groups is off" in caplog.text
 
 
@@ -283,9 +293,9 @@ def test_a_broker_defaulting_to_log_append_time_neither_restamps_nor_skips_the_c
     admin.broker_configs["log.message.timestamp.type"] = "LogAppendTime"
     admin.segments = [_segment_days_old(30)]
     with pytest.raises(ConfigurationError, match=r"retention.ms=604800000 \(7 days\)"):
-        _plan(dry_run=True).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+        _plan(dry_run=True).execute({**DAG, "run_id": "manual__lat_default", "ti": NoXCom()})
     created: dict = {}
     monkeypatch.setattr(restore_operators, "create_topics",
                         lambda admin, partitions, configs, *a, validate_only: created.update(configs))
-    _plan(topic_configs={"retention.ms": "-1"}).execute({"run_id": "manual__lat_default", "ti": NoXCom()})
+    _plan(topic_configs={"retention.ms": "-1"}).execute({**DAG, "run_id": "manual__lat_default", "ti": NoXCom()})
     assert created["orders-restored"]["message.timestamp.type"] == "CreateTime"
