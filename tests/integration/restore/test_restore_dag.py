@@ -444,3 +444,52 @@ def test_a_zombie_whose_offset_map_chunk_lands_after_its_retry_finished_does_not
     assert len(landed) == 2_000  # Z's records were aborted: read_committed sees R's only
     assert [_fields(landed[offset_map.first_target_at_or_after(r.offset)]) for r in source] == [
         _fields(r) for r in source]
+
+
+def _kill_restore_midway(airflow_stack, bucket: str, topic: str, target: str, restore_id: str) -> None:
+    """Run the restore engine in a process of its own as ``restore_id`` and SIGKILL it once some progress committed."""
+    bootstrap = airflow_stack["bootstrap"]
+    args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
+                       "prefix": "bk", "topic": topic, "target": target, "restore_id": restore_id,
+                       "commit_interval_s": 0})
+    worker = subprocess.Popen([sys.executable, "-m", "tests.integration.restore_worker", args], cwd=os.getcwd(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id),
+                         "isolation.level": "read_uncommitted"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        if (read_progress(progress, target, 0).next_offset or 0) >= 3_000:
+            break
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    progress.close()
+    assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+
+
+def test_triggering_a_killed_restore_again_never_doubles_the_target(airflow_stack, bucket, s3, capfd):
+    """A restore killed midway, then triggered again as a new run: refused by default, naming the killed run;
+    with if_target_not_empty=resume, it continues the killed restore and every record lands exactly once."""
+    bootstrap = airflow_stack["bootstrap"]
+    topic, target = _backed_up_topic(bootstrap, bucket, "again", 30_000, seed=23, flush_size=300)
+    killed = f"kafka_restore/manual__killed-{uuid.uuid4().hex[:6]}"  # the DAG's restore id: <dag id>/<run id>
+    _kill_restore_midway(airflow_stack, bucket, topic, target, killed)
+    held = sum(len(r) for r in read_kafka(bootstrap, [target], isolation="read_uncommitted").values())
+    assert 0 < held < 30_000
+
+    conf = _restore_conf([topic], bucket, {topic: target})
+    capfd.readouterr()
+    refused = run_dag("kafka_restore", conf)
+    assert refused.state == "failed"
+    task_log = capfd.readouterr().out  # dag.test() logs the tasks to stdout
+    assert re.search(rf"{target} holds [\d,]+ records\. They hold records of the unfinished restore {killed}",
+                     task_log), "the refusal names the target and the killed run"
+    assert sum(len(r) for r in read_kafka(bootstrap, [target], isolation="read_uncommitted").values()) == held
+
+    resumed = run_dag("kafka_restore", {**conf, "if_target_not_empty": "resume"})
+    assert resumed.state == "success"
+    source, restored = read_kafka(bootstrap, [topic]), read_kafka(bootstrap, [target])
+    _assert_restored(source, restored, {topic: target})  # exactly once: nothing doubled, nothing missing
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    manifest = json.loads(store.get_bytes(f"{restore_prefix('bk', killed)}/restore-manifest.json"))
+    assert sum(p["records_restored"] for p in manifest["partitions"]) == 30_000
