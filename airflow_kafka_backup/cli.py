@@ -37,7 +37,7 @@ from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.s3_retry import RETRY_MODES, validate_retry_backoff_ms
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings
-from airflow_kafka_backup.engine.topics.incarnations import summarize
+from airflow_kafka_backup.engine.topics.incarnations import incarnation_of, longest_histories, summarize
 from airflow_kafka_backup.engine.verify import verify_backup
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -129,6 +129,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not found:
         raise ConfigurationError(f"No committed manifest under {args.prefix} names the segment {args.key!r}.")
     manifest, seg = found[0]
+    # On stderr, so that stdout stays JSON lines for jq: which run and which topic incarnation it belongs to.
+    incarnation = incarnation_of(seg.topic, seg.topic_id, longest_histories(manifests))
+    print(f"# {seg.key}: {seg.topic}[{seg.partition}] offsets {seg.first_offset}..{seg.last_offset}, run "
+          f"{manifest.run_id}, topic ID {incarnation or '(recorded before topic IDs)'}", file=sys.stderr)
     reader = HashingReader(store.open_stream(seg.key))
     fmt, codec = get_format(manifest.settings.segment_format), get_compression(manifest.settings.compression)
     for n, record in enumerate(fmt.decode(reader, codec)):

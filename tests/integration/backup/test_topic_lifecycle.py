@@ -6,6 +6,9 @@ Each test runs the shipped DAGs through ``dag.test()`` and reads back what lande
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -15,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.error import KafkaException
 
+from airflow_kafka_backup.engine.backup.backlog import measure_backlog
 from airflow_kafka_backup.engine.backup.planning import resolve_topics
 from airflow_kafka_backup.engine.formats.base import HashingReader
 from airflow_kafka_backup.engine.formats.compression import get_compression
@@ -26,6 +30,8 @@ from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.topics.metadata import topic_ids
 from airflow_kafka_backup.engine.topics.selection import TopicSelection
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
+from devstack.airflow_env import REPO
+from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag, snapshot_bucket
 
 pytestmark = pytest.mark.integration
@@ -110,6 +116,8 @@ def test_a_recreated_topic_is_a_new_incarnation_backed_up_whole(airflow_stack, b
     manifests = list(load_manifests(store, PREFIX))
     assert [m.incarnations[topic] for m in manifests] in ([[old_id], [old_id, new_id]], [[old_id, new_id], [old_id]])
 
+    _the_cli_and_the_backlog_tell_the_incarnations_apart(airflow_stack, bucket, topic, old_id, new_id, new_segments)
+
     # A restore takes the latest incarnation by default, the one named by incarnations, and the one
     # live at until_timestamp.
     latest, named, pit = (f"{topic}-{name}" for name in ("latest", "named", "pit"))
@@ -121,6 +129,37 @@ def test_a_recreated_topic_is_a_new_incarnation_backed_up_whole(airflow_stack, b
     assert [_fields(r) for r in restored[(latest, 0)]] == [_fields(r) for r in new_records_in_kafka]
     assert [_fields(r) for r in restored[(named, 0)]] == [_fields(r) for r in old_records]
     assert [_fields(r) for r in restored[(pit, 0)]] == [_fields(r) for r in old_records]
+
+
+def _the_cli_and_the_backlog_tell_the_incarnations_apart(airflow_stack, bucket: str, topic: str, old_id: str,
+                                                         new_id: str, new_segments: list) -> None:
+    """``kafka-backup ls`` lists both incarnations, ``inspect`` names a segment's, ``verify`` checks each chain on its
+    own; the backlog counts the whole new incarnation as waiting for a backup that knows only the old one."""
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "AWS_DEFAULT_REGION": REGION}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow_kafka_backup.cli", *args, "--bucket", bucket, "--prefix",
+                               PREFIX, "--endpoint-url", airflow_stack["endpoint_url"]], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    listed = cli("ls")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith(topic)]
+    assert [row[1] for row in rows] == [old_id, new_id], listed.stdout  # oldest first
+    inspected = cli("inspect", new_segments[0].key, "--limit", "1")
+    assert inspected.returncode == 0 and f"topic ID {new_id}" in inspected.stderr, inspected.stderr
+    assert len(inspected.stdout.splitlines()) == 1  # stdout stays JSON lines
+    verified = cli("verify", "--quick")
+    assert verified.returncode == 0 and f"incarnation {old_id}" in verified.stdout, verified.stdout
+
+    admin = AdminClient({"bootstrap.servers": airflow_stack["bootstrap"]})
+    produce_tricky(airflow_stack["bootstrap"], topic, 1, 50, seed=12, start=9000)
+    end = sum(len(r) for r in read_kafka(airflow_stack["bootstrap"], [topic]).values())
+    checkpoints = {(topic, 0): end - 50}
+    selection = TopicSelection.parse([f"re:{topic}"])
+    assert measure_backlog(admin, selection, checkpoints, "read_committed", current_ids={topic: new_id}).records == 50
+    assert measure_backlog(admin, selection, checkpoints, "read_committed", current_ids={topic: old_id}).records == end
 
 
 def test_groups_are_translated_on_the_incarnation_restored(airflow_stack, bucket, s3):
