@@ -53,7 +53,7 @@ from tests.s3_proxy import S3Proxy
 pytestmark = pytest.mark.integration
 
 KEEP_FOREVER = {"retention.ms": "-1"}  # produce_tricky writes 2020 timestamps
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]  # tests/integration/backup/ -> the repository
 
 
 # ---------------------------------------------------------------------------------------------------------------
