@@ -158,8 +158,8 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         decision = self._decide_on_non_empty_targets(admin, prefix, policy, {t: n for t, n in needed.items()
                                                                               if t not in missing}, context)
         log.info("%s%s", "DRY RUN: " if dry_run else "", decision.summary)
-        context["ti"].xcom_push(key="restore_id", value=decision.restore_id)
         groups = self._groups_to_restore(admin, plan, group_mapping)
+        context["ti"].xcom_push(key="restore_id", value=decision.restore_id)
         self._log_plan(plan, missing, dry_run)
         context["ti"].xcom_push(key="groups", value={  # for restore_consumer_groups; nothing in a dry run
             "groups": {} if dry_run else groups, "offsets": {g: plan.group_offsets[g] for g in groups},

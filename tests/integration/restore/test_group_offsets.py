@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
@@ -107,7 +108,7 @@ def test_a_group_with_active_members_is_refused(corpus, bucket):
         plan = KafkaRestorePlanOperator(task_id="plan", topics=[topic], bucket=bucket, prefix="grp",
                                         topic_mapping={topic: f"{topic}-{group}"}, restore_consumer_groups=True)
         with pytest.raises(ConfigurationError, match=f"Consumer group\\(s\\) {group} \\(1 members\\) have active"):
-            plan.execute({"run_id": "manual__active", "ti": None})
+            plan.execute({"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": "manual__active", "ti": _NoXCom()})
     finally:
         member.close()
 
@@ -126,7 +127,7 @@ def test_configs_the_broker_refuses_are_named_before_anything_is_created(corpus,
                                     topic_mapping={topic: target},
                                     topic_configs={"cleanup.policy": "shred", "retention.ms": "-1"})
     with pytest.raises(ConfigurationError, match=f"refuses these topic configs: {target}: cleanup.policy"):
-        plan.execute({"run_id": "manual__badcfg", "ti": _NoXCom()})
+        plan.execute({"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": "manual__badcfg", "ti": _NoXCom()})
     assert not _topic_exists(AdminClient({"bootstrap.servers": corpus["bootstrap"]}), target)
 
 

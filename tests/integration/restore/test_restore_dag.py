@@ -211,7 +211,7 @@ def test_targets_that_would_not_keep_the_records_fail_before_anything_is_written
             plan = KafkaRestorePlanOperator(task_id="plan", topics=[topic], topic_mapping={topic: target},
                                             bucket=bucket, prefix="bk", topic_configs=configs, dry_run=dry_run)
             with pytest.raises(ConfigurationError, match=problem):
-                plan.execute({"run_id": "manual__keep", "ti": no_xcom})
+                plan.execute({"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": "manual__keep", "ti": no_xcom})
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "x"})
     assert new not in consumer.list_topics(timeout=10).topics
     consumer.close()
