@@ -119,7 +119,9 @@ COMPRESSIONS: dict[str, Compression] = LEGACY
 
 # New backups: per codec, the library and the default level (chosen by benchmarks/backup_throughput.py).
 LIBRARY: dict[str, str | None] = {"none": None, "gzip": "isal", "zstd": None}
-DEFAULT_LEVEL: dict[str, int | None] = {"none": None, "gzip": 1, "zstd": 3}
+# zstd 1 against 3 on 1 KiB records: the same ratio (0.245 against 0.243 on JSON events, 1.00 on random
+# bytes) for under half the CPU (2.5 against 6 µs a record on JSON, 1.4 against 4.6 on random bytes).
+DEFAULT_LEVEL: dict[str, int | None] = {"none": None, "gzip": 1, "zstd": 1}
 # The levels each (codec, library) accepts.
 _LEVELS: dict[tuple[str, str | None], range] = {
     ("gzip", "isal"): range(isal_zlib.ISAL_BEST_SPEED, isal_zlib.ISAL_BEST_COMPRESSION + 1),

@@ -111,3 +111,18 @@ def test_settings_round_trip_and_old_manifests_keep_their_bytes():
                                             compression_library="isal"))
     assert RunManifest.from_json(new.to_json()).settings == new.settings
     assert b'"compression_library": "isal"' in new.to_json()
+
+
+def test_the_shipped_defaults_are_msgpack_and_zstd_level_1_everywhere():
+    import inspect
+
+    from airflow_kafka_backup.dag_factories import backup_params
+    from airflow_kafka_backup.operators.backup import KafkaBackupPlanOperator
+
+    segments = BackupSettings.create(topics=["t"], bucket="b").segments
+    assert (segments.segment_format, segments.compression, segments.compression_level,
+            segments.compression_library) == ("msgpack", "zstd", 1, None)
+    params = backup_params(topics=["t"], bucket="b")
+    operator = inspect.signature(KafkaBackupPlanOperator.__init__).parameters
+    for name, value in (("segment_format", "msgpack"), ("compression", "zstd"), ("compression_level", None)):
+        assert params[name].value == operator[name].default == value
