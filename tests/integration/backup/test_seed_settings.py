@@ -157,7 +157,8 @@ def test_segments_larger_than_the_part_size_upload_as_multipart(airflow_stack, b
         if i % 1000 == 0:
             producer.poll(0)
     producer.flush(30)
-    conf = _conf([topic], bucket, flush_size=100_000, compression="none", part_size=5 * 1024 * 1024)
+    conf = _conf([topic], bucket, flush_size=100_000, compression="none", segment_format="jsonl",
+                 part_size=5 * 1024 * 1024)
     assert run_dag("kafka_backup", conf).state == "success"
     (segment,) = [o for o in s3.list_objects_v2(Bucket=bucket)["Contents"] if "/partition=" in o["Key"]]
     assert segment["Size"] > 10 * 1024 * 1024
