@@ -19,6 +19,7 @@ DEPENDENCIES = [
     "apache-airflow-providers-apache-kafka>=1.10.2",
     "confluent-kafka>=2.6",
     "zstandard>=0.22",
+    "isal>=1.9",
     "pybase64>=1.4",
     "msgspec>=0.18",
     "fastavro>=1.9",

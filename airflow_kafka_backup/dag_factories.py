@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, XComArg
 
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
-from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS
+from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS, DEFAULT_LEVEL
 from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
 from airflow_kafka_backup.engine.restore.loop import COMMIT_INTERVAL_S, MAX_COMMIT_INTERVAL_S, validate_commit_interval
 from airflow_kafka_backup.engine.restore.non_empty_targets import POLICIES as TARGET_POLICIES
@@ -86,8 +86,9 @@ def backup_params(
     kafka_conn_id: str = "kafka_default",
     aws_conn_id: str = "aws_default",
     flush_size: int = 10_000,
-    compression: str = "gzip",
-    segment_format: str = "jsonl",
+    compression: str = "zstd",
+    compression_level: int | None = None,
+    segment_format: str = "msgpack",
     offset_pad_width: int = 10,
     isolation_level: str = "read_committed",
     allow_data_loss: bool = False,
@@ -118,6 +119,11 @@ def backup_params(
         "aws_conn_id": Param(aws_conn_id, type="string", description="Airflow connection of type aws."),
         "flush_size": Param(flush_size, type="integer", minimum=1, description="Most records per segment file."),
         "compression": Param(compression, enum=sorted(COMPRESSIONS), description="Segment compression."),
+        "compression_level": Param(compression_level, type=["null", "integer"],
+                                   description="Compression level; empty for the codec's default for backups "
+                                               f"(zstd {DEFAULT_LEVEL['zstd']}, 1 to 22; gzip "
+                                               f"{DEFAULT_LEVEL['gzip']}, ISA-L's 0 to 3). A re-run of a committed "
+                                               "run uses the level that run recorded."),
         "segment_format": Param(segment_format, enum=sorted(FORMATS), description="Segment file format."),
         "offset_pad_width": Param(offset_pad_width, type="integer", minimum=0, maximum=20,
                                   description="Zero-pad offsets in segment names to this many digits."),
@@ -245,6 +251,7 @@ def backup_dag(
             kafka_conn_id="{{ params.kafka_conn_id }}",
             flush_size="{{ params.flush_size }}",
             compression="{{ params.compression }}",
+            compression_level="{{ params.compression_level }}",
             segment_format="{{ params.segment_format }}",
             offset_pad_width="{{ params.offset_pad_width }}",
             isolation_level="{{ params.isolation_level }}",
@@ -442,6 +449,7 @@ def _validate_defaults(params: dict[str, Param]) -> None:
             topics=values["topics"] or ["<any>"], exclude_topics=values["exclude_topics"],
             bucket=values["bucket"] or "<any>",
             **{name: values[name] for name in (
-                "prefix", "flush_size", "compression", "segment_format", "offset_pad_width", "isolation_level",
-                "allow_data_loss", "max_work_units", "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone")},
+                "prefix", "flush_size", "compression", "compression_level", "segment_format", "offset_pad_width",
+                "isolation_level", "allow_data_loss", "max_work_units", "rotate_interval_ms",
+                "rotate_schedule_interval_ms", "timezone")},
         )

@@ -10,11 +10,17 @@ from ``devstack``), for one single-partition topic of ``--records`` records of
   fastest of ``--ceiling-runs`` reads counts (the first read also warms up the broker),
   which makes the reported ratio conservative.
 * ``backup``: the engine's ``back_up_ranges`` (no Airflow), which encodes the records
-  into ``--format`` segments (JSON Lines by default; optionally compressed), hashes them, spools them to local
-  disk and uploads them to S3 - at two backlog sizes (N/4 and N).
+  into ``--format`` segments compressed with ``--compression`` (the shipped defaults unless told
+  otherwise), hashes them, spools them to local disk and uploads them to S3 - at two backlog
+  sizes (N/4 and N).
 
 MB/s counts record payload (key + value) bytes in both phases; "stored MB" is what the
-backup wrote to S3. Values are random bytes, i.e. incompressible (see :class:`common.Payloads`).
+backup wrote to S3, and the summary gives it as a ratio of the payload. Values are random
+bytes, i.e. incompressible, or with ``--payload json`` JSON-like text (see :class:`common.Payloads`).
+
+CPU per record is split into the client (the phase's own process, all its threads), the
+broker and the S3 server, each counted while the phase ran; the speed target is the
+client's CPU per record against the bare loop's.
 
 Why the ceiling is measured in the same run: absolute records/s depend on the CPU, the
 disk, the page cache and whatever else the machine is doing, so a number measured
@@ -32,7 +38,8 @@ file and uploads are bounded).
 Run from the repository root::
 
     .venv/bin/python benchmarks/backup_throughput.py [--records 1000000] [--value-size 1024]
-        [--compression none|gzip|zstd] [--format jsonl|msgpack|avro] [--flush-size 100000]
+        [--compression none|gzip|zstd] [--compression-level L] [--format jsonl|msgpack|avro]
+        [--flush-size 10000] [--payload random|json]
         [--consumer-option KEY=VALUE ...] [--profile backup.prof]
 
 ``--consumer-option`` lays librdkafka settings over the engine's consumer config, to try
@@ -58,8 +65,10 @@ from confluent_kafka import KafkaError, TopicPartition
 def phase_ceiling(bootstrap: str, topic: str, end: int, runs: int) -> bench.PhaseResult:
     """The fastest of ``runs`` bare reads of offsets [0, end) (the first read also warms the broker's JIT)."""
     base = bench.peak_rss_kib()
+    cpu_before = bench.cpu_seconds()
     best = bench.best_of(runs, lambda: read_once(bootstrap, topic, end))
-    return bench.PhaseResult(f"ceiling (best of {runs})", *best, bench.peak_rss_kib(), base)
+    cpu = (bench.cpu_seconds() - cpu_before) / runs
+    return bench.PhaseResult(f"ceiling (best of {runs})", *best, bench.peak_rss_kib(), base, client_cpu_s=cpu)
 
 
 def read_once(bootstrap: str, topic: str, end: int) -> tuple[int, int, float]:
@@ -103,24 +112,27 @@ def read_once(bootstrap: str, topic: str, end: int) -> tuple[int, int, float]:
 def phase_backup(
     bootstrap: str, topic: str, end: int, endpoint_url: str, bucket: str, prefix: str,
     compression: str, flush_size: int, consumer_options: dict[str, str], profile_path: str | None,
-    segment_format: str,
+    segment_format: str, compression_level: int | None,
 ) -> bench.PhaseResult:
     """Back up offsets [0, end) with the engine, exactly as the operator would (minus Airflow)."""
     from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)
     run = bench.engine_backup(
-        bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path, segment_format
+        bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path, segment_format,
+        compression_level,
     )
     result = run.result
     return bench.PhaseResult(f"backup N={end:,}", result.records, result.bytes, run.seconds, bench.peak_rss_kib(),
-                             run.base_rss_kib, len(result.segments), sum(s.bytes for s in result.segments))
+                             run.base_rss_kib, len(result.segments), sum(s.bytes for s in result.segments),
+                             client_cpu_s=run.client_cpu_s)
 
 
 def run_phase(args: argparse.Namespace, phase: str, end: int, **extra: str) -> bench.PhaseResult:
     """Re-invoke this script for one phase; it prints its result as JSON on stdout."""
     options = [arg for option in args.consumer_option for arg in ("--consumer-option", option)]
-    return bench.run_phase_in_child(__file__, args, phase, end, "backup", options, **extra)
+    return bench.run_phase_in_child(__file__, args, phase, end, "backup", options, server_pids=args.server_pids,
+                                    **extra)
 
 
 def consumer_options(args: argparse.Namespace) -> dict[str, str]:
@@ -134,6 +146,7 @@ def child_main(args: argparse.Namespace) -> None:
         result = phase_backup(
             args.bootstrap, args.topic, args.end, args.endpoint_url, args.bucket, args.prefix,
             args.compression, args.flush_size, consumer_options(args), args.profile, args.format,
+            args.compression_level,
         )
     bench.report(result)
 
@@ -145,13 +158,17 @@ def parent_main(args: argparse.Namespace) -> None:
     n, quarter = args.records, max(1, args.records // 4)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     bucket = "bench"
-    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, format={args.format}, "
-          f"compression={args.compression}, "
+    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B {args.payload}, format={args.format}, "
+          f"compression={args.compression} level {args.compression_level or 'default'}, "
           f"flush_size={args.flush_size:,}, backup consumer options: {consumer_options(args) or 'engine defaults'})",
           flush=True)
     with bench.local_stack() as (broker, s3_server):
+        # The broker's and the S3 server's CPU time is counted per phase, as in the restore benchmark.
+        args.server_pids = {"s3": s3_server.process.pid}
+        if getattr(broker, "process", None) is not None:
+            args.server_pids["broker"] = broker.process.pid
         bench.create_topic(broker.bootstrap, topic)
-        seconds = bench.produce(broker.bootstrap, topic, n, args.value_size)
+        seconds = bench.produce(broker.bootstrap, topic, n, args.value_size, args.payload)
         bench.check_high_watermark(broker.bootstrap, topic, n)
         print(f"Produced {n:,} records to {topic} in {seconds:.1f}s ({n / seconds:,.0f} records/s)", flush=True)
         client = s3_server.client()
@@ -187,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser, "write cProfile stats of the full-size backup phase to this file", ("ceiling", "backup")
     )
     args = parser.parse_args(argv)
+    args.server_pids = {}
     bench.check_size_arguments(parser, args)
     if any("=" not in option for option in args.consumer_option):
         parser.error("--consumer-option takes KEY=VALUE")

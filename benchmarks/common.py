@@ -15,6 +15,7 @@ without reading them back from Kafka, and the values are still incompressible.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -118,17 +119,23 @@ def peak_rss_kib() -> int:
 
 
 class Payloads:
-    """The benchmark's records, the same every time for the same ``value_size`` and ``seed``.
+    """The benchmark's records, the same every time for the same ``value_size``, ``kind`` and ``seed``.
 
-    Values are windows at scattered offsets into one random pool, so no time goes into
+    Values are windows at scattered offsets into one pool, so no time goes into
     generating bytes per record. The pool is far larger than zstd's or gzip's match
-    window, so the values are as incompressible as random bytes (a worst case for
-    ``--compression``). The pool is made here, before any timing starts.
+    window. ``kind`` ``"random"``: random bytes, as incompressible as can be (a worst case
+    for ``--compression``). ``"json"``: JSON-like text, event objects of a few dozen fields
+    drawn from small vocabularies with random numbers, ids and timestamps, so it
+    compresses about as well as real JSON events do. The pool is made here, before any
+    timing starts.
     """
 
-    def __init__(self, value_size: int, seed: int = SEED) -> None:
+    def __init__(self, value_size: int, seed: int = SEED, kind: str = "random") -> None:
         self.value_size = value_size
-        self._pool = random.Random(seed).randbytes(VALUE_POOL_BYTES + value_size)
+        if kind == "json":
+            self._pool = _json_pool(VALUE_POOL_BYTES + value_size, seed)
+        else:
+            self._pool = random.Random(seed).randbytes(VALUE_POOL_BYTES + value_size)
 
     def records(self, count: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of records 0 .. count - 1."""
@@ -136,6 +143,33 @@ class Payloads:
         for i in range(count):
             start = (i * 2_654_435_761) % VALUE_POOL_BYTES
             yield pack(i), pool[start:start + size]
+
+
+PAYLOADS = ("random", "json")
+_WORDS = ("order", "created", "updated", "shipped", "cancelled", "payment", "customer", "invoice", "refund",
+          "warehouse", "eu-west-1", "us-east-1", "mobile", "web", "api", "premium", "standard", "trial", "EUR", "USD")
+
+
+def _json_pool(size: int, seed: int) -> bytes:
+    """``size`` bytes of concatenated JSON event objects (see :class:`Payloads`)."""
+    rng = random.Random(seed)
+    choice, randint, hexid = rng.choice, rng.randint, lambda: f"{rng.getrandbits(64):016x}"
+    parts, total = [], 0
+    while total < size:
+        event = {
+            "event_id": f"{hexid()}-{hexid()}", "type": f"{choice(_WORDS)}.{choice(_WORDS)}",
+            "timestamp": 1_700_000_000_000 + randint(0, 10**9), "customer_id": randint(1, 10**7),
+            "session": hexid(), "region": choice(_WORDS), "channel": choice(_WORDS), "plan": choice(_WORDS),
+            "amount": round(rng.random() * 1000, 2), "currency": choice(("EUR", "USD", "GBP")),
+            "items": [{"sku": f"SKU-{randint(1, 99999):05d}", "qty": randint(1, 9),
+                       "price": round(rng.random() * 200, 2), "tags": [choice(_WORDS) for _ in range(3)]}
+                      for _ in range(randint(1, 6))],
+            "note": " ".join(choice(_WORDS) for _ in range(randint(3, 20))),
+        }
+        part = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)[:size]
 
 
 def payload_bytes(records: int, value_size: int) -> int:
@@ -162,7 +196,7 @@ def produce_all(producer: Any, topic: str, payloads: Iterator[tuple[bytes, bytes
     return seconds
 
 
-def produce(bootstrap: str, topic: str, records: int, value_size: int) -> float:
+def produce(bootstrap: str, topic: str, records: int, value_size: int, payload: str = "random") -> float:
     """Produce the benchmark's ``records`` records with a fast, unbounded producer; returns the seconds taken."""
     producer = confluent_kafka.Producer({
         "bootstrap.servers": bootstrap,
@@ -172,7 +206,7 @@ def produce(bootstrap: str, topic: str, records: int, value_size: int) -> float:
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
     })
-    payloads = Payloads(value_size)
+    payloads = Payloads(value_size, kind=payload)
     return produce_all(producer, topic, payloads.records(records), poll_every=5000)
 
 
@@ -253,14 +287,17 @@ class BackupRun:
     settings: Any  # airflow_kafka_backup.engine.storage.manifest.SegmentSettings
     seconds: float
     base_rss_kib: int
+    client_cpu_s: float = 0.0  # this process, all threads, while the backup ran
 
 
 def engine_backup(
     bootstrap: str, store: Any, prefix: str, topic: str, end: int, compression: str, flush_size: int,
     consumer_options: dict[str, str] | None = None, profile_path: str | None = None, segment_format: str = "jsonl",
+    compression_level: int | None = None,
 ) -> BackupRun:
     """Back up offsets [0, end) of ``topic``[0] with the engine, exactly as the operator would (minus Airflow)."""
     from airflow_kafka_backup.engine.backup.loop import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
+    from airflow_kafka_backup.engine.formats.compression import new_run_compression
     from airflow_kafka_backup.engine.storage.manifest import PartitionRange, SegmentSettings
 
     consumer = confluent_kafka.Consumer({
@@ -270,19 +307,23 @@ def engine_backup(
         "isolation.level": "read_committed",
         **(consumer_options or {}),
     })
+    level, library = new_run_compression(compression, compression_level)  # as a new backup run records them
     settings = SegmentSettings(
-        segment_format=segment_format, compression=compression, flush_size=flush_size, offset_pad_width=10
+        segment_format=segment_format, compression=compression, flush_size=flush_size, offset_pad_width=10,
+        compression_level=level, compression_library=library,
     )
     ranges = [PartitionRange(topic, 0, 0, end)]
     base = peak_rss_kib()
+    cpu_before = cpu_seconds()
     result, seconds = timed(
         lambda: back_up_ranges(consumer, store, prefix, ranges, settings, is_committed=lambda key: False),
         profile_path,
     )
+    cpu = cpu_seconds() - cpu_before
     consumer.close()
     if result.records != end or sum(s.records for s in result.segments) != end:
         raise RuntimeError(f"backup wrote {result.records} records in segments, expected {end}")
-    return BackupRun(result, settings, seconds, base)
+    return BackupRun(result, settings, seconds, base, cpu)
 
 
 # --------------------------------------------------------------------------- phases (child processes)
@@ -327,6 +368,8 @@ def run_phase_in_child(
         sys.executable, str(Path(script).resolve()), "--phase", phase,
         "--end", str(end), "--value-size", str(args.value_size),
         "--compression", args.compression, "--format", args.format, "--flush-size", str(args.flush_size),
+        "--payload", args.payload, *(("--compression-level", str(args.compression_level))
+                                     if args.compression_level is not None else ()),
         "--ceiling-runs", str(args.ceiling_runs), *extra_args,
     ]
     for name, value in options.items():
@@ -349,12 +392,22 @@ def run_phase_in_child(
 def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceiling_help: str) -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help=records_help)
     parser.add_argument("--value-size", type=int, default=1024, help="bytes per record value")
+    from airflow_kafka_backup.engine.backup.settings import BackupSettings
     from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS
     from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
 
-    parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default="none")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="jsonl", help="segment format")
-    parser.add_argument("--flush-size", type=int, default=100_000, help="records per segment")
+    # The shipped defaults unless told otherwise: what BackupSettings.create (and the DAG's Params) use.
+    shipped = inspect.signature(BackupSettings.create).parameters
+    parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default=shipped["compression"].default,
+                        help="segment compression (default: the shipped default)")
+    parser.add_argument("--compression-level", type=int, default=None,
+                        help="compression level (default: the codec's default for backups)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default=shipped["segment_format"].default,
+                        help="segment format (default: the shipped default)")
+    parser.add_argument("--payload", choices=PAYLOADS, default="random",
+                        help="record values: random bytes (incompressible) or JSON-like text (compressible)")
+    parser.add_argument("--flush-size", type=int, default=shipped["flush_size"].default,
+                        help="records per segment (default: the shipped default)")
     parser.add_argument("--ceiling-runs", type=int, default=3, help=ceiling_help)
 
 
@@ -407,15 +460,26 @@ def print_summary(args: argparse.Namespace, phase: str, ratio_name: str, ceiling
     print()
     print(f"{phase}/ceiling (records/s): {ratio:.2f}; peak RSS at N/4 vs N: "
           f"{small.peak_rss_mib:.0f} MiB vs {full.peak_rss_mib:.0f} MiB")
+    if full.stored_bytes:
+        print(f"stored: {full.stored_bytes:,} bytes for {full.bytes:,} payload bytes (ratio "
+              f"{full.stored_bytes / full.bytes:.3f}; {args.payload} values)")
     if ceiling.client_cpu_s and full.client_cpu_s:
+        client_ceiling, client_full = (r.client_cpu_s / r.records * 1e6 for r in (ceiling, full))
+        print(f"client CPU per record: ceiling {client_ceiling:.1f} µs, {phase} {client_full:.1f} µs "
+              f"({client_full / client_ceiling:.2f}x the bare loop's)")
+
         def per_record(r: PhaseResult) -> float:
             return (r.client_cpu_s + r.server_cpu_s) / r.records * 1e6
 
         print(f"CPU per record, client + broker + S3 server: ceiling {per_record(ceiling):.1f} µs, {phase} "
               f"{per_record(full):.1f} µs (ratio {per_record(ceiling) / per_record(full):.2f}; on a machine whose "
               f"cores are all busy this bounds the records/s ratio)")
+    cpu_ratio = (f"client_cpu_ratio={full.client_cpu_s / full.records / (ceiling.client_cpu_s / ceiling.records):.2f} "
+                 if ceiling.client_cpu_s and full.client_cpu_s else "")
     print(
-        f"RESULT {ratio_name}={ratio:.2f} {phase}_rps={full.records_per_s:.0f} "
+        f"RESULT {ratio_name}={ratio:.2f} {cpu_ratio}{phase}_rps={full.records_per_s:.0f} "
         f"ceiling_rps={ceiling.records_per_s:.0f} {phase}_peak_rss_mib={full.peak_rss_mib:.0f} "
-        f"(N={args.records}, value={args.value_size} B, format={args.format}, compression={args.compression}{extra})"
+        f"(N={args.records}, value={args.value_size} B {args.payload}, format={args.format}, "
+        f"compression={args.compression} level {args.compression_level or 'default'}, flush_size={args.flush_size}"
+        f"{extra})"
     )

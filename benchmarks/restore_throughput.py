@@ -80,7 +80,7 @@ def back_up(bootstrap: str, store, prefix: str, topic: str, end: int, args: argp
     from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, write_manifest
 
     run = bench.engine_backup(bootstrap, store, prefix, topic, end, args.compression, args.flush_size,
-                              segment_format=args.format)
+                              segment_format=args.format, compression_level=args.compression_level)
     write_manifest(store, prefix, RunManifest("bench-run", run.settings, [PartitionRange(topic, 0, 0, end)],
                                               run.result.segments))
     print(f"Backed up {end:,} records to s3://{store.bucket}/{prefix} in {run.seconds:.1f}s "
@@ -110,9 +110,10 @@ def warm_up_transactions(bootstrap: str, topic: str) -> None:
 # --------------------------------------------------------------------------- phases (child processes)
 
 
-def phase_ceiling(bootstrap: str, topic: str, end: int, value_size: int, runs: int) -> bench.PhaseResult:
+def phase_ceiling(bootstrap: str, topic: str, end: int, value_size: int, runs: int,
+                  payload: str = "random") -> bench.PhaseResult:
     """The fastest of ``runs`` bare produces of the ``end`` records, each to a fresh topic named after ``topic``."""
-    payloads = bench.Payloads(value_size)
+    payloads = bench.Payloads(value_size, kind=payload)
     base = bench.peak_rss_kib()
     counter = iter(range(runs))
 
@@ -184,7 +185,7 @@ def phase_restore(
 
 def child_main(args: argparse.Namespace) -> None:
     if args.phase == "ceiling":
-        result = phase_ceiling(args.bootstrap, args.topic, args.end, args.value_size, args.ceiling_runs)
+        result = phase_ceiling(args.bootstrap, args.topic, args.end, args.value_size, args.ceiling_runs, args.payload)
     else:
         result = phase_restore(args.bootstrap, args.topic, args.target, args.end, args.value_size,
                                args.endpoint_url, args.bucket, args.prefix, args.profile)
@@ -213,8 +214,8 @@ def parent_main(args: argparse.Namespace) -> None:
     n, quarter = args.records, max(1, args.records // 4)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     bucket = "bench"
-    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B, format={args.format}, "
-          f"compression={args.compression}, "
+    print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B {args.payload}, format={args.format}, "
+          f"compression={args.compression} level {args.compression_level or 'default'}, "
           f"flush_size={args.flush_size:,})", flush=True)
     with bench.local_stack() as (broker, s3_server):
         bootstrap = broker.bootstrap
@@ -224,7 +225,7 @@ def parent_main(args: argparse.Namespace) -> None:
         if getattr(broker, "process", None) is not None:
             server_pids["broker"] = broker.process.pid
         bench.create_topic(bootstrap, topic, TOPIC_CONFIG)
-        seconds = bench.produce(bootstrap, topic, n, args.value_size)
+        seconds = bench.produce(bootstrap, topic, n, args.value_size, args.payload)
         bench.check_high_watermark(bootstrap, topic, n)
         print(f"Produced {n:,} records to {topic} in {seconds:.1f}s ({n / seconds:,.0f} records/s)", flush=True)
         client = s3_server.client()

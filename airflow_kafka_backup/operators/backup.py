@@ -207,7 +207,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
 
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "exclude_topics", "kafka_conn_id", "flush_size",
-        "compression",
+        "compression", "compression_level",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
         "ranges", "from_timestamp", "until_timestamp", "retention_days", "rpo_seconds",
@@ -220,8 +220,9 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         exclude_topics: Sequence[str] | str | None = None,
         kafka_conn_id: str = "kafka_default",
         flush_size: int | str = 10_000,
-        compression: str = "gzip",
-        segment_format: str = "jsonl",
+        compression: str = "zstd",
+        compression_level: int | str | None = None,
+        segment_format: str = "msgpack",
         offset_pad_width: int | str = 10,
         isolation_level: str = "read_committed",
         allow_data_loss: bool | str = False,
@@ -256,6 +257,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.kafka_conn_id = kafka_conn_id
         self.flush_size = flush_size
         self.compression = compression
+        self.compression_level = compression_level  # None: the codec's default for backups
         self.segment_format = segment_format
         self.offset_pad_width = offset_pad_width
         self.isolation_level = isolation_level
@@ -267,7 +269,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         settings = BackupSettings.create(
             topics=self.topics, exclude_topics=self.exclude_topics, bucket=self.bucket, prefix=self.prefix,
             flush_size=self.flush_size,
-            compression=self.compression, segment_format=self.segment_format,
+            compression=self.compression, compression_level=self.compression_level,
+            segment_format=self.segment_format,
             offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
             allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
             rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,

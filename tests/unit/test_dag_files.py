@@ -116,3 +116,32 @@ def test_rpo_becomes_the_param_default_and_bad_values_fail_at_parse_time():
     assert backup_dag("rpo_backup", topics=["t"], bucket="b", rpo=timedelta(hours=2)).params["rpo_seconds"] == 7200
     with pytest.raises(ConfigurationError, match="rpo_seconds must be a number of seconds greater than 0"):
         backup_dag("rpo_bad", topics=["t"], bucket="b", rpo_seconds=-5)
+
+
+def test_compression_level_is_a_param_passed_to_the_plan_and_a_bad_default_fails_at_parse_time():
+    import copy
+
+    from airflow_kafka_backup.dag_factories import backup_dag, backup_params
+    from airflow_kafka_backup.engine.errors import ConfigurationError
+
+    params = backup_params(topics=["t"], bucket="b")
+    assert params["compression_level"].value is None  # the codec's default for backups
+    assert copy.deepcopy(params["compression_level"]).resolve(5) == 5
+    with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError, whatever its module
+        copy.deepcopy(params["compression_level"]).resolve("high")
+    dag = backup_dag("level_backup", topics=["t"], bucket="b", compression="zstd", compression_level=9)
+    assert dag.params["compression_level"] == 9
+    assert dag.get_task("plan").compression_level == "{{ params.compression_level }}"
+    with pytest.raises(ConfigurationError, match="compression_level for compression 'gzip' must be .* got 9"):
+        backup_dag("level_bad", topics=["t"], bucket="b", compression="gzip", compression_level=9)
+
+
+def test_backup_plan_refuses_a_bad_compression_level_before_touching_s3_or_kafka():
+    from airflow_kafka_backup.engine.errors import ConfigurationError
+    from airflow_kafka_backup.operators.backup import KafkaBackupPlanOperator
+
+    plan = KafkaBackupPlanOperator(task_id="plan", topics=["t"], bucket="b", compression="zstd",
+                                   compression_level="99", aws_conn_id="no_such_connection",
+                                   kafka_conn_id="no_such_connection")
+    with pytest.raises(ConfigurationError, match="compression_level for compression 'zstd' .* got '99'"):
+        plan.execute({"run_id": "manual__bad_level", "ti": None})

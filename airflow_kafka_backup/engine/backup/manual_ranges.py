@@ -133,7 +133,9 @@ def _check_one_settings(tp: TP, touched: Sequence[tuple[SegmentInfo, SegmentSett
 
 
 def _describe(settings: SegmentSettings) -> str:
-    return f"{settings.segment_format}, {settings.compression}, flush_size {settings.flush_size}"
+    level = "" if settings.compression_level is None else f" level {settings.compression_level}"
+    library = "" if settings.compression_library is None else f" ({settings.compression_library})"
+    return f"{settings.segment_format}, {settings.compression}{level}{library}, flush_size {settings.flush_size}"
 
 
 def _committed_segments(manifests: Sequence[RunManifest],

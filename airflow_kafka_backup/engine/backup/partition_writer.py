@@ -76,7 +76,8 @@ class TopicPartitionWriter:
         self.prefix = prefix
         self.settings = settings
         self._format = get_format(settings.segment_format)
-        self._compression = get_compression(settings.compression)
+        self._compression = get_compression(settings.compression, settings.compression_level,
+                                            settings.compression_library)
         self._extension = self._format.file_extension(self._compression)
         self._rotation = TimeRotation(settings.rotate_interval_ms, settings.rotate_schedule_interval_ms,
                                       settings.timezone)

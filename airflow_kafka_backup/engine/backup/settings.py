@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from airflow_kafka_backup.engine.backup.rotation import TimeRotation
 from airflow_kafka_backup.engine.errors import ConfigurationError
-from airflow_kafka_backup.engine.formats.compression import get_compression
+from airflow_kafka_backup.engine.formats.compression import new_run_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.settings import as_bool, check_isolation_level, clean_prefix, positive_int
 from airflow_kafka_backup.engine.storage.manifest import SegmentSettings
@@ -56,8 +56,9 @@ class BackupSettings:
         prefix: object = "kafka-backup",
         exclude_topics: object = None,
         flush_size: object = 10_000,
-        compression: object = "gzip",
-        segment_format: object = "jsonl",
+        compression: object = "zstd",
+        compression_level: object = None,
+        segment_format: object = "msgpack",
         offset_pad_width: object = 10,
         isolation_level: object = "read_committed",
         allow_data_loss: object = False,
@@ -69,7 +70,7 @@ class BackupSettings:
         if not isinstance(bucket, str) or not bucket.strip():
             raise ConfigurationError("bucket is required: the S3 bucket to write the backup to.")
         prefix = clean_prefix(prefix)
-        get_compression(str(compression))
+        level, library = new_run_compression(compression, compression_level)
         get_format(str(segment_format))
         pad = _pad_width(offset_pad_width)
         check_isolation_level(isolation_level)
@@ -86,6 +87,8 @@ class BackupSettings:
             segments=SegmentSettings(
                 segment_format=str(segment_format),
                 compression=str(compression),
+                compression_level=level,
+                compression_library=library,
                 flush_size=positive_int("flush_size", flush_size),
                 offset_pad_width=pad,
                 rotate_interval_ms=rotate,

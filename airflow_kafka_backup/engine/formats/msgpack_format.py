@@ -32,16 +32,14 @@ compression thread; on the reading side, one.
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import msgspec
-import zstandard
 
 from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.formats.base import OffloadWriter
-from airflow_kafka_backup.engine.formats.compression import Compression
+from airflow_kafka_backup.engine.formats.compression import DECOMPRESSION_ERRORS, Compression
 from airflow_kafka_backup.engine.records import TIMESTAMP_TYPE_NUMBERS, TIMESTAMP_TYPES, Record
 
 if TYPE_CHECKING:
@@ -158,7 +156,7 @@ class _NamesDamage(io.RawIOBase):
         # Straight into the caller's buffer: a read() here would copy every byte once more.
         try:
             return self._raw.readinto(buffer)
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as error:
+        except DECOMPRESSION_ERRORS as error:
             raise IntegrityError(f"msgpack segment damaged or truncated ({self._codec}): {error}") from None
 
 

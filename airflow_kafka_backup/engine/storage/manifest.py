@@ -83,6 +83,19 @@ class SegmentSettings:
     rotate_interval_ms: int | None = None
     rotate_schedule_interval_ms: int | None = None
     timezone: str = "UTC"
+    # The compression level and library the segments were written with (see ``formats.compression``).
+    # None in manifests written before they were recorded: the codec's legacy encoder (gzip: zlib, level 6;
+    # zstd: level 3), which a re-run of such a run writes with again.
+    compression_level: int | None = None
+    compression_library: str | None = None
+
+    def to_dict(self) -> dict:
+        """As in the manifest JSON: the compression fields only when set, so older manifests keep their bytes."""
+        body = asdict(self)
+        for name in ("compression_level", "compression_library"):
+            if body[name] is None:
+                del body[name]
+        return body
 
 
 @dataclass
@@ -112,7 +125,7 @@ class RunManifest:
         body = {
             "format_version": self.format_version,
             "run_id": self.run_id,
-            "settings": asdict(self.settings),
+            "settings": self.settings.to_dict(),
             "encryption": dict(self.encryption),
             "topics": sorted(self.topics, key=lambda t: t["topic"]),
             "consumer_groups": self.consumer_groups,

@@ -68,8 +68,10 @@ def test_backup_is_byte_exact(corpus, bucket, s3):
     assert all(s.records <= 500 for s in manifest.segments)
     assert any(s.records == 500 for s in manifest.segments)
     seg = manifest.segments[0]
-    name = f"{seg.topic}+{seg.partition}+{seg.first_offset:010d}.jsonl.gz"
+    name = f"{seg.topic}+{seg.partition}+{seg.first_offset:010d}.msgpack.zst"  # the shipped defaults
     assert seg.key == f"backups/{seg.topic}/partition={seg.partition}/{name}"
+    assert (manifest.settings.segment_format, manifest.settings.compression, manifest.settings.compression_level,
+            manifest.settings.compression_library) == ("msgpack", "zstd", 1, None)
     ends = manifest.end_offsets()
     for tp, records in truth.items():
         if tp[0] == corpus["tx"]:  # the end is past the last commit marker

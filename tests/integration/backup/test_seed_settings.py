@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -156,7 +157,8 @@ def test_segments_larger_than_the_part_size_upload_as_multipart(airflow_stack, b
         if i % 1000 == 0:
             producer.poll(0)
     producer.flush(30)
-    conf = _conf([topic], bucket, flush_size=100_000, compression="none", part_size=5 * 1024 * 1024)
+    conf = _conf([topic], bucket, flush_size=100_000, compression="none", segment_format="jsonl",
+                 part_size=5 * 1024 * 1024)
     assert run_dag("kafka_backup", conf).state == "success"
     (segment,) = [o for o in s3.list_objects_v2(Bucket=bucket)["Contents"] if "/partition=" in o["Key"]]
     assert segment["Size"] > 10 * 1024 * 1024
@@ -228,10 +230,12 @@ def test_malformed_proxy_url_fails_before_anything_is_written(corpus, bucket, s3
 
 def test_zstd_segments_are_smaller_and_restore_byte_exact(corpus, bucket, s3):
     topic = corpus["tricky"][0]
-    assert run_dag("kafka_backup", _conf([topic], bucket, compression="zstd")).state == "success"
+    conf = _conf([topic], bucket, compression="zstd", compression_level=5, segment_format="jsonl")
+    assert run_dag("kafka_backup", conf).state == "success"
     store = S3ObjectStore(client=s3, bucket=bucket)
     (manifest,) = load_manifests(store, "seed")
     assert all(s.key.endswith(".jsonl.zst") for s in manifest.segments)
+    assert (manifest.settings.compression_level, manifest.settings.compression_library) == (5, None)
     target = f"{topic}-zstd-{uuid.uuid4().hex[:4]}"
     conf = {"topics": [topic], "bucket": bucket, "prefix": "seed", "topic_mapping": {topic: target},
             "topic_configs": {"retention.ms": "-1"}}
@@ -248,8 +252,13 @@ def test_binary_segment_formats_restore_byte_exact(corpus, bucket, s3, segment_f
     topic = corpus["tricky"][1]
     conf = _conf([topic], bucket, segment_format=segment_format, compression=compression)
     assert run_dag("kafka_backup", conf).state == "success"
-    (manifest,) = load_manifests(S3ObjectStore(client=s3, bucket=bucket), "seed")
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    (manifest,) = load_manifests(store, "seed")
     assert manifest.segments and all(s.key.endswith(ending) for s in manifest.segments)
+    if compression == "gzip":  # ISA-L's gzip, recorded, and plain gzip to any reader
+        assert (manifest.settings.compression_level, manifest.settings.compression_library) == (1, "isal")
+        data = gzip.decompress(store.get_bytes(manifest.segments[0].key))
+        assert data.startswith(b"\x82") and b"airflow-kafka-backup/msgpack" in data[:64]
     target = f"{topic}-{segment_format}-{uuid.uuid4().hex[:4]}"
     conf = {"topics": [topic], "bucket": bucket, "prefix": "seed", "topic_mapping": {topic: target},
             "topic_configs": {"retention.ms": "-1"}}

@@ -125,6 +125,22 @@ def test_a_manual_range_across_runs_with_different_settings_is_refused_naming_wh
     assert (inside.range.start, inside.range.end, inside.settings) == (100, 200, MSGPACK)
 
 
+def test_a_manual_range_across_the_old_and_the_new_gzip_encoder_is_refused_and_each_rebuilds_with_its_own():
+    """gzip from before levels were recorded (zlib, level 6) and ISA-L's gzip are different bytes, so different
+    settings: a manual range may rebuild either run's segments, each with its recorded encoder, not both at once."""
+    isal = SegmentSettings("jsonl", "gzip", 100, 10, compression_level=1, compression_library="isal")
+    old, new = segment(0, 99), segment(100, 199)
+    manifests = [RunManifest("a", JSONL, [PartitionRange("t", 0, 0, 100)], [old]),
+                 RunManifest("b", isal, [PartitionRange("t", 0, 100, 200)], [new])]
+    bounds = {("t", 0): OffsetBounds(0, 300)}
+    with pytest.raises(ConfigurationError, match=r"jsonl, gzip, flush_size 100\) and.*jsonl, gzip level 1 \(isal\)"):
+        resolve_manual_ranges({("t", 0): (50, 150)}, bounds, {("t", 0): 200}, manifests, False)
+    (first,) = resolve_manual_ranges({("t", 0): (10, 20)}, bounds, {("t", 0): 200}, manifests, False)
+    (second,) = resolve_manual_ranges({("t", 0): (120, 150)}, bounds, {("t", 0): 200}, manifests, False)
+    assert (first.settings, second.settings) == (JSONL, isal)
+    assert first.settings.compression_level is None  # re-written with zlib at level 6, as committed
+
+
 @pytest.mark.parametrize("value", [1717200000, "1717200000", 20240101, "20240101", 99_999_999_999])
 def test_epoch_seconds_and_dashless_dates_are_refused(value):
     with pytest.raises(ConfigurationError, match=r"until_timestamp .* looks like epoch seconds"):
