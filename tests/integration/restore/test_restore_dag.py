@@ -225,30 +225,7 @@ def test_killed_restore_resumes_exactly_once(airflow_stack, bucket, s3, commit_i
     bootstrap = airflow_stack["bootstrap"]
     topic, target = _backed_up_topic(bootstrap, bucket, "kill", 30_000, seed=21, flush_size=300)
     restore_id = f"kill-test-{uuid.uuid4().hex[:6]}"
-    args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
-                       "prefix": "bk", "topic": topic, "target": target, "restore_id": restore_id,
-                       "commit_interval_s": commit_interval_s})
-    command = [sys.executable, "-m", "tests.integration.restore_worker", args]
-    worker = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # read_uncommitted: librdkafka then fetches the committed offsets without require_stable, so a poll
-    # returns at once instead of waiting out each open transaction's pending progress offsets (which can
-    # outlast a restore this small, leaving nothing mid-way to kill).
-    progress = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id),
-                         "isolation.level": "read_uncommitted"})
-    deadline = time.monotonic() + 120
-    killed_at = None
-    # Killed once some progress is committed, so that the retry has something to resume from. The
-    # progress is not read again after the kill: the dead worker's open transaction may hold progress
-    # offsets, which a read_committed offset fetch waits on until the broker times the transaction out.
-    while time.monotonic() < deadline and worker.poll() is None:
-        killed_at = read_progress(progress, target, 0).next_offset
-        if (killed_at or 0) >= 3_000:
-            break
-        time.sleep(0.02)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    progress.close()
-    assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    killed_at, command = _kill_restore_midway(airflow_stack, bucket, topic, target, restore_id, commit_interval_s)
     assert killed_at is not None and 3_000 <= killed_at < 30_000, f"killed midway, not at {killed_at}"
 
     retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -446,25 +423,36 @@ def test_a_zombie_whose_offset_map_chunk_lands_after_its_retry_finished_does_not
         _fields(r) for r in source]
 
 
-def _kill_restore_midway(airflow_stack, bucket: str, topic: str, target: str, restore_id: str) -> None:
-    """Run the restore engine in a process of its own as ``restore_id`` and SIGKILL it once some progress committed."""
+def _kill_restore_midway(airflow_stack, bucket: str, topic: str, target: str, restore_id: str,
+                         commit_interval_s: float = 0) -> tuple[int | None, list[str]]:
+    """Run the restore engine as ``restore_id`` in a process of its own and SIGKILL it once 3,000 records'
+    progress is committed; returns the progress last seen and the worker's command (to run it again)."""
     bootstrap = airflow_stack["bootstrap"]
     args = json.dumps({"bootstrap": bootstrap, "endpoint_url": airflow_stack["endpoint_url"], "bucket": bucket,
                        "prefix": "bk", "topic": topic, "target": target, "restore_id": restore_id,
-                       "commit_interval_s": 0})
-    worker = subprocess.Popen([sys.executable, "-m", "tests.integration.restore_worker", args], cwd=os.getcwd(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       "commit_interval_s": commit_interval_s})
+    command = [sys.executable, "-m", "tests.integration.restore_worker", args]
+    worker = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # read_uncommitted: librdkafka then fetches the committed offsets without require_stable, so a poll
+    # returns at once instead of waiting out each open transaction's pending progress offsets (which can
+    # outlast a restore this small, leaving nothing mid-way to kill).
     progress = Consumer({"bootstrap.servers": bootstrap, "group.id": progress_group(restore_id),
                          "isolation.level": "read_uncommitted"})
     deadline = time.monotonic() + 120
+    killed_at = None
+    # Killed once some progress is committed, so that the retry has something to resume from. The
+    # progress is not read again after the kill: the dead worker's open transaction may hold progress
+    # offsets, which a read_committed offset fetch waits on until the broker times the transaction out.
     while time.monotonic() < deadline and worker.poll() is None:
-        if (read_progress(progress, target, 0).next_offset or 0) >= 3_000:
+        killed_at = read_progress(progress, target, 0).next_offset
+        if (killed_at or 0) >= 3_000:
             break
         time.sleep(0.02)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     progress.close()
     assert worker.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    return killed_at, command
 
 
 def test_triggering_a_killed_restore_again_never_doubles_the_target(airflow_stack, bucket, s3, capfd):
@@ -473,7 +461,8 @@ def test_triggering_a_killed_restore_again_never_doubles_the_target(airflow_stac
     bootstrap = airflow_stack["bootstrap"]
     topic, target = _backed_up_topic(bootstrap, bucket, "again", 30_000, seed=23, flush_size=300)
     killed = f"kafka_restore/manual__killed-{uuid.uuid4().hex[:6]}"  # the DAG's restore id: <dag id>/<run id>
-    _kill_restore_midway(airflow_stack, bucket, topic, target, killed)
+    killed_at, _ = _kill_restore_midway(airflow_stack, bucket, topic, target, killed)
+    assert killed_at is not None and 3_000 <= killed_at < 30_000
     held = sum(len(r) for r in read_kafka(bootstrap, [target], isolation="read_uncommitted").values())
     assert 0 < held < 30_000
 
