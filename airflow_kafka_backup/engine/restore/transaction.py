@@ -49,7 +49,7 @@ _POLL_EVERY = 1000
 TRANSACTION_TIMEOUT_S = 60.0
 
 
-def bounded_call(call: Callable[..., T], *args: object) -> T:
+def bounded_call(call: Callable[..., T], *args: object, serve: Callable[[float], object] | None = None) -> T:
     """``call(*args, KAFKA_TIMEOUT_S)``, given up on when it outlives that timeout by :data:`WATCHDOG_GRACE_S`.
 
     For librdkafka's blocking transactional calls, which take a timeout but can ignore it
@@ -58,6 +58,11 @@ def bounded_call(call: Callable[..., T], *args: object) -> T:
     is raised here and the thread is left behind with its producer, which the caller must
     then stop using. A daemon thread, not an executor's: a stuck executor thread would
     hold up interpreter exit.
+
+    ``serve``: called (``producer.poll``) while the call runs. ``abort_transaction`` waits for the
+    delivery reports of the messages it purges to be served, and only a poll serves them: without
+    one it times out ("the event queue must be polled ... in a separate thread") whenever a
+    failure left messages queued.
     """
     timeout = KAFKA_TIMEOUT_S
     outcome: list = []
@@ -72,7 +77,12 @@ def bounded_call(call: Callable[..., T], *args: object) -> T:
             finished.set()
 
     threading.Thread(target=run, name=f"kafka-{getattr(call, '__name__', 'call')}", daemon=True).start()
-    if not finished.wait(timeout + WATCHDOG_GRACE_S):
+    deadline = time.monotonic() + timeout + WATCHDOG_GRACE_S
+    while not finished.wait(0.05 if serve is not None else max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            break
+        serve(0)
+    if not finished.is_set():
         raise ProducerStuckError(
             f"The Kafka producer's {getattr(call, '__name__', 'call')} did not return within its {timeout:.0f}s "
             "timeout (a librdkafka coordinator bug after a broker restart, librdkafka #5456/#5511)."
@@ -129,6 +139,10 @@ class ProducedSegment:
         """Where this segment's records went, from its delivery reports (all of them have arrived)."""
         expected = self.restored if report_every_record else min(self.restored, 2)
         self.raise_if_too_large(unit, report_every_record)
+        if self.errors and not report_every_record:
+            # Only the first and last records carry a report: the one that failed (a record refused as too
+            # large, say, whose failure purged the ones after it) is found by the redo, which reports each.
+            raise RedoWithReports(f"a record failed delivery ({self.errors[0]})")
         if self.errors or len(self.reported) != expected:
             raise KafkaBackupError(
                 f"Producing {self.seg.key} to {unit.target_topic}[{unit.partition}] failed: "
@@ -192,7 +206,7 @@ class RestoreTransaction:
             raise  # nothing more to ask of this producer: the next one aborts its transaction
         except BaseException as failure:
             try:
-                bounded_call(self.producer.abort_transaction)
+                bounded_call(self.producer.abort_transaction, serve=self.producer.poll)
             except ProducerStuckError as stuck:
                 raise stuck from failure  # replace the producer, as for any stuck call
             except Exception as abort_failure:

@@ -42,6 +42,6 @@ def test_airflow_dags_test_cli_backs_up_a_topic(airflow_stack, bucket, s3):
     assert sorted(keys) == [
         f"kafka-backup/_locks/{next(k for k in keys if '_locks' in k).rsplit('/', 1)[1]}",  # the writer lock
         f"kafka-backup/_manifests/{next(k for k in keys if '_manifests' in k).rsplit('/', 1)[1]}",
-        f"kafka-backup/{topic}/partition=0/{topic}+0+0000000000.jsonl.gz",
-        f"kafka-backup/{topic}/partition=1/{topic}+1+0000000000.jsonl.gz",
+        f"kafka-backup/{topic}/partition=0/{topic}+0+0000000000.msgpack.zst",
+        f"kafka-backup/{topic}/partition=1/{topic}+1+0000000000.msgpack.zst",
     ]
