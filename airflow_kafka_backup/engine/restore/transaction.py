@@ -262,8 +262,12 @@ class RestoreTransaction:
             return
         if not self.report_every_record:
             raise RedoWithReports(f"producing failed ({error.args[0].str() if error.args else error})") from error
-        for _ in range(20):  # the failed record's report is normally queued already
-            if produced.too_large:
+        # Serve reports until the refused record's arrives, or none is outstanding (a busy broker can take
+        # seconds to answer a large produce request); bounded by the client's own timeout.
+        outstanding = getattr(self.producer, "__len__", lambda: 0)
+        deadline = time.monotonic() + KAFKA_TIMEOUT_S
+        for attempt in range(10**6):
+            if produced.too_large or (attempt >= 20 and not outstanding()) or time.monotonic() > deadline:
                 break
             self.producer.poll(0.1)
         produced.raise_if_too_large(self.unit, True)
