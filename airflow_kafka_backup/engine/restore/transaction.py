@@ -49,7 +49,7 @@ _POLL_EVERY = 1000
 TRANSACTION_TIMEOUT_S = 60.0
 
 
-def bounded_call(call: Callable[..., T], *args: object, serve: Callable[[float], object] | None = None) -> T:
+def bounded_call(call: Callable[..., T], *args: object) -> T:
     """``call(*args, KAFKA_TIMEOUT_S)``, given up on when it outlives that timeout by :data:`WATCHDOG_GRACE_S`.
 
     For librdkafka's blocking transactional calls, which take a timeout but can ignore it
@@ -58,11 +58,6 @@ def bounded_call(call: Callable[..., T], *args: object, serve: Callable[[float],
     is raised here and the thread is left behind with its producer, which the caller must
     then stop using. A daemon thread, not an executor's: a stuck executor thread would
     hold up interpreter exit.
-
-    ``serve``: called (``producer.poll``) while the call runs. ``abort_transaction`` waits for the
-    delivery reports of the messages it purges to be served, and only a poll serves them: without
-    one it times out ("the event queue must be polled ... in a separate thread") whenever a
-    failure left messages queued.
     """
     timeout = KAFKA_TIMEOUT_S
     outcome: list = []
@@ -77,12 +72,7 @@ def bounded_call(call: Callable[..., T], *args: object, serve: Callable[[float],
             finished.set()
 
     threading.Thread(target=run, name=f"kafka-{getattr(call, '__name__', 'call')}", daemon=True).start()
-    deadline = time.monotonic() + timeout + WATCHDOG_GRACE_S
-    while not finished.wait(0.05 if serve is not None else max(0.0, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            break
-        serve(0)
-    if not finished.is_set():
+    if not finished.wait(timeout + WATCHDOG_GRACE_S):
         raise ProducerStuckError(
             f"The Kafka producer's {getattr(call, '__name__', 'call')} did not return within its {timeout:.0f}s "
             "timeout (a librdkafka coordinator bug after a broker restart, librdkafka #5456/#5511)."
@@ -139,10 +129,6 @@ class ProducedSegment:
         """Where this segment's records went, from its delivery reports (all of them have arrived)."""
         expected = self.restored if report_every_record else min(self.restored, 2)
         self.raise_if_too_large(unit, report_every_record)
-        if self.errors and not report_every_record:
-            # Only the first and last records carry a report: the one that failed (a record refused as too
-            # large, say, whose failure purged the ones after it) is found by the redo, which reports each.
-            raise RedoWithReports(f"a record failed delivery ({self.errors[0]})")
         if self.errors or len(self.reported) != expected:
             raise KafkaBackupError(
                 f"Producing {self.seg.key} to {unit.target_topic}[{unit.partition}] failed: "
@@ -206,7 +192,7 @@ class RestoreTransaction:
             raise  # nothing more to ask of this producer: the next one aborts its transaction
         except BaseException as failure:
             try:
-                bounded_call(self.producer.abort_transaction, serve=self.producer.poll)
+                bounded_call(self.producer.abort_transaction)
             except ProducerStuckError as stuck:
                 raise stuck from failure  # replace the producer, as for any stuck call
             except Exception as abort_failure:
@@ -262,12 +248,8 @@ class RestoreTransaction:
             return
         if not self.report_every_record:
             raise RedoWithReports(f"producing failed ({error.args[0].str() if error.args else error})") from error
-        # Serve reports until the refused record's arrives, or none is outstanding (a busy broker can take
-        # seconds to answer a large produce request); bounded by the client's own timeout.
-        outstanding = getattr(self.producer, "__len__", lambda: 0)
-        deadline = time.monotonic() + KAFKA_TIMEOUT_S
-        for attempt in range(10**6):
-            if produced.too_large or (attempt >= 20 and not outstanding()) or time.monotonic() > deadline:
+        for _ in range(20):  # the failed record's report is normally queued already
+            if produced.too_large:
                 break
             self.producer.poll(0.1)
         produced.raise_if_too_large(self.unit, True)

@@ -820,33 +820,3 @@ def test_a_record_the_broker_refuses_mid_transaction_is_named_after_a_redo_with_
     assert str(raised.value).startswith(f"t[0] offset 3 (in {seg.key}) is 6 bytes (key + value + headers), and "
                                         "the broker refused it as too large for t2")
     assert _spool_files(tmp_path) == []
-
-
-def test_a_failed_delivery_without_a_report_per_record_redoes_the_transaction_with_them():
-    """A record refused mid-segment purges the ones after it; only the last record's report says so, and the
-    redo (a report each) names the record that failed."""
-    from airflow_kafka_backup.engine.restore.transaction import ProducedSegment, RedoWithReports
-
-    seg, _ = _segment(_records(range(3)))
-    produced = ProducedSegment(seg, restored=3)
-    produced.reported.append(0)
-    produced.errors.append('KafkaError{code=_PURGE_QUEUE,val=-152,str="Local: Purged in queue"}')
-    with pytest.raises(RedoWithReports, match="a record failed delivery"):
-        produced.offset_runs(PartitionRestore("t", "t2", 0, [seg]), False)
-    with pytest.raises(KafkaBackupError, match="failed"):
-        produced.offset_runs(PartitionRestore("t", "t2", 0, [seg]), True)
-
-
-def test_a_bounded_call_serves_the_event_queue_while_it_waits():
-    """abort_transaction returns only once the reports of what it purged are served: here, by ``serve``."""
-    import threading
-
-    from airflow_kafka_backup.engine.restore.transaction import bounded_call
-
-    served = threading.Event()
-
-    def abort_transaction(timeout: float) -> str:
-        assert served.wait(5), "nobody polled"
-        return "aborted"
-
-    assert bounded_call(abort_transaction, serve=lambda timeout: served.set()) == "aborted"
