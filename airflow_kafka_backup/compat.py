@@ -41,13 +41,13 @@ except ImportError:  # Airflow 3.0
 try:
     from airflow.sdk.observability.stats import Stats
 except ImportError:  # Airflow 3.0, 3.1
-    pass  # type: ignore[no-redef]
+    from airflow.stats import Stats  # type: ignore[no-redef]
 
 # AirflowFailException: fails a task without its retries. In the Task SDK from 3.1; core's before.
 try:
     from airflow.sdk.exceptions import AirflowFailException
 except ImportError:  # Airflow 3.0
-    pass  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
