@@ -9,11 +9,12 @@ manual run's conf can override them.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, XComArg
+from airflow.sdk import DAG, BaseOperator, Param, XComArg
 
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS, DEFAULT_LEVEL
@@ -59,7 +60,9 @@ from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
 DEFAULT_TASK_ARGS: dict[str, Any] = {
     "retries": 2,
     "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,
+    # A multiplier where Airflow types it as a float (3.2+), a switch where it is a bool (checked at import).
+    "retry_exponential_backoff": 2.0 if "float" in str(inspect.signature(BaseOperator.__init__).parameters[
+        "retry_exponential_backoff"].annotation) else True,
     "max_retry_delay": timedelta(minutes=10),
 }
 
