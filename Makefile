@@ -3,12 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test test-floor floor-constraints demo lint bench clean
+.PHONY: venv chromium test test-floor floor-constraints demo lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint,browser]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -54,7 +54,14 @@ lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-test: venv lint
+# The browser tests drive Debian's chromium package through Playwright (no browser download).
+CHROMIUM ?= $(shell command -v chromium || echo /usr/bin/chromium)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: venv lint chromium
 	$(PY) -m pytest -ra
 	$(MAKE) test-floor
 
