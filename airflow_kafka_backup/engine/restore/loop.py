@@ -325,15 +325,19 @@ def restore_partition(
     """
     started = time.monotonic()
     totals = _Totals()
-    for replacement in range(MAX_PRODUCER_REPLACEMENTS + 1):
+    replacement = 0
+    while True:
         try:
             _restore_with_producer(new_producer(), group_consumer, store, restore_prefix, unit, spool_dir, totals,
                                    commit_interval_s, transaction_timeout_s)
             break
+        except _RedoWithNewProducer:
+            continue  # bounded: the redo's transactions carry a report per record, which never redo again
         except ProducerStuckError as stuck:
-            if replacement == MAX_PRODUCER_REPLACEMENTS:
+            replacement += 1
+            if replacement > MAX_PRODUCER_REPLACEMENTS:
                 raise ProducerStuckError(
-                    f"{unit.target_topic}[{unit.partition}]: {stuck} It happened {replacement + 1} times; "
+                    f"{unit.target_topic}[{unit.partition}]: {stuck} It happened {replacement} times; "
                     "giving up. A retry of the task resumes from the committed progress."
                 ) from None
             log.warning("%s[%d]: %s Replacing the producer (the new one fences the stuck one and aborts its "
@@ -342,6 +346,10 @@ def restore_partition(
     return PartitionRestoreResult(unit.source_topic, unit.target_topic, unit.partition, totals.restored,
                                   totals.filtered, totals.segments, totals.skipped or 0, totals.resumed_from,
                                   time.monotonic() - started, totals.transactions)
+
+
+class _RedoWithNewProducer(Exception):
+    """The open transaction was aborted for a redo with a report per record (see :func:`_restore_with_producer`)."""
 
 
 @dataclass
@@ -357,6 +365,9 @@ class _Totals:
     # (last source offset, records restored, records filtered, segments) of the transaction whose commit
     # got stuck: it may have committed all the same, which the next producer's committed progress tells.
     stuck_in_commit: tuple[int, int, int, int] | None = None
+    # Segments ending at or before this source offset are restored one per transaction with a delivery report
+    # per record: the redo of a transaction aborted for a reason those reports tell (RedoWithReports).
+    report_each_through: int | None = None
 
     def add(self, transaction: RestoreTransaction) -> None:
         """Count a committed transaction."""
@@ -405,22 +416,26 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
         with _Prefetcher(store, todo, spool_dir) as prefetcher:
             downloads = iter(prefetcher)
             while left:
+                # The redo of an aborted transaction: one segment each, with a delivery report per record.
+                redo = totals.report_each_through is not None and \
+                    todo[len(todo) - left].last_offset <= totals.report_each_through
                 transaction = RestoreTransaction(producer, group_metadata, store, restore_prefix, unit, attempt.attempt,
-                                           transaction_timeout_s=transaction_timeout_s)
-                # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
+                                                 report_every_record=redo, transaction_timeout_s=transaction_timeout_s)
                 try:
+                    # A download that fails (a damaged segment, S3 down) aborts the open transaction too.
                     with transaction.aborted_on_failure():
-                        while left and (not transaction.segments or transaction.age() < commit_interval_s):
+                        while left and (not transaction.segments or (not redo and
+                                                                     transaction.age() < commit_interval_s)):
                             seg, path = next(downloads)
                             left -= 1
                             try:
                                 transaction.produce(seg, path)
                             finally:
                                 os.unlink(path)
-                except RedoWithReports as redo:  # a record failed while producing (the transaction is aborted)
-                    _redo_with_reports(transaction, totals, spool_dir, redo)
-                else:
-                    _commit_or_redo(transaction, totals, spool_dir)
+                        transaction.commit()
+                except RedoWithReports as reason:
+                    _redo_with_a_new_producer(transaction, totals, reason)
+                totals.add(transaction)
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
                     log.info("%s[%d]: %d records restored, %d/%d segments", unit.target_topic, unit.partition,
@@ -430,39 +445,16 @@ def _restore_with_producer(producer, group_consumer, store: S3ObjectStore, resto
         raise
 
 
-def _commit_or_redo(transaction: RestoreTransaction, totals: _Totals, spool_dir: str | None) -> None:
-    """Commit ``transaction``; when that needs a delivery report per record, restore its segments again with them.
+def _redo_with_a_new_producer(transaction: RestoreTransaction, totals: _Totals, reason: RedoWithReports) -> None:
+    """Restore the segments of the aborted ``transaction`` again, one transaction each, with a report per record.
 
-    A redo downloads (and verifies) its segments again, one at a time and one transaction each:
-    it is rare (another producer wrote to the target partition, or a record failed delivery),
-    and the transaction's segments need not stay spooled until its commit.
+    With a new producer: after a record the broker refused, the aborted producer's next
+    transaction can fail on its own ("skipped sequence numbers ... requires epoch bump"),
+    before the refused record is produced again and named. The new producer fences the old
+    one, and reads the committed progress, where the redo starts.
     """
-    try:
-        with transaction.aborted_on_failure():
-            transaction.commit()
-        totals.add(transaction)
-        return
-    except RedoWithReports as redo:
-        _redo_with_reports(transaction, totals, spool_dir, redo)
-
-
-def _redo_with_reports(transaction: RestoreTransaction, totals: _Totals, spool_dir: str | None,
-                       redo: RedoWithReports) -> None:
-    """Restore the segments of the aborted ``transaction`` again, one transaction each, with a report per record."""
     unit = transaction.unit
+    totals.report_each_through = transaction.segments[-1].seg.last_offset
     log.info("%s[%d]: %s; restoring %s again with a delivery report per record", unit.target_topic,
-             unit.partition, redo, ", ".join(p.seg.key for p in transaction.segments))
-    for produced in transaction.segments:
-        again = RestoreTransaction(transaction.producer, transaction.group_metadata, transaction.store,
-                             transaction.restore_prefix, transaction.unit, transaction.attempt,
-                             report_every_record=True,
-                             transaction_timeout_s=transaction.transaction_timeout_s)
-        path = download_verified(transaction.store, produced.seg, spool_dir)
-        try:
-            with again.aborted_on_failure():
-                again.produce(produced.seg, path)
-        finally:
-            os.unlink(path)
-        with again.aborted_on_failure():
-            again.commit()
-        totals.add(again)
+             unit.partition, reason, ", ".join(p.seg.key for p in transaction.segments))
+    raise _RedoWithNewProducer() from reason

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -49,7 +50,7 @@ _POLL_EVERY = 1000
 TRANSACTION_TIMEOUT_S = 60.0
 
 
-def bounded_call(call: Callable[..., T], *args: object) -> T:
+def bounded_call(call: Callable[..., T], *args: object, serve: Callable[[float], object] | None = None) -> T:
     """``call(*args, KAFKA_TIMEOUT_S)``, given up on when it outlives that timeout by :data:`WATCHDOG_GRACE_S`.
 
     For librdkafka's blocking transactional calls, which take a timeout but can ignore it
@@ -58,6 +59,11 @@ def bounded_call(call: Callable[..., T], *args: object) -> T:
     is raised here and the thread is left behind with its producer, which the caller must
     then stop using. A daemon thread, not an executor's: a stuck executor thread would
     hold up interpreter exit.
+
+    ``serve``: called (``producer.poll``) on this thread while the call runs. ``abort_transaction``
+    waits for the delivery reports of the messages it purges to be served, and only a poll
+    serves them: without one it times out ("the event queue must be polled ... in a separate
+    thread") whenever a failure left messages queued.
     """
     timeout = KAFKA_TIMEOUT_S
     outcome: list = []
@@ -72,7 +78,12 @@ def bounded_call(call: Callable[..., T], *args: object) -> T:
             finished.set()
 
     threading.Thread(target=run, name=f"kafka-{getattr(call, '__name__', 'call')}", daemon=True).start()
-    if not finished.wait(timeout + WATCHDOG_GRACE_S):
+    deadline = time.monotonic() + timeout + WATCHDOG_GRACE_S
+    while not finished.wait(0.05 if serve is not None else max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            break
+        serve(0)
+    if not finished.is_set():
         raise ProducerStuckError(
             f"The Kafka producer's {getattr(call, '__name__', 'call')} did not return within its {timeout:.0f}s "
             "timeout (a librdkafka coordinator bug after a broker restart, librdkafka #5456/#5511)."
@@ -107,13 +118,21 @@ class ProducedSegment:
     sizes: list[int] = field(default_factory=list)  # key + value + header bytes per record: only with a report each
 
     def on_delivery(self, error, message) -> None:
-        # Within one partition, delivery reports arrive in produce order.
+        # Within one partition, the reports of delivered records arrive in produce order.
         if error is None:
             self.reported.append(message.offset())
-            return
-        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-            self.too_large.append(len(self.reported) + len(self.errors))
-        self.errors.append(str(error))
+        else:
+            self.errors.append(str(error))
+
+    def on_record_delivery(self, index: int, error, message) -> None:
+        """The report of the record at ``index`` among those produced (a report per record only).
+
+        By index, not by the order of arrival: when the broker refuses a record, the reports of
+        the records queued behind it ("purged") can arrive before its own.
+        """
+        if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self.too_large.append(index)
+        self.on_delivery(error, message)
 
     def raise_if_too_large(self, unit: PartitionRestore, report_every_record: bool) -> None:
         """Name the first record the broker refused as too large, with the fix; without a report per record,
@@ -161,8 +180,11 @@ class RestoreTransaction:
     aborted and its segments restored again with a delivery report per record. A record
     that fails delivery fails the commit (a transactional producer's guarantee), so two
     reports per segment are enough to know every record landed; when the commit fails
-    that way, the segments are restored again with a report per record too, so that a
-    lasting failure is reported with its own cause (record too large, not authorized, ...).
+    that way, or a report says a record failed (one refused mid-segment fails those queued
+    behind it as "purged", and only their reports may carry a callback), the segments are
+    restored again with a report per record too, so that a lasting failure is reported with
+    its own cause (record too large, not authorized, ...). The loop does that redo on a new
+    producer (see ``loop._redo_with_a_new_producer``).
     """
 
     def __init__(self, producer, group_metadata, store: S3ObjectStore, restore_prefix: str, unit: PartitionRestore,
@@ -192,7 +214,8 @@ class RestoreTransaction:
             raise  # nothing more to ask of this producer: the next one aborts its transaction
         except BaseException as failure:
             try:
-                bounded_call(self.producer.abort_transaction)
+                self._drain()
+                bounded_call(self.producer.abort_transaction, serve=self.producer.poll)
             except ProducerStuckError as stuck:
                 raise stuck from failure  # replace the producer, as for any stuck call
             except Exception as abort_failure:
@@ -202,6 +225,16 @@ class RestoreTransaction:
             if isinstance(failure, KafkaException) and self.age() > self.transaction_timeout_s:
                 raise self._timed_out(failure) from failure
             raise
+
+    def _drain(self) -> None:
+        """Drop the records not yet sent and serve the delivery reports of all the transaction's records.
+
+        ``abort_transaction`` would purge the queue too, but then waits for those reports to be
+        served, and fails ("the event queue must be polled ... prior to calling abort") when
+        they are not served in time. Served here, before it, it has nothing left to wait for.
+        """
+        self.producer.purge(in_queue=True, in_flight=False)
+        self.producer.flush(KAFKA_TIMEOUT_S)
 
     def _timed_out(self, failure: KafkaException) -> KafkaBackupError:
         """The error for a transaction Kafka failed after it was open longer than the producer's transaction timeout.
@@ -248,16 +281,38 @@ class RestoreTransaction:
             return
         if not self.report_every_record:
             raise RedoWithReports(f"producing failed ({error.args[0].str() if error.args else error})") from error
-        for _ in range(20):  # the failed record's report is normally queued already
-            if produced.too_large:
-                break
+        # The refused record's report comes with the broker's answer, which a busy broker can take seconds to
+        # give: serve reports until it arrives or none is outstanding (bounded by the client's own timeout).
+        deadline = time.monotonic() + KAFKA_TIMEOUT_S
+        while not any(p.too_large for p in self.segments) and len(self.producer) and time.monotonic() < deadline:
             self.producer.poll(0.1)
-        produced.raise_if_too_large(self.unit, True)
+        self._raise_delivery_failure()
+
+    def _raise_delivery_failure(self) -> None:
+        """Raise what the delivery reports served so far say failed, if anything did.
+
+        With a report per record, a record refused as too large is named, in whichever segment
+        of the transaction it was: the records after it fail only with "purged", so its own
+        report is the one that tells. Without one, only the first and last records of each
+        segment carry a report, and the one that failed need not be among them: the
+        transaction is redone with a report per record (:class:`RedoWithReports`).
+        """
+        failed = [produced for produced in self.segments if produced.errors]
+        if not failed:
+            return
+        if not self.report_every_record:
+            raise RedoWithReports(f"a record failed delivery ({failed[0].errors[0]})")
+        for produced in failed:
+            produced.raise_if_too_large(self.unit, True)
+        unit = self.unit
+        raise KafkaBackupError(f"Producing {failed[0].seg.key} to {unit.target_topic}[{unit.partition}] failed: "
+                               f"{failed[0].errors[:3]}")
 
     def commit(self) -> None:
         """Wait for the delivery reports, add the progress, write each segment's offset-map chunk, then commit."""
         unit, report_every_record = self.unit, self.report_every_record
         self.producer.flush(KAFKA_TIMEOUT_S)
+        self._raise_delivery_failure()
         chunks = {
             chunk_key(self.restore_prefix, unit.target_topic, unit.partition, produced.seg.first_offset, self.attempt):
                 OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, produced.seg.key,
@@ -313,6 +368,7 @@ def produce_segment_records(producer, unit: PartitionRestore, seg: PlannedSegmen
     # Each record is produced when the next one has been read, so that the last one is
     # known when it is produced: it gets the second delivery callback.
     on_delivery = callback = produced.on_delivery
+    record_delivery = produced.on_record_delivery
     # The held record, in locals rather than a tuple: no allocation per record.
     holding = False
     held_value = held_key = held_headers = None
@@ -323,6 +379,8 @@ def produce_segment_records(producer, unit: PartitionRestore, seg: PlannedSegmen
                 filtered += 1
                 continue
             if holding:
+                if report_every_record:
+                    callback = partial(record_delivery, len(sources) - 1)
                 # Positional arguments (topic, value, key, partition, callback, on_delivery,
                 # timestamp, headers) spare a keyword dict per record. Timestamp 0 lets the
                 # producer stamp the record, as it would without one; None means no headers.
@@ -347,6 +405,8 @@ def produce_segment_records(producer, unit: PartitionRestore, seg: PlannedSegmen
             if len(sources) % _POLL_EVERY == 0:
                 poll(0)
         if holding:
+            if report_every_record:
+                on_delivery = partial(record_delivery, len(sources) - 1)
             try:
                 produce(topic, held_value, held_key, partition, on_delivery, None, held_timestamp, held_headers)
             except BufferError:

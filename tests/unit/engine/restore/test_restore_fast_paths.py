@@ -97,7 +97,19 @@ class FakeProducer:
         self._undelivered.append(callback or on_delivery)
         self.callbacks = getattr(self, "callbacks", 0) + ((callback or on_delivery) is not None)
 
+    def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
+        """Like librdkafka: the queued records are dropped, each reported as purged at the next poll."""
+        purged, self._undelivered = self._undelivered, []
+        self._purged = [*getattr(self, "_purged", []), *purged]
+
+    def serve_purged(self) -> None:
+        purged, self._purged = getattr(self, "_purged", []), []
+        for callback in purged:
+            if callback is not None:
+                callback(KafkaError(KafkaError._PURGE_QUEUE), None)
+
     def poll(self, timeout=None) -> int:
+        self.serve_purged()
         delivered, self._undelivered = self._undelivered, []
         for callback in delivered:
             if callback is not None:  # like librdkafka: every record takes an offset, reported or not
@@ -535,6 +547,7 @@ class FailingCommitProducer(FakeProducer):
         self.in_transaction = 0
 
     def poll(self, timeout=None) -> int:
+        self.serve_purged()
         delivered, self._undelivered = self._undelivered, []
         for callback in delivered:
             failed = self.lasting and self.in_transaction == self.bad_index
@@ -795,6 +808,7 @@ class RefusingBrokerProducer(FakeProducer):
         super().produce(*args)
 
     def poll(self, timeout=None) -> int:
+        self.serve_purged()
         delivered, self._undelivered = self._undelivered, []
         for callback in delivered:
             refused = self.in_transaction == self.bad_index
@@ -817,6 +831,69 @@ def test_a_record_the_broker_refuses_mid_transaction_is_named_after_a_redo_with_
                           PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
     assert producer.transactions == ["begin", "abort", "begin", "abort"]  # the redo gave the record its report
     # Offset 3 holds key b"k3", value b"v3" and the header ("h", b"3"): 2 + 2 + 1 + 1 bytes.
+    assert str(raised.value).startswith(f"t[0] offset 3 (in {seg.key}) is 6 bytes (key + value + headers), and "
+                                        "the broker refused it as too large for t2")
+    assert _spool_files(tmp_path) == []
+
+
+class PurgedFirstProducer(FakeProducer):
+    """As librdkafka was seen to behave on a broker refusing the record at ``bad_index`` as too large: the
+    records queued behind it are reported purged *before* its own report arrives, and after the abort this
+    producer's next transaction fails on its own ("skipped sequence numbers ... requires epoch bump")."""
+
+    def __init__(self, bad_index: int = 3) -> None:
+        super().__init__()
+        self.bad_index, self.poisoned = bad_index, False
+
+    def begin_transaction(self) -> None:
+        super().begin_transaction()
+        self.in_transaction = 0
+
+    def produce(self, *args) -> None:
+        if self.poisoned:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state"))
+        super().produce(*args)
+
+    def abort_transaction(self, timeout=None) -> None:
+        super().abort_transaction(timeout)
+        self.poisoned = True
+
+    def __len__(self) -> int:
+        return len(self._undelivered)
+
+    def poll(self, timeout=None) -> int:
+        self.serve_purged()
+        delivered, self._undelivered = self._undelivered, []
+        first = self.in_transaction
+        self.in_transaction += len(delivered)
+        refused = self.bad_index - first
+        reports = [(i, None) for i in range(min(refused, len(delivered)))]
+        if 0 <= refused < len(delivered):
+            reports += [(i, KafkaError(KafkaError._PURGE_QUEUE)) for i in range(refused + 1, len(delivered))]
+            reports.append((refused, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")))
+        for index, error in reports:
+            if delivered[index] is not None:
+                delivered[index](error, FakeMessage(self.next_offset + index))
+        self.next_offset += len(delivered)
+        return len(delivered)
+
+
+def test_a_refused_record_reported_after_the_purged_ones_is_named_by_a_redo_on_a_new_producer(tmp_path):
+    """Issue #20's race, made deterministic: only the last record's report (purged) says the transaction
+    failed, so it is redone with a report per record, on a new producer (this one is poisoned by the abort),
+    and the refused record is named by its own report even though the purged ones arrive first."""
+    seg, data = _segment(_records(range(10)))
+    producers: list[PurgedFirstProducer] = []
+
+    def new_producer() -> PurgedFirstProducer:
+        producers.append(PurgedFirstProducer())
+        return producers[-1]
+
+    with pytest.raises(RecordTooLargeError) as raised:
+        restore_partition(new_producer, FakeGroup(), FakeStore({seg.key: data}), "r",
+                          PartitionRestore("t", "t2", 0, [seg]), spool_dir=str(tmp_path))
+    assert [p.transactions for p in producers] == [["begin", "abort"], ["begin", "abort"]]
+    assert [p.callbacks for p in producers] == [2, 10]  # first and last, then a report per record
     assert str(raised.value).startswith(f"t[0] offset 3 (in {seg.key}) is 6 bytes (key + value + headers), and "
                                         "the broker refused it as too large for t2")
     assert _spool_files(tmp_path) == []
