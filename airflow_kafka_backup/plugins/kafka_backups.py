@@ -21,6 +21,8 @@ import time
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow_kafka_backup.compat import airflow_at_least, conf
 from airflow_kafka_backup.engine.coverage import BackupCoverage, read_coverage
@@ -48,13 +50,12 @@ def _auth_manager() -> Any:
     return get_auth_manager()
 
 
-async def current_user(request: Any) -> Any:
+async def current_user(request: Request) -> Any:
     """The caller, as Airflow's own routes find them: a bearer token, else the UI's ``_token`` cookie.
 
     Airflow does not authenticate plugin apps (a mount inherits none of the core API's dependencies),
     so this app does it itself; without a valid token nothing is shown.
     """
-    from fastapi import HTTPException
     from jwt import ExpiredSignatureError, InvalidTokenError
 
     header = request.headers.get("authorization", "")
@@ -143,24 +144,18 @@ def overviews(user: Any, refresh: bool = False, now_ms: int | None = None) -> li
 # -- the app ---------------------------------------------------------------------------------------
 
 
-def create_app() -> Any:
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
-
+def create_app() -> FastAPI:
     app = FastAPI(title="Kafka backups", description="Coverage, gaps, RPO and restores of the Kafka backups "
                                                      "this Airflow writes (airflow-kafka-backup).")
 
-    async def user_dependency(request: Request) -> Any:
-        return await current_user(request)
-
     @app.get("/", response_class=HTMLResponse)
-    def page(refresh: bool = False, user: Any = Depends(user_dependency)) -> HTMLResponse:  # noqa: B008
+    def page(refresh: bool = False, user: Any = Depends(current_user)) -> HTMLResponse:  # noqa: B008
         now_ms = int(time.time() * 1000)
         return HTMLResponse(render_page(overviews(user, refresh, now_ms), now_ms, TTL_S, API_PATH),
                             headers={"Cache-Control": "no-store"})
 
     @app.get(f"/{API_PATH}")
-    def api(refresh: bool = False, user: Any = Depends(user_dependency)) -> JSONResponse:  # noqa: B008
+    def api(refresh: bool = False, user: Any = Depends(current_user)) -> JSONResponse:  # noqa: B008
         now_ms = int(time.time() * 1000)
         return JSONResponse({"generated_ms": now_ms, "cache_ttl_s": TTL_S,
                              "backups": overviews(user, refresh, now_ms)}, headers={"Cache-Control": "no-store"})
