@@ -67,22 +67,30 @@ def _verify(verify: Mapping[str, Any] | None) -> str:
             "</span>")
 
 
-def _topic_table(topic: str, incarnations: Sequence[Mapping[str, Any]], rpo: Mapping[str, Any] | None) -> str:
+def _topics_table(topics: Mapping[str, Sequence[Mapping[str, Any]]], rpo: Mapping[str, Any]) -> str:
+    """Every topic incarnation's totals, always in view (the timeline below opens to its partitions)."""
     rows = []
-    for i in incarnations:
-        offsets = sum((p["end_offset"] or 0) - (p["start_offset"] or 0) - p["lost_offsets"]
-                      for p in i["by_partition"] if p["start_offset"] is not None)
-        rows.append(
-            f'<tr class="incarnation" data-topic="{escape(topic)}" data-topic-id="{escape(str(i["topic_id"]))}">'
-            f'<td>{escape(i["topic_id"] or "(before topic IDs)")}{" (gone)" if i["gone"] else ""}</td>'
-            f'<td class="n partitions">{i["partitions"]}</td><td class="n offsets">{_num(offsets)}</td>'
-            f'<td>{escape(_time(i["min_timestamp"]))} .. {escape(_time(i["max_timestamp"]))}</td>'
-            f'<td class="n records">{_num(i["records"])}</td><td class="n segments">{_num(i["segments"])}</td>'
-            f'<td class="n bytes" data-bytes="{i["bytes"]}">{_bytes(i["bytes"])}</td>'
-            f'<td class="n lost">{_num(i["lost_offsets"])}</td></tr>')
-    return ('<table class="incarnations"><tr><th>topic ID</th><th class="n">partitions</th><th class="n">offsets</th>'
-            '<th>record times</th><th class="n">records</th><th class="n">segments</th><th class="n">bytes</th>'
-            '<th class="n">lost (gaps)</th></tr>' + "".join(rows) + "</table>")
+    for topic, incarnations in topics.items():
+        topic_rpo = rpo["topics"].get(topic)
+        for n, i in enumerate(incarnations):
+            offsets = sum((p["end_offset"] or 0) - (p["start_offset"] or 0) - p["lost_offsets"]
+                          for p in i["by_partition"] if p["start_offset"] is not None)
+            latest = n == len(incarnations) - 1
+            lag = (f'{escape(_age(topic_rpo["lag_s"]))} {_pill(topic_rpo["status"], topic_rpo["status"], "topic-rpo")}'
+                   if topic_rpo and latest else "-")
+            rows.append(
+                f'<tr class="incarnation" data-topic="{escape(topic)}" data-topic-id="{escape(str(i["topic_id"]))}">'
+                f'<td>{escape(topic)}</td>'
+                f'<td>{escape(i["topic_id"] or "(before topic IDs)")}{" (gone)" if i["gone"] else ""}</td>'
+                f'<td class="n partitions">{i["partitions"]}</td><td class="n offsets">{_num(offsets)}</td>'
+                f'<td>{escape(_time(i["min_timestamp"]))} .. {escape(_time(i["max_timestamp"]))}</td>'
+                f'<td class="n records">{_num(i["records"])}</td><td class="n segments">{_num(i["segments"])}</td>'
+                f'<td class="n bytes" data-bytes="{i["bytes"]}">{_bytes(i["bytes"])}</td>'
+                f'<td class="n lost">{_num(i["lost_offsets"])}</td><td class="lag">{lag}</td></tr>')
+    return ('<table class="topics"><tr><th>topic</th><th>topic ID</th><th class="n">partitions</th>'
+            '<th class="n">offsets</th><th>record times</th><th class="n">records</th><th class="n">segments</th>'
+            '<th class="n">bytes</th><th class="n">lost (gaps)</th><th>lag vs RPO</th></tr>' + "".join(rows)
+            + "</table>")
 
 
 def _partition_table(topic: str, incarnations: Sequence[Mapping[str, Any]]) -> str:
@@ -145,16 +153,16 @@ def _backup(overview: Mapping[str, Any], now_ms: int) -> str:
              f'<div class="prow"><span class="lbl"></span>{axis_svg(axis)}</div>']
     if not coverage["topics"]:
         parts.append('<p class="muted">No committed backup run yet.</p>')
+    else:
+        parts.insert(2, _topics_table(coverage["topics"], rpo))
+        parts.insert(3, '<h3>Coverage timeline <span class="muted">(click a topic for its partitions)</span></h3>')
     for topic, incarnations in coverage["topics"].items():
         topic_rpo = rpo["topics"].get(topic)
         row, partition_rows = topic_rows(axis, topic, incarnations, coverage["restores"], now_ms, topic_rpo,
                                          overview["rpo_seconds"])
-        lag = (f' lag {_age(topic_rpo["lag_s"])} {_pill(topic_rpo["status"], topic_rpo["status"], "topic-rpo")}'
-               if topic_rpo else "")
         parts.append(
             f'<details class="topic" data-topic="{escape(topic)}"><summary><div class="prow">'
-            f'<span class="lbl"><b>{escape(topic)}</b></span>{row}</div><span class="muted">{lag}</span></summary>'
-            + _topic_table(topic, incarnations, topic_rpo)
+            f'<span class="lbl"><b>{escape(topic)}</b></span>{row}</div></summary>'
             + "".join(f'<div class="prow"><span class="lbl">{escape(label)}</span>{svg}</div>'
                       for label, svg in partition_rows)
             + _partition_table(topic, incarnations) + "</details>")
