@@ -20,7 +20,9 @@ th,td{border-bottom:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-a
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .pill{display:inline-block;border-radius:10px;padding:1px 9px;color:#fff;font-weight:600;font-size:12px}
 .backup{border:1px solid #cfd8dc;border-radius:6px;padding:10px 14px;margin:14px 0}
-.error{color:#b71c1c;font-weight:600} details.topic{margin:2px 0} details.topic>summary{cursor:pointer}
+.error{color:#b71c1c;font-weight:600} details.topic{margin:2px 0} details.topic>summary{cursor:pointer;list-style:none}
+details.topic>summary::-webkit-details-marker{display:none} details.topic>summary .lbl:before{content:'▸ '}
+details.topic[open]>summary .lbl:before{content:'▾ '}
 .legend span{margin-right:14px;font-size:12px} .sw{display:inline-block;width:12px;height:10px;margin-right:4px}
 .prow{display:flex;align-items:center;gap:8px} .prow .lbl{width:160px;font-size:12px;text-align:right}
 """
