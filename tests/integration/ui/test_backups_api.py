@@ -22,9 +22,8 @@ def airflow_api(airflow_stack, monkeypatch):
     """Airflow's API app with every caller an admin (SimpleAuthManager, as devstack runs it)."""
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     monkeypatch.setenv("AIRFLOW__KAFKA_BACKUP__UI_CACHE_TTL_SECONDS", "60")
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
 
     purge_cached_app()
     with TestClient(create_app("core")) as client:

@@ -27,7 +27,8 @@ def _overview(rpo_s: float = 60, measured_ago_ms: int = 5_000) -> dict:
     second = RunManifest("r2", S, [PartitionRange("<t>", 0, 150, 200, lost_start=100, lost_end=150)],
                          [_seg(0, 150, 199, t + 300_000, t + 349_000)])
     restore = RestoreRecord("kafka_restore/<run>", NOW - 1_000, {"<t>": "<t>-r"}, None, t + 320_000, {"<t>": 120}, 1)
-    coverage = summarize_coverage("bucket", "kb", [first, second], [NOW - 500_000, NOW - measured_ago_ms - 1_000], [restore])
+    coverage = summarize_coverage("bucket", "kb", [first, second], [NOW - 500_000, NOW - measured_ago_ms - 1_000],
+                                  [restore])
     location = BackupLocation("bucket", "kb", "aws_default", "sse_key_var", {"<dag>"}, {"<dag>": rpo_s})
     return backup_overview(location, coverage, NOW - 2_000, NOW,
                            CommitMeasurement(NOW - measured_ago_ms, {"<t>": {"records": 0}}),
