@@ -104,4 +104,10 @@ def test_page_shows_the_backup_its_gap_and_the_rpo_turning_red(airflow_stack, bu
         assert section.locator(".facts .rpo-status").get_attribute("data-status") == "red"
         assert section.locator(f'tr.incarnation[data-topic="{topic}"] .topic-rpo').get_attribute(
             "data-status") == "red"
+
+        # The nav entry (an external view, Airflow 3.1+): the Airflow UI shows the same page in its frame.
+        page.goto(f"{airflow.api_url}/plugin/kafka-backups")
+        frame = page.frame_locator("iframe")
+        frame.locator(f'section.backup[data-bucket="{bucket}"]').wait_for(timeout=60_000)
+        assert frame.locator("h1").inner_text() == "Kafka backups"
         browser.close()
