@@ -22,7 +22,7 @@ from tests.integration.ui.backups_page_data import PARTITIONS, back_up_with_a_ga
 pytestmark = pytest.mark.integration
 
 DAG_ID = "kafka_backup_with_rpo"
-RPO_S = 40  # long enough to see green after the runs finish on a busy machine, short enough to wait out
+RPO_S = 60  # long enough to see green after the runs finish on a busy machine, short enough to wait out
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO / "docs" / "kafka-backups-page.png"
 

@@ -57,3 +57,23 @@ def test_locations_from_params_and_run_confs_and_who_may_see_them():
     assert len(visible(found.values(), {"payments_backup"})) == 1
     assert visible(found.values(), set()) == []
     assert location_key({"bucket": 123, "prefix": None}) == ("123", "kafka-backup")
+
+
+def test_the_cache_keeps_a_value_for_its_ttl_and_says_when_it_was_loaded():
+    from airflow_kafka_backup.ui.cache import TTLCache
+
+    now = [100.0]
+    loads = []
+    cache = TTLCache(60, clock=lambda: now[0])
+
+    def load():
+        loads.append(now[0])
+        return len(loads)
+
+    assert cache.get("k", load) == (1, 100_000)
+    now[0] = 159.9
+    assert cache.get("k", load) == (1, 100_000)  # fresh: not loaded again
+    assert cache.get("k", load, refresh=True) == (2, 159_900)  # "Read S3 again"
+    now[0] = 220.0
+    assert cache.get("k", load) == (3, 220_000)  # expired
+    assert cache.get("other", load) == (4, 220_000)
