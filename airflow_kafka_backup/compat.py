@@ -108,6 +108,17 @@ def mask_secret(secret: Any, name: str | None = None) -> None:
     mask(secret, name)
 
 
+def server_variable(key: str) -> str | None:
+    """A Variable read in a server process (the api-server, for the plugin's page), not in a task.
+
+    Core's ``airflow.models.Variable`` reads the metadata DB and the secrets backends there; the Task
+    SDK's goes through a task's supervisor, which the api-server does not have. The same call in 3.0 to 3.3.
+    """
+    from airflow.models.variable import Variable as CoreVariable
+
+    return CoreVariable.get(key, default_var=None)
+
+
 def warn_if_below_floor() -> str | None:
     """Log (once, at import) when the running Airflow is older than the floor this provider is tested on.
 
@@ -127,5 +138,5 @@ def warn_if_below_floor() -> str | None:
 warn_if_below_floor()
 
 __all__ = ["AirflowFailException", "Stats", "TriggerRule", "airflow_at_least", "airflow_version", "conf",
-           "dag_bag_class", "mask_secret", "render_template_to_string", "variable_keys_may_contain_slash",
-           "version_tuple", "warn_if_below_floor"]
+           "dag_bag_class", "mask_secret", "render_template_to_string", "server_variable",
+           "variable_keys_may_contain_slash", "version_tuple", "warn_if_below_floor"]

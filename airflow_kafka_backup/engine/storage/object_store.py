@@ -166,3 +166,26 @@ class S3ObjectStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", ()):
                 yield obj["Key"]
+
+    def list_entries(self, prefix: str) -> Iterator[ObjectEntry]:
+        """Keys with their size and ``LastModified``: a manifest's is its run's commit time."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", ()):
+                modified = obj.get("LastModified")
+                yield ObjectEntry(obj["Key"], int(obj.get("Size", 0)),
+                                  int(modified.timestamp() * 1000) if modified is not None else None)
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The "folders" right below ``prefix`` (ending in ``/``), without listing what is inside them."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                yield common["Prefix"]
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    key: str
+    size: int
+    last_modified_ms: int | None

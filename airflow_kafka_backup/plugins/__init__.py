@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with the provider (entry point ``airflow.plugins``)."""
