@@ -151,7 +151,7 @@ def compare_partition(source_topic: str, scratch_topic: str, partition: int, win
             fold(result.restored, restored_hash, r, s.timestamp > 0)
             differs = differing_fields(s, r)
             if differs:
-                differ(s, f"{', '.join(differs)} differ", r.target_offset)
+                differ(s, f"{', '.join(differs)} differ{'s' if len(differs) == 1 else ''}", r.target_offset)
             sources.advance()
             targets.advance()
     result.source.sha256, result.restored.sha256 = source_hash.hexdigest(), restored_hash.hexdigest()

@@ -63,5 +63,6 @@ def check_group(row, window: tuple[int, int], committed: int | None, scratch_end
                                    f"{restored.source_offset}")
     differs = differing_fields(expected, restored)
     if differs:
-        return result(False, what, f"the record at committed offset {committed}: {', '.join(differs)} differ")
+        return result(False, what, f"the record at committed offset {committed}: {', '.join(differs)} differ"
+                                   f"{'s' if len(differs) == 1 else ''}")
     return result(True, what)
