@@ -57,8 +57,9 @@ def tool_versions() -> dict[str, str]:
 
 
 class KafkaRestoreDrillOperator(S3BackupBaseOperator):
-    """Run a restore drill; returns its summary. A drill that finds a difference fails the task (no retry),
-    naming the partition and the first differing source offset; its report is in S3 either way.
+    """Run a restore drill; returns its summary (also pushed as XCom ``drill_summary``, passed or failed). A drill
+    that finds a difference fails the task (no retry), naming the partition and the first differing source
+    offset; its report is in S3 either way.
 
     ``target_kafka_conn_id``: where the scratch topics go (default: ``kafka_conn_id``, the source cluster).
     """
@@ -105,6 +106,7 @@ class KafkaRestoreDrillOperator(S3BackupBaseOperator):
         summary = {**report.summary(), "report": f"s3://{self.bucket}/{key}"}
         emit_drill(context["dag"].dag_id, report.passed, summary["projected_rto_seconds"])
         self._log_summary(report, summary)
+        context["ti"].xcom_push(key="drill_summary", value=summary)  # also when the drill failed
         if not report.passed:
             raise self._failure(report, key)
         return summary

@@ -48,6 +48,18 @@ def _drill_conf(backup: dict, **extra) -> dict:
             "scratch_prefix": backup["scratch_prefix"], "records_per_partition": WINDOW, **extra}
 
 
+def _drill_summary(airflow_stack, run_id: str) -> dict:
+    """The drill task's XCom ``drill_summary`` of ``run_id``, from the metadata DB."""
+    import sqlite3
+
+    db = airflow_stack["env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        (value,) = conn.execute("SELECT value FROM xcom WHERE dag_id = 'kafka_restore_drill' AND run_id = ? AND "
+                                "task_id = 'drill' AND key = 'drill_summary'", (run_id,)).fetchone()
+    value = json.loads(value)
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _reports(store: S3ObjectStore, prefix: str) -> list[dict]:
     keys = sorted(k for k in store.list_keys(f"{prefix}/_drills/") if "/_pending/" not in k)
     return [json.loads(store.get_bytes(k)) for k in keys]
@@ -87,10 +99,15 @@ def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, 
     backup = _backed_up_topic(bootstrap, s3_server.client(), "ok")
     store = store_of(backup["bucket"])
 
-    assert run_dag("kafka_restore_drill", _drill_conf(backup)).state == "success"
+    run = run_dag("kafka_restore_drill", _drill_conf(backup))
+    assert run.state == "success"
 
     (report,) = _reports(store, backup["prefix"])
     assert report["result"] == "passed" and report["failure"] is None
+    summary = _drill_summary(airflow_stack, run.run_id)
+    assert summary["result"] == "passed" and summary["records_compared"] == 2 * WINDOW
+    assert summary["report"].startswith(f"s3://{backup['bucket']}/{backup['prefix']}/_drills/")
+    assert summary["projected_rto_seconds"] == report["rto"]["projected_seconds"]
     assert report["source_cluster"] == report["target_cluster"] == bootstrap
     assert {p["partition"]: p["source_offsets"] for p in report["partitions"]} == {0: [100, 300], 1: [100, 300]}
     for p in report["partitions"]:
@@ -149,9 +166,11 @@ def test_drill_fails_naming_the_place_when_a_segment_and_its_checksum_were_alter
     store = store_of(backup["bucket"])
     _alter_record_in_segment(store, backup["prefix"], backup["topic"], 1, 257)
 
-    assert run_dag("kafka_restore_drill", _drill_conf(backup)).state == "failed"
+    run = run_dag("kafka_restore_drill", _drill_conf(backup))
+    assert run.state == "failed"
 
     (report,) = _reports(store, backup["prefix"])
+    assert _drill_summary(airflow_stack, run.run_id)["failure"]["source_offset"] == 257
     assert report["result"] == "failed"
     assert report["failure"]["partition"] == f"{backup['topic']}[1]"
     assert report["failure"]["source_offset"] == 257 and report["failure"]["target_offset"] == 157
