@@ -133,10 +133,13 @@ def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, 
     assert " passed " in row and f" {2 * WINDOW} " in row
 
 
-def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, partition: int, offset: int) -> None:
-    """Change one record's value in the segment holding ``offset``, keeping the size, and write the new sha256
-    into the manifest: the backup is self-consistent, only the source in Kafka can tell."""
+def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, partition: int, offset: int,
+                             update_manifest: bool) -> str:
+    """Rewrite the segment holding ``offset`` with that record's value changed; with ``update_manifest`` also write
+    the new sha256 and size into the manifest, so the backup is self-consistent and only the source in Kafka can
+    tell. Returns the segment's key."""
     import hashlib
+    from dataclasses import replace
 
     for manifest_key in list_manifest_keys(store, prefix):
         (manifest,) = load_manifests(store, prefix, [manifest_key])
@@ -150,12 +153,10 @@ def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, part
                 sha256 = hashlib.sha256(data).hexdigest()
                 store.client.put_object(Bucket=store.bucket, Key=seg.key, Body=data,
                                         Metadata={SHA256_METADATA: sha256})
-                from dataclasses import replace
-
-                manifest.segments[i] = replace(seg, sha256=sha256, bytes=len(data),
-                                               max_record_bytes=max(seg.max_record_bytes or 0, 64 << 10))
-                write_manifest(store, prefix, manifest)
-                return
+                if update_manifest:
+                    manifest.segments[i] = replace(seg, sha256=sha256, bytes=len(data))
+                    write_manifest(store, prefix, manifest)
+                return seg.key
     raise AssertionError(f"no segment holds {topic}[{partition}] offset {offset}")
 
 
@@ -164,17 +165,28 @@ def test_drill_fails_naming_the_place_when_a_segment_and_its_checksum_were_alter
     bootstrap = airflow_stack["bootstrap"]
     backup = _backed_up_topic(bootstrap, s3_server.client(), "bad")
     store = store_of(backup["bucket"])
-    _alter_record_in_segment(store, backup["prefix"], backup["topic"], 1, 257)
 
+    # The segment alone: the restore's own checksum check stops the drill (an error, after the scratch topic
+    # was created), and the drill still cleans up.
+    key = _alter_record_in_segment(store, backup["prefix"], backup["topic"], 1, 257, update_manifest=False)
+    assert run_dag("kafka_restore_drill", _drill_conf(backup)).state == "failed"
+    (first,) = _reports(store, backup["prefix"])
+    assert first["result"] == "failed" and "IntegrityError" in first["failure"]["error"]
+    assert key in first["failure"]["error"] and first["cleanup"]["topics"] == [
+        backup["scratch_prefix"] + backup["topic"]]
+    _assert_cleaned_up(bootstrap, store, backup)
+
+    # The segment and its manifest checksum: only the comparison with the source catches it.
+    _alter_record_in_segment(store, backup["prefix"], backup["topic"], 1, 257, update_manifest=True)
     run = run_dag("kafka_restore_drill", _drill_conf(backup))
     assert run.state == "failed"
 
-    (report,) = _reports(store, backup["prefix"])
+    (_, report) = _reports(store, backup["prefix"])
     assert _drill_summary(airflow_stack, run.run_id)["failure"]["source_offset"] == 257
     assert report["result"] == "failed"
     assert report["failure"]["partition"] == f"{backup['topic']}[1]"
     assert report["failure"]["source_offset"] == 257 and report["failure"]["target_offset"] == 157
-    assert "value" in report["failure"]["reason"]
+    assert report["failure"]["reason"] == "value differs"
     by_partition = {p["partition"]: p for p in report["partitions"]}
     assert by_partition[0]["ok"] and by_partition[0]["source"]["sha256"] == by_partition[0]["restored"]["sha256"]
     assert not by_partition[1]["ok"] and by_partition[1]["source"]["sha256"] != by_partition[1]["restored"]["sha256"]
