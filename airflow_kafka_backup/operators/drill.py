@@ -100,9 +100,13 @@ class KafkaRestoreDrillOperator(S3BackupBaseOperator):
         target = self.target_kafka_conn_id if self.target_kafka_conn_id not in (None, "", "None") else source
         ctx = DrillContext(restore_id_of(context), target, first_bootstrap_server(source),
                            first_bootstrap_server(target), tool_versions(), isolation, commit_interval_s)
-        report, key = run_drill(self.store, self.key_prefix, settings, self._clients(source, target, isolation), ctx,
-                                check_manifest=lambda m: self.s3_settings.check_can_read(
-                                    m.encryption, f"backup run {m.run_id}"))
+        try:
+            report, key = run_drill(self.store, self.key_prefix, settings, self._clients(source, target, isolation),
+                                    ctx, check_manifest=lambda m: self.s3_settings.check_can_read(
+                                        m.encryption, f"backup run {m.run_id}"))
+        except Exception:  # a drill that could not even start (nothing to drill, a foreign scratch topic) failed too
+            emit_drill(context["dag"].dag_id, False, None)
+            raise
         summary = {**report.summary(), "report": f"s3://{self.bucket}/{key}"}
         emit_drill(context["dag"].dag_id, report.passed, summary["projected_rto_seconds"])
         self._log_summary(report, summary)

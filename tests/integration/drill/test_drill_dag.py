@@ -89,6 +89,15 @@ def _drills_cli(airflow_stack, backup: dict, monkeypatch, capfd) -> tuple[int, s
     return code, capfd.readouterr().out
 
 
+def _wait_until_gone(admin: AdminClient, topic: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, f"{topic} is still listed"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def store_of(s3_server):
     return lambda bucket: S3ObjectStore(client=s3_server.client(), bucket=bucket)
@@ -208,6 +217,17 @@ def test_drill_into_a_second_broker(airflow_stack, s3_server, store_of, monkeypa
         extra = {"bootstrap.servers": other.bootstrap, "group.id": "airflow-kafka-backup"}
         monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DRILL_DC", json.dumps({"conn_type": "kafka", "extra": extra}))
         conf = _drill_conf(backup, target_kafka_conn_id="kafka_drill_dc", partitions_per_topic=1)
+        # A topic under the scratch name that no drill made is refused before anything is written, and kept.
+        foreign = backup["scratch_prefix"] + backup["topic"]
+        create_topics(other.bootstrap, NewTopic(foreign, 1, 1))
+        assert run_dag("kafka_restore_drill", conf).state == "failed"
+        assert _reports(store, backup["prefix"]) == []
+        other_admin = AdminClient({"bootstrap.servers": other.bootstrap})
+        assert foreign in other_admin.list_topics(timeout=10).topics
+        for future in other_admin.delete_topics([foreign], operation_timeout=30).values():
+            future.result()
+        _wait_until_gone(other_admin, foreign)
+
         assert run_dag("kafka_restore_drill", conf).state == "success"
         (report,) = _reports(store, backup["prefix"])
         assert report["result"] == "passed"
