@@ -59,3 +59,25 @@ def test_an_error_during_the_drill_may_be_retried():
 def test_the_report_names_the_tool_versions():
     versions = tool_versions()
     assert {"airflow-kafka-backup", "apache-airflow", "confluent-kafka", "librdkafka", "python"} <= set(versions)
+
+
+def test_the_shipped_drill_dag_is_scheduled_only_with_a_bucket(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "dags" / "kafka_restore_drill.py"
+
+    def load():
+        spec = importlib.util.spec_from_file_location("shipped_drill", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.dag
+
+    monkeypatch.delenv("KAFKA_BACKUP_BUCKET", raising=False)
+    monkeypatch.delenv("KAFKA_DRILL_SCHEDULE", raising=False)
+    assert type(load().timetable).__name__ == "NullTimetable"  # no bucket: manual only
+    monkeypatch.setenv("KAFKA_BACKUP_BUCKET", "backups")
+    scheduled = load()
+    assert scheduled.params["bucket"] == "backups" and type(scheduled.timetable).__name__ != "NullTimetable"
+    monkeypatch.setenv("KAFKA_DRILL_SCHEDULE", "none")
+    assert type(load().timetable).__name__ == "NullTimetable"
