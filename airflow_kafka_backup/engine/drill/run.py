@@ -122,8 +122,9 @@ def run_drill(store: S3ObjectStore, prefix: str, settings: DrillSettings, client
     report = DrillReport(ctx.drill_id, datetime.fromtimestamp(started, UTC).isoformat(),
                          {"bucket": store.bucket, "prefix": prefix}, ctx.source_cluster, ctx.target_cluster,
                          ctx.versions)
-    clean_leftovers(clients.target_admin, store, prefix, ctx.target_conn_id)
     plan, backup_records, backup_bytes = prepare(store, prefix, settings, clients, ctx, check_manifest)
+    # Only once the settings and the backup have passed: what a killed drill left behind goes first.
+    clean_leftovers(clients.target_admin, store, prefix, ctx.target_conn_id)
     report.plan = plan.to_dict()
     existing = set(clients.target_admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
     taken = sorted(set(plan.scratch_topics.values()) & existing)
