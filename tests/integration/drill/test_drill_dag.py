@@ -227,8 +227,16 @@ def test_drill_into_a_second_broker(airflow_stack, s3_server, store_of, monkeypa
         for future in other_admin.delete_topics([foreign], operation_timeout=30).values():
             future.result()
         _wait_until_gone(other_admin, foreign)
+        # What a drill killed outright left behind (its pending record names it) is cleaned by the next drill.
+        from airflow_kafka_backup.engine.drill.cleanup import ScratchResources, record_pending
+
+        leftover = backup["scratch_prefix"] + "left-by-a-killed-drill"
+        create_topics(other.bootstrap, NewTopic(leftover, 1, 1))
+        record_pending(store, backup["prefix"], ScratchResources("kafka_restore_drill/killed", "kafka_drill_dc",
+                                                                 [leftover], [], None))
 
         assert run_dag("kafka_restore_drill", conf).state == "success"
+        assert leftover not in other_admin.list_topics(timeout=10).topics
         (report,) = _reports(store, backup["prefix"])
         assert report["result"] == "passed"
         assert report["source_cluster"] == bootstrap and report["target_cluster"] == other.bootstrap
