@@ -103,7 +103,8 @@ def store_of(s3_server):
     return lambda bucket: S3ObjectStore(client=s3_server.client(), bucket=bucket)
 
 
-def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, store_of, capfd, monkeypatch):
+def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, store_of, capfd, caplog,
+                                                      monkeypatch):
     bootstrap = airflow_stack["bootstrap"]
     backup = _backed_up_topic(bootstrap, s3_server.client(), "ok")
     store = store_of(backup["bucket"])
@@ -133,7 +134,7 @@ def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, 
     assert rto["projected_seconds"] > rto["restore_seconds"] > 0  # the whole backup takes longer than the window
     assert report["versions"]["airflow-kafka-backup"] and report["versions"]["librdkafka"]
     assert report["cleanup"]["problems"] == [] and len(report["cleanup"]["topics"]) == 1
-    out = capfd.readouterr().out
+    out = "".join(capfd.readouterr()) + caplog.text  # the task's log: stdout under dag.test(), or caplog
     assert "Restore drill kafka_restore_drill/" in out and "PASSED" in out and "projected RTO" in out
     _assert_cleaned_up(bootstrap, store, backup)
     code, listed = _drills_cli(airflow_stack, backup, monkeypatch, capfd)
@@ -170,7 +171,7 @@ def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, part
 
 
 def test_drill_fails_naming_the_place_when_a_segment_and_its_checksum_were_altered(
-        airflow_stack, s3_server, store_of, capfd, monkeypatch):
+        airflow_stack, s3_server, store_of, capfd, caplog, monkeypatch):
     bootstrap = airflow_stack["bootstrap"]
     backup = _backed_up_topic(bootstrap, s3_server.client(), "bad")
     store = store_of(backup["bucket"])
@@ -199,7 +200,7 @@ def test_drill_fails_naming_the_place_when_a_segment_and_its_checksum_were_alter
     by_partition = {p["partition"]: p for p in report["partitions"]}
     assert by_partition[0]["ok"] and by_partition[0]["source"]["sha256"] == by_partition[0]["restored"]["sha256"]
     assert not by_partition[1]["ok"] and by_partition[1]["source"]["sha256"] != by_partition[1]["restored"]["sha256"]
-    out = capfd.readouterr().out
+    out = "".join(capfd.readouterr()) + caplog.text  # the task's log: stdout under dag.test(), or caplog
     assert f"{backup['topic']}[1] differs first at source offset 257" in out
     _assert_cleaned_up(bootstrap, store, backup)
     code, listed = _drills_cli(airflow_stack, backup, monkeypatch, capfd)
