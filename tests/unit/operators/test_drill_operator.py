@@ -81,3 +81,17 @@ def test_the_shipped_drill_dag_is_scheduled_only_with_a_bucket(monkeypatch):
     assert scheduled.params["bucket"] == "backups" and type(scheduled.timetable).__name__ != "NullTimetable"
     monkeypatch.setenv("KAFKA_DRILL_SCHEDULE", "none")
     assert type(load().timetable).__name__ == "NullTimetable"
+
+
+def test_drill_metrics_count_the_verdict_and_gauge_the_projected_rto(monkeypatch):
+    from airflow_kafka_backup import metrics
+
+    calls = []
+    fake = type("Stats", (), {"incr": staticmethod(lambda name, **kw: calls.append(("incr", name, kw))),
+                              "gauge": staticmethod(lambda name, value, **kw: calls.append(("gauge", name, value)))})
+    monkeypatch.setattr(metrics, "Stats", fake)
+    metrics.emit_drill("orders_drill", True, 812.5)
+    metrics.emit_drill("orders_drill", False, None)
+    assert calls == [("incr", "kafka_backup.drill_ok.orders_drill", {"tags": {"dag_id": "orders_drill"}}),
+                     ("gauge", "kafka_backup.drill_rto_seconds.orders_drill", 812.5),
+                     ("incr", "kafka_backup.drill_failed.orders_drill", {"tags": {"dag_id": "orders_drill"}})]
