@@ -3,6 +3,7 @@
     kafka-backup ls      --bucket B [--prefix P]                    topics and their incarnations in the backup
     kafka-backup verify  --bucket B [--prefix P] [--topic T] [--quick]
     kafka-backup inspect --bucket B KEY [--limit N]                 one segment, as JSON lines
+    kafka-backup drills  --bucket B [--prefix P] [--json]           past restore drills and their results
 
 S3 access comes from the usual AWS environment (profile, region, credentials, retry
 mode) plus ``--endpoint-url`` for S3-compatible stores. ``--s3-retry-backoff-ms`` is the
@@ -12,9 +13,9 @@ An SSE-C key is read from the environment
 variable named by ``--sse-customer-key-env``, never from the command line (where
 ``ps`` would show it).
 
-Exit codes: 0 ok; 1 the backup has problems (verify) or the segment is damaged
-(inspect); 2 bad usage or configuration (missing bucket, key, wrong encryption key,
-no credentials, an endpoint that does not answer).
+Exit codes: 0 ok; 1 the backup has problems (verify), the segment is damaged
+(inspect) or the latest drill failed (drills); 2 bad usage or configuration (missing
+bucket, key, wrong encryption key, no credentials, an endpoint that does not answer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError
 
+from airflow_kafka_backup.engine.drill.report import list_reports
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.engine.formats.base import HashingReader
 from airflow_kafka_backup.engine.formats.compression import get_compression
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", parents=[common], help="decode one segment to JSON lines")
     inspect.add_argument("key", help="the segment's object key")
     inspect.add_argument("--limit", type=int, default=None, help="print at most this many records")
+    drills = sub.add_parser("drills", parents=[common], help="list past restore drill reports")
+    drills.add_argument("--json", action="store_true", help="print every report in full, one JSON object a line")
     return parser
 
 
@@ -149,11 +153,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drills(args: argparse.Namespace) -> int:
+    """The drill reports under ``<prefix>/_drills/``, oldest first. Exit 1 when the latest drill failed."""
+    store, _ = _store(args)
+    reports = list(list_reports(store, args.prefix))
+    if args.json:
+        for _, report in reports:
+            print(json.dumps(report, sort_keys=True))
+    else:
+        print(f"{'started (UTC)':<26} {'result':<7} {'partitions':>10} {'records':>9} {'seconds':>8} "
+              f"{'RTO (s)':>9}  drill / first difference")
+        for _, r in reports:
+            rto = (r.get("rto") or {}).get("projected_seconds")
+            failure = r.get("failure") or {}
+            where = (f"  {failure['partition']} at source offset {failure.get('source_offset')}: {failure['reason']}"
+                     if "partition" in failure else f"  {failure['error']}" if "error" in failure else "")
+            print(f"{r['started'][:26]:<26} {r['result']:<7} {len(r.get('partitions', [])):>10} "
+                  f"{sum(p['source']['records'] for p in r.get('partitions', [])):>9} "
+                  f"{r.get('duration_seconds') or 0:>8.1f} {'-' if rto is None else f'{rto:.1f}':>9}  "
+                  f"{r['drill_id']}{where}")
+        if not reports:
+            print(f"(no drill reports under s3://{args.bucket}/{args.prefix}/_drills/)")
+    return EXIT_PROBLEMS if reports and reports[-1][1].get("result") != "passed" else EXIT_OK
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else b64encode(data).decode("ascii")
 
 
-COMMANDS = {"ls": cmd_ls, "verify": cmd_verify, "inspect": cmd_inspect}
+COMMANDS = {"ls": cmd_ls, "verify": cmd_verify, "inspect": cmd_inspect, "drills": cmd_drills}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

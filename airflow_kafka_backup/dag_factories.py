@@ -456,3 +456,12 @@ def _validate_defaults(params: dict[str, Param]) -> None:
                 "isolation_level", "allow_data_loss", "max_work_units", "rotate_interval_ms",
                 "rotate_schedule_interval_ms", "timezone")},
         )
+
+
+def __getattr__(name: str) -> Any:
+    """``restore_drill_dag`` lives in :mod:`airflow_kafka_backup.drill_dag` (imported on first use: it imports this)."""
+    if name == "restore_drill_dag":
+        from airflow_kafka_backup.drill_dag import restore_drill_dag
+
+        return restore_drill_dag
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,9 @@ A deployment with ``[metrics] metrics_allow_list`` set must allow the ``kafka_ba
     kafka_backup.run_seconds.<dag_id>             timer    from the run's start to its commit
     kafka_backup.lag_records.<dag_id>.<topic>     gauge    records not yet in a committed backup
     kafka_backup.lag_seconds.<dag_id>.<topic>     gauge    age of the oldest of them (0: none waiting)
+    kafka_backup.drill_ok.<dag_id>                counter  restore drills that passed
+    kafka_backup.drill_failed.<dag_id>            counter  restore drills that failed
+    kafka_backup.drill_rto_seconds.<dag_id>       gauge    the RTO a drill projects for the whole backup
 """
 
 from __future__ import annotations
@@ -40,3 +43,10 @@ def emit_lag(dag_id: str, lags: Mapping[str, TopicLag], now_ms: int) -> None:
         tags = {"dag_id": dag_id, "topic": topic}
         Stats.gauge(f"{PREFIX}.lag_records.{dag_id}.{topic}", lag.records, tags=tags)
         Stats.gauge(f"{PREFIX}.lag_seconds.{dag_id}.{topic}", max(lag.age_s(now_ms) or 0.0, 0.0), tags=tags)
+
+
+def emit_drill(dag_id: str, passed: bool, projected_rto_seconds: float | None) -> None:
+    tags = {"dag_id": dag_id}
+    Stats.incr(f"{PREFIX}.drill_{'ok' if passed else 'failed'}.{dag_id}", tags=tags)
+    if projected_rto_seconds is not None:
+        Stats.gauge(f"{PREFIX}.drill_rto_seconds.{dag_id}", projected_rto_seconds, tags=tags)

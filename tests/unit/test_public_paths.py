@@ -7,7 +7,10 @@ import importlib
 import pytest
 
 PUBLIC = {
-    "airflow_kafka_backup.dag_factories": ["backup_dag", "restore_dag", "backup_params", "restore_params"],
+    "airflow_kafka_backup.dag_factories": ["backup_dag", "restore_dag", "backup_params", "restore_params",
+                                           "restore_drill_dag"],
+    "airflow_kafka_backup.drill_dag": ["restore_drill_dag", "drill_params"],
+    "airflow_kafka_backup.operators.drill": ["KafkaRestoreDrillOperator"],
     "airflow_kafka_backup.operators.backup": [
         "KafkaBackupPlanOperator", "KafkaBackupOperator", "KafkaBackupCommitOperator", "KafkaBackupRetentionOperator",
         "KafkaBackupVerifyOperator", "KafkaBackupRpoGuardOperator", "checkpoint_variable_key"],

@@ -184,6 +184,31 @@ class S3ObjectStore:
                 yield common["Prefix"]
 
 
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete ``keys`` (a thousand per request, S3's limit); returns how many were deleted.
+
+        Only a drill deletes, and only what it wrote itself (see ``engine.drill.cleanup``). In a
+        versioned bucket this leaves delete markers, as any delete does.
+        """
+        deleted = 0
+        for i in range(0, len(keys), 1000):
+            batch = keys[i:i + 1000]
+            answer = self.client.delete_objects(Bucket=self.bucket,
+                                                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            errors = answer.get("Errors") or []
+            if errors:
+                raise ConfigurationError(f"Could not delete from s3://{self.bucket}: " + "; ".join(
+                    f"{e.get('Key')}: {e.get('Code')} {e.get('Message')}" for e in errors[:5]))
+            deleted += len(batch)
+        return deleted
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (which must end with ``/``: a folder, never a partial name)."""
+        if not prefix.endswith("/") or prefix == "/":
+            raise ValueError(f"delete_prefix needs a folder ending in '/', got {prefix!r}")
+        return self.delete_keys(list(self.list_keys(prefix)))
+
+
 @dataclass(frozen=True)
 class ObjectEntry:
     key: str
