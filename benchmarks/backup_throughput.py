@@ -115,9 +115,14 @@ def phase_backup(
     segment_format: str, compression_level: int | None,
 ) -> bench.PhaseResult:
     """Back up offsets [0, end) with the engine, exactly as the operator would (minus Airflow)."""
-    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+    from boto3.s3.transfer import TransferConfig
 
-    store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket)
+    from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+    from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings
+
+    # The operator's multipart settings (the default part_size), as its S3Hook is given them.
+    transfer_config = TransferConfig(**S3WriteSettings.create().transfer_config_args())
+    store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket, transfer_config=transfer_config)
     run = bench.engine_backup(
         bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path, segment_format,
         compression_level,

@@ -118,9 +118,13 @@ def _consume(consumer, progress: dict[tuple[str, int], PartitionProgress], stall
     last_progress = last_log = time.monotonic()
     while remaining:
         messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT_S)
+        # Consecutive messages of one partition go to its writer together (see write_messages).
+        run: list = []
+        run_pp: PartitionProgress | None = None
         for message in messages:
             tp = (message.topic(), message.partition())
             if message.error() is not None:
+                _write_run(run_pp, run)
                 _handle_error(message.error(), tp, message, remaining)
                 continue
             pp = remaining.get(tp)
@@ -129,11 +133,17 @@ def _consume(consumer, progress: dict[tuple[str, int], PartitionProgress], stall
             offset, end = message.offset(), pp.rng.end
             if offset >= end:
                 continue
-            pp.writer.write_message(message)
+            if pp is not run_pp:
+                _write_run(run_pp, run)
+                run_pp = pp
+            run.append(message)
             if offset == end - 1:
+                _write_run(run_pp, run)
+                run_pp = None
                 del remaining[tp]
                 pp.writer.finish()
                 consumer.pause([TopicPartition(*tp)])
+        _write_run(run_pp, run)
         now = time.monotonic()
         if messages:
             last_progress = now
@@ -147,6 +157,13 @@ def _consume(consumer, progress: dict[tuple[str, int], PartitionProgress], stall
             stuck = ", ".join(f"{t}[{p}] from offset {pp.rng.start}, {pp.writer.records_written} records read"
                               for (t, p), pp in remaining.items())
             raise KafkaBackupError(f"No progress from Kafka for {stall_timeout_s:.0f}s; waiting on {stuck}.")
+
+
+def _write_run(pp: PartitionProgress | None, run: list) -> None:
+    """Hand ``run`` (messages of ``pp``'s partition) to its writer and empty it."""
+    if run:
+        pp.writer.write_messages(run)
+        run.clear()
 
 
 def _retire_finished(consumer, remaining: dict) -> None:

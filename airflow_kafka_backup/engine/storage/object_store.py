@@ -8,15 +8,20 @@ upload. The engine itself never imports Airflow.
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.engine.errors import ConfigurationError
 
 SHA256_METADATA = "sha256"
+DEFAULT_MULTIPART_THRESHOLD = 8 << 20  # boto3's TransferConfig default, for a store built without one
+_CHECKSUM_HEADER = "x-amz-checksum-sha256"
 
 
 @dataclass
@@ -133,9 +138,29 @@ class S3ObjectStore:
             )
 
     def put_file(self, key: str, path: str, sha256: str) -> None:
-        """Upload a local file (multipart above the transfer config's threshold)."""
+        """Upload a local file whose sha256 (hex) is ``sha256``: one PutObject up to the multipart threshold.
+
+        Up to the transfer config's ``multipart_threshold`` (``part_size``) the file goes in one
+        PutObject, streamed from disk, that carries ``sha256`` as its ``ChecksumSHA256``: S3 checks
+        the bytes it receives against the hash computed while the segment was written, and botocore
+        computes no checksum of its own (see :func:`_sign_with_our_checksum`). The transfer manager
+        (s3transfer) would have cost twice the client CPU for the same single PUT. Without Object
+        Lock, a connection whose ``request_checksum_calculation`` is ``when_required`` (for stores
+        that refuse checksum headers) gets none. Larger files go multipart through the transfer
+        manager, in parts of the configured size.
+        """
         args = {**self.write_args(), "Metadata": {SHA256_METADATA: sha256}}
-        self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+        if os.path.getsize(path) > getattr(self.transfer_config, "multipart_threshold", DEFAULT_MULTIPART_THRESHOLD):
+            self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+            return
+        # Object Lock asks for a checksum (ChecksumAlgorithm): ours is one. S3 wants the algorithm
+        # named too (x-amz-sdk-checksum-algorithm) for a locked object.
+        if args.pop("ChecksumAlgorithm", None) is not None or _checksums_when_supported(self.client):
+            args["ChecksumAlgorithm"] = "SHA256"
+            args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+            _register_checksum_signing(self.client)
+        with open(path, "rb") as body:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.client.put_object(
@@ -183,7 +208,6 @@ class S3ObjectStore:
             for common in page.get("CommonPrefixes", ()):
                 yield common["Prefix"]
 
-
     def delete_keys(self, keys: list[str]) -> int:
         """Delete ``keys`` (a thousand per request, S3's limit); returns how many were deleted.
 
@@ -214,3 +238,38 @@ class ObjectEntry:
     key: str
     size: int
     last_modified_ms: int | None
+
+
+def _checksums_when_supported(client: Any) -> bool:
+    """Whether the client sends checksums on its own (botocore's default ``request_checksum_calculation``)."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    return getattr(config, "request_checksum_calculation", "when_supported") != "when_required"
+
+
+def _register_checksum_signing(client: Any) -> None:
+    """Have ``client`` sign PutObjects that carry our sha256 checksum as botocore signs its own checksums."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is not None:  # unique_id: registered once a client, however many stores share it
+        events.register("before-sign.s3.PutObject", _sign_with_our_checksum, unique_id=_CHECKSUM_HEADER)
+
+
+def _sign_with_our_checksum(request: Any, **_: Any) -> None:
+    """A PutObject carrying ``x-amz-checksum-sha256``: no second hash of the body for the signature.
+
+    botocore's SigV4 signer for S3 hashes the whole body for the signature unless it knows a
+    checksum header protects it. For the checksums it computes itself it records that in the
+    request's context; this records ours the same way, so over HTTPS the body is sent as
+    ``UNSIGNED-PAYLOAD`` exactly as with botocore's own checksum. Over plain HTTP botocore
+    signs every body; there the signed checksum header already binds the body (S3 refuses a
+    body that does not match it, ``BadDigest``), so the payload hash is dropped there too,
+    unless the client's ``s3`` config sets ``payload_signing_enabled`` itself.
+    """
+    if _CHECKSUM_HEADER not in request.headers:
+        return
+    context = request.context
+    context.setdefault("checksum", {})["request_algorithm"] = {
+        "algorithm": "sha256", "in": "header", "name": _CHECKSUM_HEADER}
+    config = context.get("client_config")
+    s3_config = dict(getattr(config, "s3", None) or {})
+    if config is not None and "payload_signing_enabled" not in s3_config:
+        context["client_config"] = config.merge(Config(s3={**s3_config, "payload_signing_enabled": False}))

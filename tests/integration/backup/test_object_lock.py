@@ -9,6 +9,8 @@ applies them), so for multipart uploads the test checks the request instead.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -169,12 +171,14 @@ def test_locked_uploads_carry_a_checksum_and_multipart_uploads_ask_for_the_lock(
     small.write_bytes(b"s" * 1000)
     large.write_bytes(b"l" * (11 << 20))
     store.put_bytes("p/m.json", b"{}")
-    store.put_file("p/small", str(small), "00")
-    store.put_file("p/large", str(large), "00")
+    store.put_file("p/small", str(small), hashlib.sha256(small.read_bytes()).hexdigest())
+    store.put_file("p/large", str(large), hashlib.sha256(large.read_bytes()).hexdigest())
     for key in ("p/m.json", "p/small"):
         assert client.head_object(Bucket=lock_bucket, Key=key)["ObjectLockMode"] == "COMPLIANCE"
-    single_puts = [h for m, u, h in sent if m == "PUT" and "uploadId" not in u]
-    assert len(single_puts) == 2 and all(h["x-amz-checksum-crc32"] for h in single_puts)
+    manifest_put, segment_put = [h for m, u, h in sent if m == "PUT" and "uploadId" not in u]
+    assert manifest_put["x-amz-checksum-crc32"]
+    # A segment up to part_size is one PUT whose checksum is the sha256 computed while writing it.
+    assert segment_put["x-amz-checksum-sha256"] == base64.b64encode(hashlib.sha256(small.read_bytes()).digest())
     (start,) = [h for m, u, h in sent if m == "POST" and u.endswith("?uploads")]
     assert start["x-amz-object-lock-mode"] == b"COMPLIANCE" and start["x-amz-checksum-algorithm"] == b"CRC32"
     assert start["x-amz-object-lock-retain-until-date"]

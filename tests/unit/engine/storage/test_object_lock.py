@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -104,14 +105,16 @@ def test_every_write_path_asks_for_retention_from_the_moment_it_writes():
     clock.tick(hours=1)
     assert acquire(store, "p", "gen", "run-a", now=0) == "acquired"  # the writer lock's If-None-Match create
     start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=10)
-    manifest, lock = client.puts
-    (segment,) = client.uploads
+    manifest, segment, lock = client.puts  # a segment up to part_size is one PutObject
     assert manifest["ObjectLockRetainUntilDate"] == start
     assert segment["ObjectLockRetainUntilDate"] == start + timedelta(hours=5)
     assert lock["ObjectLockRetainUntilDate"] == start + timedelta(hours=6) and lock["IfNoneMatch"] == "*"
     for args in (manifest, segment, lock):
-        assert args["ObjectLockMode"] == "GOVERNANCE" and args["ChecksumAlgorithm"] == "CRC32"
-        assert args["ACL"] == "private"
+        assert args["ObjectLockMode"] == "GOVERNANCE" and args["ACL"] == "private"
+    assert manifest["ChecksumAlgorithm"] == lock["ChecksumAlgorithm"] == "CRC32"
+    # The checksum Object Lock asks for is, for a segment, the sha256 computed while writing it.
+    assert segment["ChecksumAlgorithm"] == "SHA256"
+    assert segment["ChecksumSHA256"] == base64.b64encode(bytes.fromhex("ab" * 32)).decode()
     assert segment["Metadata"] == {"sha256": "ab" * 32}
 
 
