@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv chromium redis-server test test-floor floor-constraints demo lint bench clean
+.PHONY: venv chromium redis-server test test-floor floor-constraints demo lint bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ demo: venv
 bench: venv
 	$(PY) benchmarks/backup_throughput.py
 	$(PY) benchmarks/restore_throughput.py
+
+# Plan, commit and restore-plan costs at 1k, 5k and 10k partitions (docs/scaling.md); about half an hour.
+bench-scale: venv
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV)
