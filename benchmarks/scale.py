@@ -139,27 +139,43 @@ def make_topics(bootstrap: str, partitions: int, records_per_partition: int, sta
         new = NewTopic(topic, partitions_of_topic, 1, config={"retention.ms": "-1"})
         for future in admin.create_topics([new], operation_timeout=120).values():
             future.result()
+    # Records produced before a partition has a leader fail; wait until every one has.
+    deadline = time.monotonic() + 120
+    while not _all_have_leaders(admin.list_topics(timeout=30).topics, topics):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {topics} have partitions without a leader")
+        time.sleep(0.5)
     produce(bootstrap, dict(zip(topics, sizes, strict=True)), records_per_partition, start)
     return topics
+
+
+def _all_have_leaders(metadata: dict[str, Any], topics: list[str]) -> bool:
+    return all(t in metadata and metadata[t].partitions and all(p.leader >= 0 for p in metadata[t].partitions.values())
+               for t in topics)
 
 
 def produce(bootstrap: str, topics: dict[str, int], per_partition: int, start: int) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    failed: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failed.append(f"{message.topic()}[{message.partition()}]: {error}")
     for i in range(start, start + per_partition):
         for topic, partitions in topics.items():
             for p in range(partitions):
                 value = f"{topic}[{p}] record {i}".encode()
                 while True:
                     try:
-                        producer.produce(topic, value, key=str(i).encode(), partition=p)
+                        producer.produce(topic, value, key=str(i).encode(), partition=p, on_delivery=delivered)
                         break
                     except BufferError:
                         producer.poll(0.1)
             producer.poll(0)
-    if producer.flush(120):
-        raise RuntimeError("records not delivered")
+    if producer.flush(120) or failed:
+        raise RuntimeError(f"records not delivered: {len(failed)} failed, e.g. {failed[:3]}")
 
 
 def xcom_bytes(db: Path, dag_id: str, run_id: str) -> dict[str, int]:
