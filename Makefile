@@ -3,12 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv chromium test test-floor floor-constraints demo lint bench clean
+.PHONY: venv chromium redis-server test test-floor floor-constraints demo lint bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint,browser]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint,browser,celery]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -61,7 +61,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
-test: venv lint chromium
+# The CeleryExecutor tests' broker (devstack/redis_server.py) is Debian's redis-server, started by the tests.
+REDIS_SERVER ?= $(shell command -v redis-server || echo /usr/bin/redis-server)
+
+redis-server:
+	@test -x $(REDIS_SERVER) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
+
+test: venv lint chromium redis-server
 	$(PY) -m pytest -ra
 	$(MAKE) test-floor
 
@@ -71,6 +77,10 @@ demo: venv
 bench: venv
 	$(PY) benchmarks/backup_throughput.py
 	$(PY) benchmarks/restore_throughput.py
+
+# Plan, commit and restore-plan costs at 1k, 5k and 10k partitions (docs/scaling.md); about half an hour.
+bench-scale: venv
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV)

@@ -133,13 +133,17 @@ class AirflowServices:
         self._wait_until_healthy(self.start_timeout)
         self._warm_up_execution_api()
 
-    def _spawn(self, name: str) -> None:
-        """One service in its own session, so stopping it also reaches the workers it forked."""
-        args = [name, "--port", str(self.api_port)] if name == "api-server" else [name]
+    def _spawn(self, name: str, args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """One service in its own session, so stopping it also reaches the workers it forked.
+
+        ``args`` default to the service's name; ``env`` defaults to the deployment's environment.
+        """
+        if args is None:
+            args = [name, "--port", str(self.api_port)] if name == "api-server" else [name]
         with self.log_path(name).open("wb") as log:
             self.processes[name] = subprocess.Popen(
-                [str(AIRFLOW), *args], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [str(AIRFLOW), *args], env={**os.environ, **(self.env if env is None else env)}, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -193,13 +197,18 @@ class AirflowServices:
 
     def log_tails(self, lines: int = 40) -> str:
         """The end of every service's log, for assertion messages."""
-        parts = [f"--- {name} ({self.log_path(name)}) ---\n{_tail(self.log_path(name), lines)}" for name in SERVICES]
+        names = self.processes or dict.fromkeys(SERVICES)
+        parts = [f"--- {name} ({self.log_path(name)}) ---\n{_tail(self.log_path(name), lines)}" for name in names]
         return "\n".join(parts)
+
+    def task_log_folders(self) -> list[Path]:
+        """Where task logs are written: the home's ``logs`` (a deployment with remote workers has more)."""
+        return [self.home / "logs"]
 
     def task_log_tails(self, dag_id: str, lines: int = 25) -> str:
         """The end of every task log of ``dag_id``: where a failed task says why."""
-        logs = sorted((self.home / "logs").glob(f"dag_id={dag_id}/**/*.log"))
-        return "\n".join(f"--- {path.relative_to(self.home)} ---\n{_tail(path, lines)}" for path in logs)
+        logs = sorted(path for folder in self.task_log_folders() for path in folder.glob(f"dag_id={dag_id}/**/*.log"))
+        return "\n".join(f"--- {path} ---\n{_tail(path, lines)}" for path in logs)
 
     # -- REST API and CLI --------------------------------------------------------------------------
 

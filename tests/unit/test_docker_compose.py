@@ -321,3 +321,41 @@ def test_long_running_services_have_a_healthcheck(services, name):
     check = services[name]["healthcheck"]
     assert check["test"][0] in ("CMD", "CMD-SHELL"), check
     assert len(check["test"]) > 1
+
+
+# --- the celery profile (issue #25, docs/scaling.md) ------------------------------------------------
+CELERY_WORKERS = ["airflow-worker-1", "airflow-worker-2"]
+
+
+def test_the_celery_profile_adds_redis_and_workers_and_leaves_the_default_alone(services):
+    in_profile = {name for name, service in services.items() if service.get("profiles")}
+    assert in_profile == {"redis", *CELERY_WORKERS}
+    assert all(services[name]["profiles"] == ["celery"] for name in in_profile)
+    assert ALL_SERVICES.isdisjoint(in_profile), "a plain 'docker compose up' still starts the LocalExecutor stack"
+
+
+def test_the_executor_is_local_unless_the_celery_profile_asks(raw, services):
+    for name in [*AIRFLOW_SERVICES, *CELERY_WORKERS]:
+        assert _env(services[name])["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+        assert _env(raw["services"][name])["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}", name
+    assert "AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up" in COMPOSE_FILE.read_text()
+
+
+def test_celery_workers_share_no_disk_and_reach_redis(services):
+    hostnames = set()
+    for name in CELERY_WORKERS:
+        worker = services[name]
+        assert worker["command"] == "celery worker", name
+        assert worker["image"] == services["airflow-scheduler"]["image"], name
+        assert worker["volumes"] == ["./dags:/opt/airflow/dags:ro"], f"{name} mounts more than the DAG files"
+        deps = _depends_on(worker)
+        assert deps["redis"] == {"condition": "service_healthy"}, name
+        assert deps["airflow-apiserver"] == {"condition": "service_healthy"}, "tasks need the execution API"
+        assert "inspect ping" in worker["healthcheck"]["test"][1], name
+        hostnames.add(worker["hostname"])
+    assert hostnames == set(CELERY_WORKERS), "the api-server fetches each worker's task logs by its host name"
+    env = _env(services["airflow-scheduler"])
+    broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
+    assert urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"]).hostname == "postgres"
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "4"

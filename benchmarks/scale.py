@@ -1,0 +1,319 @@
+"""Scale: what planning and committing a run costs at 1k, 5k and 10k partitions.
+
+For each size, on a fresh local stack (a real Kafka broker and moto's S3 server, from
+``devstack``) and a throwaway Airflow home, it creates topics of up to 1,000 partitions
+(``--records-per-partition`` records each, default 3), then runs the shipped DAGs through
+``dag.test()`` (every task in this process, one after the other):
+
+* ``kafka_backup`` ``--runs`` times (default 2; the runs after the first back up one new
+  record per partition), to see whether the plan's S3 requests grow with the past runs;
+* ``kafka_restore`` with ``dry_run``: the restore plan (reads every manifest, asks the broker
+  about the targets, creates nothing).
+
+It prints, per size:
+
+* plan, commit and restore-plan wall time (each task's ``execute``);
+* the peak RSS each of those tasks added: ``VmHWM`` is reset through ``/proc/self/clear_refs``
+  (``5``) before the task and read after it, against ``VmRSS`` before it;
+* XCom bytes of the run (every row the run left in the ``xcom`` table, by task);
+* the manifest's size in S3;
+* S3 requests by task and operation, counted by a botocore ``before-call`` hook on every
+  client the tasks create (``S3Hook`` builds them through boto3).
+
+Targets (issue #25), at 10k partitions: plan + commit <= 60 s, XCom <= 2 MiB per run, and plan
+S3 requests not growing with the number of past runs.
+
+Run from the repository root (minutes: the 10k backup uploads 10k segments to moto)::
+
+    .venv/bin/python benchmarks/scale.py [--sizes 1000,5000,10000] [--runs 2] [--records-per-partition 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from devstack.airflow_env import airflow_env, connection_env, make_airflow_home, migrate  # noqa: E402
+
+TOPIC_PARTITIONS = 1000  # the most partitions per topic; a size of 5,000 is five topics
+MEASURED_TASKS = ("plan", "backup", "commit")
+
+# --------------------------------------------------------------------------- what each task costs
+
+
+class TaskMeter:
+    """Per task: wall seconds, the peak RSS it added, and its S3 requests by operation.
+
+    ``dag.test()`` runs tasks one after the other in this process, so one "current task" is enough.
+    """
+
+    def __init__(self) -> None:
+        self.current = "(outside tasks)"
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.peak_added_mib: dict[str, float] = defaultdict(float)
+        self.requests: dict[str, Counter[str]] = defaultdict(Counter)
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def wrap(self, cls: type, name: str) -> None:
+        """Meter ``cls.execute`` as task ``name``."""
+        execute = cls.execute
+        meter = self
+
+        def metered(operator: Any, context: Any) -> Any:
+            meter.current = name
+            before = _reset_peak_rss()
+            started = time.perf_counter()
+            try:
+                return execute(operator, context)
+            finally:
+                meter.seconds[name] += time.perf_counter() - started
+                meter.peak_added_mib[name] = max(meter.peak_added_mib[name], (_status_kib("VmHWM") - before) / 1024)
+                meter.current = "(outside tasks)"
+
+        cls.execute = metered
+
+    def count_request(self, event_name: str, **_: Any) -> None:
+        operation = event_name.split(".")[-1]
+        with self._lock:
+            self.requests[self.current][operation] += 1
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs); returns that RSS in KiB."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_kib("VmRSS")
+
+
+def install_request_counter(meter: TaskMeter) -> None:
+    """Count every S3 API call of every botocore client created from now on."""
+    import botocore.session
+
+    original: Callable[..., Any] = botocore.session.Session.create_client
+
+    def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+        client = original(session, *args, **kwargs)
+        client.meta.events.register("before-call.s3", meter.count_request)
+        return client
+
+    botocore.session.Session.create_client = create_client
+
+
+# --------------------------------------------------------------------------- one size
+
+
+def make_topics(bootstrap: str, partitions: int, records_per_partition: int, start: int) -> list[str]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    sizes = [TOPIC_PARTITIONS] * (partitions // TOPIC_PARTITIONS) + (
+        [partitions % TOPIC_PARTITIONS] if partitions % TOPIC_PARTITIONS else [])
+    topics = [f"scale-{partitions}-{i}-{uuid.uuid4().hex[:4]}" for i in range(len(sizes))]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for topic, partitions_of_topic in zip(topics, sizes, strict=True):
+        # One topic a request: KRaft refuses a request of more than 10,000 records (POLICY_VIOLATION).
+        new = NewTopic(topic, partitions_of_topic, 1, config={"retention.ms": "-1"})
+        for future in admin.create_topics([new], operation_timeout=120).values():
+            future.result()
+    # Records produced before a partition has a leader fail; wait until every one has.
+    deadline = time.monotonic() + 120
+    while not _all_have_leaders(admin.list_topics(timeout=30).topics, topics):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {topics} have partitions without a leader")
+        time.sleep(0.5)
+    produce(bootstrap, dict(zip(topics, sizes, strict=True)), records_per_partition, start)
+    return topics
+
+
+def _all_have_leaders(metadata: dict[str, Any], topics: list[str]) -> bool:
+    return all(t in metadata and metadata[t].partitions and all(p.leader >= 0 for p in metadata[t].partitions.values())
+               for t in topics)
+
+
+def produce(bootstrap: str, topics: dict[str, int], per_partition: int, start: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    failed: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failed.append(f"{message.topic()}[{message.partition()}]: {error}")
+    for i in range(start, start + per_partition):
+        for topic, partitions in topics.items():
+            for p in range(partitions):
+                value = f"{topic}[{p}] record {i}".encode()
+                while True:
+                    try:
+                        producer.produce(topic, value, key=str(i).encode(), partition=p, on_delivery=delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+            producer.poll(0)
+    if producer.flush(120) or failed:
+        raise RuntimeError(f"records not delivered: {len(failed)} failed, e.g. {failed[:3]}")
+
+
+def xcom_bytes(db: Path, dag_id: str, run_id: str) -> dict[str, int]:
+    """Bytes of every XCom value the run left, by task (what the metadata DB holds for it)."""
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT task_id, SUM(LENGTH(CAST(value AS BLOB))) FROM xcom WHERE dag_id = ? AND run_id = ? "
+            "GROUP BY task_id", (dag_id, run_id)).fetchall()
+    return {task: int(size or 0) for task, size in rows}
+
+
+def run_dag(dag_id: str, conf: dict[str, Any]) -> Any:
+    from airflow_kafka_backup.compat import dag_bag_class
+
+    dag = dag_bag_class()(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
+    for task in dag.tasks:
+        task.retries = 0
+    dag_run = dag.test(run_conf=conf)
+    if dag_run.state != "success":
+        raise RuntimeError(f"{dag_id} run {dag_run.run_id} ended {dag_run.state}")
+    return dag_run
+
+
+def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: Any, meter: TaskMeter,
+                 db: Path) -> dict[str, Any]:
+    from airflow_kafka_backup.engine.storage.key_layout import manifest_key
+
+    bucket = f"scale-{partitions}-{uuid.uuid4().hex[:6]}"
+    s3.create_bucket(Bucket=bucket)
+    topics = make_topics(bootstrap, partitions, args.records_per_partition, 0)
+    conf = {"topics": topics, "bucket": bucket, "prefix": "scale"}
+    runs = []
+    for run in range(args.runs):
+        if run:  # one new record per partition: a run with work, after `run` committed runs
+            produce(bootstrap, {t: min(TOPIC_PARTITIONS, partitions - i * TOPIC_PARTITIONS)
+                                for i, t in enumerate(topics)}, 1, args.records_per_partition + run)
+        meter.reset()
+        dag_run = run_dag("kafka_backup", conf)
+        manifest = s3.head_object(Bucket=bucket, Key=manifest_key("scale", dag_run.run_id))["ContentLength"]
+        runs.append({
+            "past_runs": run,
+            "seconds": dict(meter.seconds),
+            "peak_added_mib": dict(meter.peak_added_mib),
+            "s3_requests": {task: dict(ops) for task, ops in meter.requests.items()},
+            "xcom_bytes": xcom_bytes(db, "kafka_backup", dag_run.run_id),
+            "manifest_bytes": manifest,
+        })
+        print(f"  {partitions} partitions, run {run + 1}: {_one_line(runs[-1])}", flush=True)
+    meter.reset()
+    restore_conf = {"topics": topics, "bucket": bucket, "prefix": "scale", "dry_run": True,
+                    "topic_mapping": {t: f"{t}-restored" for t in topics}}
+    run_dag("kafka_restore", restore_conf)
+    restore = {"seconds": meter.seconds.get("restore_plan"), "peak_added_mib": meter.peak_added_mib.get("restore_plan"),
+               "s3_requests": dict(meter.requests.get("restore_plan", {}))}
+    print(f"  {partitions} partitions, restore plan (dry run): {restore}", flush=True)
+    return {"partitions": partitions, "runs": runs, "restore_plan": restore}
+
+
+def _one_line(run: dict[str, Any]) -> str:
+    seconds = {k: round(v, 2) for k, v in run["seconds"].items()}
+    requests = {task: sum(ops.values()) for task, ops in run["s3_requests"].items()}
+    return (f"seconds {seconds}, peak MiB added {_rounded(run['peak_added_mib'])}, "
+            f"S3 requests {requests}, XCom bytes {sum(run['xcom_bytes'].values())}, "
+            f"manifest bytes {run['manifest_bytes']}")
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in values.items()}
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("\n| partitions | plan s | commit s | plan+commit s | restore plan s | XCom KiB/run | manifest KiB "
+          "| plan S3 requests (run 1 → last) | commit S3 requests | plan / commit peak MiB added |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        first, last = result["runs"][0], result["runs"][-1]
+        plan, commit = last["seconds"].get("plan", 0.0), last["seconds"].get("commit", 0.0)
+        plan_requests = [sum(r["s3_requests"].get("plan", {}).values()) for r in result["runs"]]
+        print(f"| {result['partitions']:,} | {plan:.1f} | {commit:.1f} | {plan + commit:.1f} "
+              f"| {result['restore_plan']['seconds']:.1f} | {sum(first['xcom_bytes'].values()) / 1024:,.0f} "
+              f"| {first['manifest_bytes'] / 1024:,.0f} | {' → '.join(map(str, plan_requests))} "
+              f"| {sum(last['s3_requests'].get('commit', {}).values())} "
+              f"| {last['peak_added_mib'].get('plan', 0):.0f} / {last['peak_added_mib'].get('commit', 0):.0f} |")
+    last = results[-1]["runs"][0]
+    print(f"\nXCom bytes by task at {results[-1]['partitions']:,} partitions: {last['xcom_bytes']}")
+    print(f"S3 requests by task and operation at {results[-1]['partitions']:,} partitions, run 1: "
+          f"{json.dumps(last['s3_requests'])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,5000,10000", help="partition counts, comma-separated")
+    parser.add_argument("--runs", type=int, default=2, help="backup runs per size (the plan's growth with runs)")
+    parser.add_argument("--records-per-partition", type=int, default=3)
+    parser.add_argument("--json", help="also write every figure to this file")
+    args = parser.parse_args()
+
+    home = make_airflow_home()
+    dags = home / "dags"
+    dags.mkdir()
+    for name in ("kafka_backup.py", "kafka_restore.py"):
+        shutil.copy(REPO / "dags" / name, dags / name)
+    os.environ.update(airflow_env(home, dags_folder=dags))
+    os.environ["KAFKA_BACKUP_SCHEDULE"] = "none"
+    os.environ.setdefault("AIRFLOW__CORE__MAX_MAP_LENGTH", "1024")
+
+    from devstack.kafka_broker import start_broker
+    from devstack.s3_server import start_s3_server
+
+    broker, s3_server = start_broker(), start_s3_server()
+    try:
+        os.environ.update(connection_env(broker.bootstrap, s3_server.endpoint_url))
+        migrate(dict(os.environ))
+        from airflow_kafka_backup.operators.backup import KafkaBackupCommitOperator, KafkaBackupPlanOperator
+        from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+
+        meter = TaskMeter()
+        install_request_counter(meter)
+        meter.wrap(KafkaBackupPlanOperator, "plan")
+        meter.wrap(KafkaBackupCommitOperator, "commit")
+        meter.wrap(KafkaRestorePlanOperator, "restore_plan")
+        from airflow_kafka_backup.operators.backup import KafkaBackupOperator
+
+        meter.wrap(KafkaBackupOperator, "backup")
+        results = []
+        for size in (int(s) for s in args.sizes.split(",")):
+            started = time.monotonic()
+            results.append(measure_size(size, args, broker.bootstrap, s3_server.client(), meter,
+                                        home / "airflow.db"))
+            print(f"  ({size} partitions measured in {time.monotonic() - started:.0f} s)", flush=True)
+        print_table(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+    finally:
+        s3_server.stop()
+        broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
