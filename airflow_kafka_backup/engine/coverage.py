@@ -24,7 +24,7 @@ from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.storage.key_layout import manifests_prefix, restore_manifest_key, restores_prefix
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
-from airflow_kafka_backup.engine.topics.incarnations import incarnation_of, longest_histories, summarize
+from airflow_kafka_backup.engine.topics.incarnations import add_segment, incarnation_of, longest_histories, summarize
 
 
 @dataclass
@@ -40,12 +40,7 @@ class Span:
     bytes: int = 0
 
     def add(self, segment: SegmentInfo) -> None:
-        self.segments += 1
-        self.records += segment.records
-        self.bytes += segment.bytes
-        if segment.records:
-            self.min_timestamp = min(x for x in (self.min_timestamp, segment.min_timestamp) if x is not None)
-            self.max_timestamp = max(x for x in (self.max_timestamp, segment.max_timestamp) if x is not None)
+        add_segment(self, segment)
 
 
 @dataclass

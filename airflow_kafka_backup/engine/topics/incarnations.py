@@ -185,6 +185,19 @@ def identify(topic: str, kafka_id: str, state: BackupState, end_offsets: Mapping
     return Incarnation(topic, kafka_id, (kafka_id,), new=not backed_up)
 
 
+def add_segment(totals, segment) -> None:
+    """Count ``segment`` into ``totals`` (its segments, records, bytes and record-time range).
+
+    Shared by every summary of segments (an incarnation here, a span of the coverage page).
+    """
+    totals.segments += 1
+    totals.records += segment.records
+    totals.bytes += segment.bytes
+    if segment.records:
+        totals.min_timestamp = min(x for x in (totals.min_timestamp, segment.min_timestamp) if x is not None)
+        totals.max_timestamp = max(x for x in (totals.max_timestamp, segment.max_timestamp) if x is not None)
+
+
 @dataclass
 class IncarnationSummary:
     """One incarnation of a topic as the backup holds it: what restore plans, ``ls`` and verify show."""
@@ -200,12 +213,7 @@ class IncarnationSummary:
     gone: bool = False  # a pattern-selected topic the cluster no longer had
 
     def add(self, segment) -> None:
-        self.segments += 1
-        self.records += segment.records
-        self.bytes += segment.bytes
-        if segment.records:
-            self.min_timestamp = min(x for x in (self.min_timestamp, segment.min_timestamp) if x is not None)
-            self.max_timestamp = max(x for x in (self.max_timestamp, segment.max_timestamp) if x is not None)
+        add_segment(self, segment)
 
     def describe(self) -> str:
         times = f"record times {self.min_timestamp}..{self.max_timestamp}" if self.min_timestamp is not None \

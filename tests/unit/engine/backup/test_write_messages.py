@@ -18,29 +18,12 @@ from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.msgpack_format import BLOCK_BYTES, BLOCK_RECORDS
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.storage.manifest import SegmentSettings
+from tests.unit.fake_message import FakeMessage as Message
 
 
-class FakeMessage:
-    """What the writer reads of a ``confluent_kafka.Message``."""
-
-    def __init__(self, offset, ts_type, ts, key, value, headers=None):
-        self._offset, self._timestamp, self._key, self._value = offset, (ts_type, ts), key, value
-        self._headers = headers
-
-    def offset(self):
-        return self._offset
-
-    def timestamp(self):
-        return self._timestamp
-
-    def key(self):
-        return self._key
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return self._headers
+def FakeMessage(offset, ts_type, ts, key, value, headers=None) -> Message:  # noqa: N802 (reads as the class it builds)
+    """A fake ``confluent_kafka.Message`` in this module's argument order."""
+    return Message(offset, key, value, headers, (ts_type, ts))
 
 
 def _messages(count: int, seed: int = 7, with_headers_at: int | None = None) -> list[FakeMessage]:

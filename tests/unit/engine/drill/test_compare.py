@@ -14,6 +14,7 @@ from airflow_kafka_backup.engine.drill.compare import (
     compare_partition,
     with_source_offsets,
 )
+from tests.unit.fake_message import FakeMessage
 
 
 def rec(offset: int, key=b"k", value=b"v", headers=(("h", b"1"),), ts=1_700_000_000_000, ts_type=CREATE_TIME):
@@ -91,24 +92,8 @@ def test_log_append_time_is_restored_as_create_time_and_broker_stamped_timestamp
     assert "timestamp type (CreateTime vs LogAppendTime)" in wrong_type.first_difference["reason"]
 
 
-class Message:
-    def __init__(self, offset, key=b"k", value=b"v", headers=None, ts=(CREATE_TIME, 5)):
-        self._offset, self._key, self._value, self._headers, self._ts = offset, key, value, headers, ts
-
-    def offset(self):
-        return self._offset
-
-    def key(self):
-        return self._key
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return self._headers
-
-    def timestamp(self):
-        return self._ts
+def Message(offset, key=b"k", value=b"v", headers=None, ts=(CREATE_TIME, 5)) -> FakeMessage:  # noqa: N802
+    return FakeMessage(offset, key, value, headers, ts)
 
 
 def test_restored_records_get_their_source_offsets_from_the_offset_map():
