@@ -52,7 +52,7 @@ def _refuses(dag, name: str, value: object) -> bool:
 ])
 def test_every_param_has_a_title_help_and_a_section_beyond_the_first_group(which, first_group):
     dag = _backup() if which == "backup" else _restore()
-    for name, param in dag.params.items():
+    for name in dag.params:
         schema = dag.params.get_param(name).schema
         assert schema.get("title") and schema.get("description_md"), name
         assert (name in first_group) == ("section" not in schema), name
