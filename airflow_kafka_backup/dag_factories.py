@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param, XComArg
 
+from airflow_kafka_backup.compat import airflow_version
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS, DEFAULT_LEVEL
 from airflow_kafka_backup.engine.formats.segment_codec import FORMATS
@@ -47,11 +48,13 @@ from airflow_kafka_backup.operators.backup import (
     validate_rpo_seconds,
 )
 from airflow_kafka_backup.operators.restore import (
+    KafkaRestoreCreateTopicsOperator,
     KafkaRestoreGroupOffsetsOperator,
     KafkaRestoreOperator,
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
 )
+from airflow_kafka_backup.operators.restore_approval import KafkaRestoreApprovalOperator
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
 
 log = logging.getLogger(__name__)
@@ -543,7 +546,14 @@ def restore_dag(
     dag_kwargs: dict[str, Any] | None = None,
     **param_defaults: Any,
 ) -> DAG:
-    """Build the restore DAG (manual trigger): ``plan -> restore (mapped) -> verify``."""
+    """Build the restore DAG (manual trigger):
+    ``plan -> approval -> create_topics -> restore (mapped) -> verify -> restore_consumer_groups``.
+
+    ``approval`` (Airflow 3.1+) shows the plan's report and waits for a person; ``require_approval=False``
+    (the Param's default) lets automated restores, drills and tests go ahead without asking. On
+    Airflow 3.0 there is no approval step. ``param_defaults`` are the Params' defaults (see
+    :func:`restore_params`).
+    """
     params = restore_params(**param_defaults)
     _validate_defaults(params)
     with DAG(
@@ -576,11 +586,23 @@ def restore_dag(
             if_target_not_empty="{{ params.if_target_not_empty }}",
             **common,
         )
+        # Nothing is created or produced before the approval: the plan only checks, create_topics comes after.
+        create = KafkaRestoreCreateTopicsOperator(task_id="create_topics", topics=XComArg(plan, key="create"),
+                                                  kafka_conn_id="{{ params.kafka_conn_id }}")
+        if KafkaRestoreApprovalOperator is not None:
+            plan >> KafkaRestoreApprovalOperator(
+                task_id="approval", require_approval="{{ params.require_approval }}",
+                dry_run="{{ params.dry_run }}") >> create
+        else:
+            log.info("%s: Airflow %s has no human-in-the-loop operators (3.1+); the restore runs without an "
+                     "approval step.", dag_id, airflow_version())
+            plan >> create
         # The plan's choice: this run's own restore id, or the unfinished restore it resumes.
         chosen = {"restore_id": "{{ ti.xcom_pull(task_ids='plan', key='restore_id') }}"}
         restore = KafkaRestoreOperator.partial(
             task_id="restore", commit_interval_seconds="{{ params.commit_interval_seconds }}", **chosen, **common,
         ).expand(work_unit=plan.output)
+        create >> restore
         verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
                                             asset_alias=f"kafka-restore:{dag_id}", **chosen, **common)
         groups = KafkaRestoreGroupOffsetsOperator(task_id="restore_consumer_groups",
