@@ -113,11 +113,11 @@ OFF = "Off"
 def _param(default: Any, title: str, help_md: str, *, section: str | None = None, **schema: Any) -> Param:
     """A Param with a title (units included) and Markdown help; ``section`` None keeps it in the first group.
 
-    ``description`` carries the same text for places that show plain text (the CLI, older UIs).
+    No plain ``description``: the form shows it instead of ``description_md``, Markdown unrendered.
     """
     if section is not None:
         schema["section"] = section
-    return Param(default, description=help_md, title=title, description_md=help_md, **schema)
+    return Param(default, title=title, description_md=help_md, **schema)
 
 
 def _choices(values: Sequence[Any], labels: dict[str, str] | None = None) -> dict[str, Any]:

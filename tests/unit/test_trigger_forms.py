@@ -55,6 +55,8 @@ def test_every_param_has_a_title_help_and_a_section_beyond_the_first_group(which
     for name in dag.params:
         schema = dag.params.get_param(name).schema
         assert schema.get("title") and schema.get("description_md"), name
+        # A plain description would be shown instead of the Markdown, unrendered.
+        assert dag.params.get_param(name).description is None, name
         assert (name in first_group) == ("section" not in schema), name
     sections = {dag.params.get_param(n).schema.get("section") for n in dag.params} - {None}
     assert {"Connections", "Encryption and ACL", "Dangerous switches"} <= sections
