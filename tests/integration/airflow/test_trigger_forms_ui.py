@@ -6,7 +6,8 @@ and required marks, a number the form must not rewrite, the date-time picker, an
 waits at the approval until it is approved (records land exactly once) or rejected (nothing is
 written). One services stack and one browser for the module; each test loads a few pages.
 
-Set ``AKB_SCREENSHOTS`` to a folder to keep screenshots of both forms (docs/images has them).
+Set ``AKB_SCREENSHOTS`` to a folder to keep screenshots of both forms (``AKB_SCREENSHOTS=docs/images``
+made the ones in the docs).
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ def page(browser) -> Iterator[Any]:
 
 
 def _screenshot(page, name: str) -> None:
+    """With ``AKB_SCREENSHOTS`` set: the whole form, in a window tall enough that it does not scroll."""
     folder = os.environ.get("AKB_SCREENSHOTS")
     if folder:
+        size = page.viewport_size
+        page.set_viewport_size({"width": 1100, "height": 2000})
+        page.wait_for_timeout(500)
         _form(page).screenshot(path=str(Path(folder) / name))
+        page.set_viewport_size(size)
 
 
 def _open_trigger_form(page, airflow: AirflowServices, dag_id: str):
