@@ -47,7 +47,8 @@ def get_provider_info() -> dict:
         "operators": [
             {"integration-name": "Kafka Backup", "python-modules": [
                 "airflow_kafka_backup.operators.backup", "airflow_kafka_backup.operators.restore",
-                "airflow_kafka_backup.operators.drill"]},
+                "airflow_kafka_backup.operators.drill",
+                "airflow_kafka_backup.operators.restore_approval"]},
         ],
         "sensors": [
             {"integration-name": "Kafka Backup", "python-modules": ["airflow_kafka_backup.sensors.backlog"]},

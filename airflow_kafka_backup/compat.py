@@ -49,6 +49,20 @@ try:
 except ImportError:  # Airflow 3.0
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
+# AirflowSkipException: ends a task as skipped. In the Task SDK from 3.1; core's before.
+try:
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # Airflow 3.0
+    from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
+
+# ApprovalOperator: human-in-the-loop, in the standard provider, for Airflow 3.1+ only (on 3.0 the module
+# refuses to import with AirflowOptionalProviderFeatureException). None there: the restore DAG then has no
+# approval step (see dag_factories.restore_dag and docs/restore.md).
+try:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+except Exception:  # noqa: BLE001 - ImportError, or the provider's "needs Airflow 3.1+" exception on 3.0
+    ApprovalOperator = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -137,6 +151,7 @@ def warn_if_below_floor() -> str | None:
 
 warn_if_below_floor()
 
-__all__ = ["AirflowFailException", "Stats", "TriggerRule", "airflow_at_least", "airflow_version", "conf",
+__all__ = ["AirflowFailException", "AirflowSkipException", "ApprovalOperator",
+           "Stats", "TriggerRule", "airflow_at_least", "airflow_version", "conf",
            "dag_bag_class", "mask_secret", "render_template_to_string", "server_variable",
            "variable_keys_may_contain_slash", "version_tuple", "warn_if_below_floor"]

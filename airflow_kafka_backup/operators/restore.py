@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-from airflow.sdk import Asset, AssetAlias, Context
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
 from airflow_kafka_backup.compat import TriggerRule
 from airflow_kafka_backup.engine.backup.planning import balance
@@ -37,6 +37,7 @@ from airflow_kafka_backup.engine.restore.loop import (
 from airflow_kafka_backup.engine.restore.manifest import load_offset_maps, verify_restore, write_restore_manifest
 from airflow_kafka_backup.engine.restore.non_empty_targets import TargetDecision, check_policy, decide
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, RestorePlan, RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.restore.report import ReportFacts, restore_report
 from airflow_kafka_backup.engine.restore.target_topics import (
     broker_topic_defaults,
     check_targets_keep_records,
@@ -78,10 +79,12 @@ def resolved_restore_id(given: str | None, context: Context) -> str:
 
 
 class KafkaRestorePlanOperator(S3BackupBaseOperator):
-    """Plan a restore from committed manifests, check (or create) the target topics; returns work units.
+    """Plan a restore from committed manifests and check the target topics; returns work units.
 
-    With ``dry_run`` it logs the plan and returns no work units: nothing is created or produced,
-    but the broker is still asked (validate-only) whether it accepts the new topics' configs.
+    It creates nothing: the broker is asked (validate-only) whether it accepts the new topics,
+    which :class:`KafkaRestoreCreateTopicsOperator` creates after the approval step. The plan's
+    Markdown report (XCom key ``report``, see :mod:`~airflow_kafka_backup.engine.restore.report`)
+    is what the approval step shows. With ``dry_run`` it logs that report and returns no work units.
     ``commit_interval_seconds`` is the restore tasks' setting, checked here too so that a bad
     value fails before any topic is created.
     """
@@ -155,8 +158,9 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
         needed = {plan.topic_mapping[t]: n for t, n in plan.partition_counts.items()}
         missing = missing_target_topics(admin, needed, create)
-        decision = self._decide_on_non_empty_targets(admin, prefix, policy, {t: n for t, n in needed.items()
-                                                                              if t not in missing}, context)
+        existing = {t: n for t, n in needed.items() if t not in missing}
+        counts = target_record_counts(admin, existing) if existing else {}
+        decision = self._decide_on_non_empty_targets(prefix, policy, counts, context)
         log.info("%s%s", "DRY RUN: " if dry_run else "", decision.summary)
         groups = self._groups_to_restore(admin, plan, group_mapping)
         context["ti"].xcom_push(key="restore_id", value=decision.restore_id)
@@ -182,21 +186,30 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         producer = KafkaTransactionalProducerHook(self.kafka_conn_id, transactional_id="-")
         check_targets_take_records(admin, sizes, new_configs, broker_defaults=defaults,
                                    compressed=producer.compresses)
-        create_topics(  # a dry run only asks the broker whether it would accept the configs
-            admin, {t: needed[t] for t in missing}, new_configs,
-            {t: metadata[t]["replication_factor"] for t in missing if "replication_factor" in metadata[t]},
-            validate_only=dry_run,
-        )
-        if dry_run:
-            return []
+        to_create = {t: {"partitions": needed[t], "configs": dict(new_configs[t]),
+                         "replication_factor": metadata[t].get("replication_factor")} for t in missing}
+        # Nothing is created here: the broker is only asked whether it would accept the new topics. The
+        # create_topics task creates them after the approval (see KafkaRestoreCreateTopicsOperator).
+        create_topics(admin, {t: spec["partitions"] for t, spec in to_create.items()}, new_configs,
+                      {t: spec["replication_factor"] for t, spec in to_create.items() if spec["replication_factor"]},
+                      validate_only=True)
+        context["ti"].xcom_push(key="create", value={} if dry_run else to_create)
         units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
                         min(max_units, _max_map_length()))
+        report = restore_report(plan, ReportFacts(
+            bucket=self.bucket, prefix=prefix, new_topics=missing, target_records=counts,
+            if_target_not_empty=policy, decision=decision.summary, groups=groups,
+            restore_consumer_groups=as_bool("restore_consumer_groups", self.restore_consumer_groups),
+            work_units=len(units), dry_run=dry_run))
+        log.info("Restore report (what the approval step shows):\n%s", report)
+        context["ti"].xcom_push(key="report", value=report)
+        if dry_run:
+            return []
         return [[p.to_dict() for p in unit] for unit in units]
 
-    def _decide_on_non_empty_targets(self, admin, prefix: str, policy: str, existing: dict[str, int],
+    def _decide_on_non_empty_targets(self, prefix: str, policy: str, counts: dict[str, int],
                                      context: Context) -> TargetDecision:
         """Refuse, append to or resume into targets that already hold records (see :mod:`non_empty_targets`)."""
-        counts = target_record_counts(admin, existing) if existing else {}
         full = [t for t, n in counts.items() if n > 0]
         earlier = restores_into(self.store, prefix, full) if full else []
         return decide(policy, restore_id_of(context), counts, earlier)
@@ -229,6 +242,44 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                      p.upper_bound_records)
         if missing:
             log.info("Target topics to create: %s", ", ".join(missing))
+
+
+class KafkaRestoreCreateTopicsOperator(BaseOperator):
+    """Create the target topics the plan found missing, after the approval: nothing exists before it.
+
+    ``topics``: the plan's XCom ``create`` (target -> partitions, configs, replication factor).
+    A topic that exists by now is accepted only when it is empty and large enough (this task's own
+    earlier try created it); one that took records since the plan fails the run, naming it, since the
+    approved report said it was new.
+    """
+
+    template_fields: Sequence[str] = ("topics", "kafka_conn_id")
+
+    def __init__(self, *, topics: Any, kafka_conn_id: str = "kafka_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.topics = topics
+        self.kafka_conn_id = kafka_conn_id
+
+    @fail_fast_on_user_errors
+    def execute(self, context: Context) -> list[str]:
+        wanted: dict[str, dict] = self.topics or {}
+        if not wanted:
+            log.info("No target topic to create: every target exists.")
+            return []
+        admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
+        partitions = {t: int(spec["partitions"]) for t, spec in wanted.items()}
+        missing = missing_target_topics(admin, partitions, True)
+        appeared = {t: n for t, n in partitions.items() if t not in missing}
+        written = {t: n for t, n in target_record_counts(admin, appeared).items() if n > 0} if appeared else {}
+        if written:
+            raise ConfigurationError(
+                "Target topic(s) the approved plan would create hold records now: "
+                + ", ".join(f"{t} ({n:,} records)" for t, n in sorted(written.items()))
+                + ". Something else created and wrote them after the plan; trigger the restore again to plan anew.")
+        create_topics(admin, {t: partitions[t] for t in missing}, {t: wanted[t]["configs"] for t in missing},
+                      {t: wanted[t]["replication_factor"] for t in missing if wanted[t].get("replication_factor")})
+        log.info("Created target topic(s): %s", ", ".join(missing) or "none (they exist, empty)")
+        return missing
 
 
 class KafkaRestoreOperator(S3BackupBaseOperator):

@@ -67,32 +67,43 @@ def describe_topics(admin, topics: Sequence[str], ids: dict[str, str] | None = N
 
 
 def select_groups(admin, selector: object) -> list[str]:
-    """Group ids chosen by ``selector``: ``None``/``"*"`` all, a list of ids, or a ``re:<pattern>`` string."""
+    """Group ids chosen by ``selector``: ``None``/``"*"`` all, ``re:<pattern>``, a list of ids, or a list mixing
+    ids, ``"*"`` and ``re:<pattern>`` entries (the trigger form's one-per-line list); a comma-separated string
+    is a list of ids."""
     if selector in (None, "", False, []):
         return []
-    listed = sorted(g.group_id for g in admin.list_consumer_groups(request_timeout=ADMIN_TIMEOUT_S).result().valid
-                    if not g.group_id.startswith(RESTORE_GROUP_PREFIX))
-    if selector is True or selector == "*":
-        return listed
-    if isinstance(selector, str) and selector.startswith("re:"):
-        try:
-            pattern = re.compile(selector[3:])
-        except re.error as error:
-            raise ConfigurationError(
-                f"consumer_groups pattern {selector[3:]!r} is not a regular expression: {error}"
-            ) from None
-        return [g for g in listed if pattern.fullmatch(g)]
-    if isinstance(selector, str):
-        selector = [s.strip() for s in selector.split(",") if s.strip()]
+    if selector is True:
+        selector = ["*"]
+    elif isinstance(selector, str):
+        selector = ([selector] if selector == "*" or selector.startswith("re:")
+                    else [s.strip() for s in selector.split(",") if s.strip()])
     if not isinstance(selector, Sequence) or not all(isinstance(s, str) for s in selector):
         raise ConfigurationError(
             f"consumer_groups must be '*', a list of group ids or 're:<pattern>', got {selector!r}."
         )
-    unknown = [g for g in selector if g not in listed]
+    listed = sorted(g.group_id for g in admin.list_consumer_groups(request_timeout=ADMIN_TIMEOUT_S).result().valid
+                    if not g.group_id.startswith(RESTORE_GROUP_PREFIX))
+    chosen: dict[str, None] = {}  # insertion-ordered set
+    unknown = []
+    for entry in selector:
+        if entry == "*":
+            chosen.update(dict.fromkeys(listed))
+        elif entry.startswith("re:"):
+            try:
+                pattern = re.compile(entry[3:])
+            except re.error as error:
+                raise ConfigurationError(
+                    f"consumer_groups pattern {entry[3:]!r} is not a regular expression: {error}"
+                ) from None
+            chosen.update(dict.fromkeys(g for g in listed if pattern.fullmatch(g)))
+        elif entry in listed:
+            chosen[entry] = None
+        else:
+            unknown.append(entry)
     if unknown:  # a typo, or a group that has not committed yet: say so rather than record nothing
         log.warning("consumer_groups names group(s) the cluster does not have: %s; their offsets are not recorded.",
                     ", ".join(unknown))
-    return [g for g in selector if g in listed]
+    return list(chosen)
 
 
 GroupOffsets = dict[str, dict[str, dict[str, int]]]  # group -> topic -> partition (str) -> offset

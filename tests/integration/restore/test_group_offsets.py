@@ -59,7 +59,7 @@ def test_groups_resume_at_exactly_the_right_record_and_configs_round_trip(corpus
     for group, (t, offset) in groups.items():
         _commit(bootstrap, group, t, 0, offset)
 
-    conf = {"topics": [topic, compact], "bucket": bucket, "prefix": "grp", "consumer_groups": f"re:g-{run}-.*"}
+    conf = {"topics": [topic, compact], "bucket": bucket, "prefix": "grp", "consumer_groups": [f"re:g-{run}-.*"]}
     assert run_dag("kafka_backup", conf).state == "success"
 
     mapping = {topic: f"{topic}-restored", compact: f"{compact}-restored-{run}"}

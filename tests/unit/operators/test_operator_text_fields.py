@@ -46,7 +46,7 @@ def test_mapped_restore_task_renders_bucket_and_prefix_as_text():
     """A mapped task's operator is rendered through another path (MappedOperator.render_template_fields)."""
     from airflow_kafka_backup.dag_factories import restore_dag
 
-    dag = restore_dag("digits_mapped_restore", bucket="123456789012", prefix="2024")
+    dag = restore_dag("digits_mapped_restore", topics=["t"], bucket="123456789012", prefix="2024")
 
     class TaskInstance:
         map_index = 0
@@ -96,8 +96,8 @@ def test_as_text():
             as_text(field, value, shape)
 
 
-@pytest.mark.parametrize("typed,expected", [("123", "123"), ("1,2", ["1", "2"]), ("2024.10", "2024.10"),
-                                            ("*", "*"), ("re:billing-.*", "re:billing-.*")])
+@pytest.mark.parametrize("typed,expected", [("123", ["123"]), ("1,2", ["1", "2"]), ("2024.10", ["2024.10"]),
+                                            ("*", ["*"]), ("re:billing-.*", ["re:billing-.*"])])
 def test_number_looking_consumer_group_ids_stay_group_ids(typed, expected):
     from airflow_kafka_backup.dag_factories import backup_dag
     from airflow_kafka_backup.engine.topics.metadata import select_groups
@@ -112,6 +112,20 @@ def test_number_looking_consumer_group_ids_stay_group_ids(typed, expected):
     assert select_groups(admin, plan.consumer_groups) == {
         "123": ["123"], "1,2": ["1", "2"], "2024.10": ["2024.10"], "*": ["1", "123", "2", "2024.10", "billing-a"],
         "re:billing-.*": ["billing-a"]}[typed]
+
+
+def test_consumer_groups_list_mixes_ids_all_and_patterns():
+    """The form's one-per-line list: each line an id, ``*`` or a ``re:`` pattern; the chosen groups once each."""
+    from airflow_kafka_backup.engine.topics.metadata import select_groups
+
+    listed = [SimpleNamespace(group_id=g) for g in ("audit", "billing-a", "billing-b", "payments")]
+    admin = SimpleNamespace(list_consumer_groups=lambda request_timeout: SimpleNamespace(
+        result=lambda: SimpleNamespace(valid=listed)))
+    assert select_groups(admin, ["payments", "re:billing-.*", "billing-a"]) == ["payments", "billing-a", "billing-b"]
+    assert select_groups(admin, ["*"]) == ["audit", "billing-a", "billing-b", "payments"]
+    assert select_groups(admin, None) == [] and select_groups(admin, []) == []
+    with pytest.raises(ConfigurationError, match="not a regular expression"):
+        select_groups(admin, ["re:("])
 
 
 def test_consumer_groups_may_still_be_a_bool():

@@ -123,12 +123,32 @@ def test_dry_run_with_good_configs_validates_and_creates_nothing(admin):
     assert set(admin.validated) == {"orders-restored"} and admin.created == []
 
 
-def test_real_run_creates_the_missing_target(admin, monkeypatch):
-    monkeypatch.setattr(restore_operators, "create_topics", lambda admin, partitions, *a, validate_only: (
-        admin.created.extend([] if validate_only else partitions)))
-    units = _plan(max_work_units="4").execute({**DAG, "run_id": "manual__real", "ti": NoXCom()})
+class XComCatcher:
+    def __init__(self) -> None:
+        self.pushed: dict = {}
+
+    def xcom_push(self, key, value) -> None:
+        self.pushed[key] = value
+
+
+def test_real_run_creates_nothing_and_hands_the_missing_target_to_create_topics(admin):
+    """Nothing is created before the approval: the plan only asks the broker (validate-only), and pushes what
+    create_topics makes after it, with the report the approval step shows."""
+    ti = XComCatcher()
+    units = _plan(max_work_units="4").execute({**DAG, "run_id": "manual__real", "ti": ti})
     assert [[p["target_topic"] for p in unit] for unit in units] == [["orders-restored"]]
-    assert admin.created == ["orders-restored"]
+    assert admin.created == []
+    assert ti.pushed["create"] == {"orders-restored": {"partitions": 1, "configs": ti.pushed["create"][
+        "orders-restored"]["configs"], "replication_factor": None}}
+    assert "| orders | orders-restored | new (created after approval) | 1 |" in ti.pushed["report"]
+
+
+def test_dry_run_pushes_the_same_report_and_nothing_to_create(admin):
+    ti = XComCatcher()
+    assert _plan(dry_run=True).execute({**DAG, "run_id": "manual__dry", "ti": ti}) == []
+    assert ti.pushed["create"] == {} and admin.created == []
+    assert ti.pushed["report"].startswith("**DRY RUN: nothing will be created or written.**")
+    assert "| orders | orders-restored | new (created after approval) | 1 |" in ti.pushed["report"]
 
 
 @pytest.mark.parametrize("bad,problem", [(0, "greater than 0, got 0"), (-3, "greater than 0, got -3"),

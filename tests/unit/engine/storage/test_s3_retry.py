@@ -205,8 +205,10 @@ def test_it_is_a_param_of_both_dags_and_reaches_every_task():
         for bad in (-1, 20_001, "soon"):
             with pytest.raises(Exception):  # noqa: B017 - Airflow's ParamValidationError, whatever its module
                 copy.deepcopy(param).resolve(bad)
-        s3_tasks = [t for t in dag.tasks if t.task_id != "check_rpo"]  # the RPO guard reads XCom, not S3
-        assert len(s3_tasks) == len(dag.tasks) - (dag.dag_id == "backoff_backup")
+        # The RPO guard reads XCom; the approval and topic creation touch no S3.
+        s3_tasks = [t for t in dag.tasks if t.task_id not in ("check_rpo", "approval", "create_topics")]
+        assert len(s3_tasks) == len(dag.tasks) - (1 if dag.dag_id == "backoff_backup" else
+                                                  1 + ("approval" in dag.task_ids))
         for task in s3_tasks:
             assert "s3_retry_backoff_ms" in task.template_fields, task.task_id
             assert getattr(task, "s3_retry_backoff_ms", None) == "{{ params.s3_retry_backoff_ms }}" or (
