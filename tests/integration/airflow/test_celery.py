@@ -143,7 +143,8 @@ def test_a_thousand_partitions_back_up_and_restore_across_workers_byte_exact(
     # Restore: one topic's 24 partitions in 4 work units, again over both workers.
     target = f"{narrow}-restored"
     restore_conf = {"topics": [narrow], "bucket": bucket, "prefix": "celery", "topic_mapping": {narrow: target},
-                    "topic_configs": KEEP_FOREVER, "max_work_units": 4}
+                    "topic_configs": KEEP_FOREVER, "max_work_units": 4,
+                    "require_approval": False}  # an automated restore: nobody is there to approve it
     tis = _run(celery, "kafka_restore", restore_conf)
     assert sorted(ti["map_index"] for ti in tis if ti["task_id"] == "restore") == list(range(4))
     assert {ti["hostname"] for ti in tis} <= set(WORKERS)
