@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv chromium redis-server test test-floor floor-constraints demo lint bench bench-scale clean
+.PHONY: venv chromium redis-server kafka-jars test test-floor floor-constraints demo lint bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,9 +67,18 @@ REDIS_SERVER ?= $(shell command -v redis-server || echo /usr/bin/redis-server)
 redis-server:
 	@test -x $(REDIS_SERVER) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
-test: venv lint chromium redis-server
-	$(PY) -m pytest -ra
-	$(MAKE) test-floor
+# The broker's jars, fetched once before the two runs below start brokers side by side.
+kafka-jars: venv
+	$(PY) -c "from devstack.kafka_broker import fetch_kafka_jars; fetch_kafka_jars()"
+
+# The floor run (its venv, its tests) goes alongside the main pytest run, which mostly waits on
+# brokers, S3 and Airflow's processes: its log is printed once both have finished.
+test: venv lint chromium redis-server kafka-jars
+	@$(MAKE) --no-print-directory test-floor > test-floor.log 2>&1 & floor=$$!; \
+	$(PY) -m pytest -ra; main=$$?; \
+	wait $$floor; floor_status=$$?; \
+	echo "--- make test-floor (Airflow $(FLOOR_AIRFLOW)), from test-floor.log:"; cat test-floor.log; \
+	test $$main = 0 && test $$floor_status = 0
 
 demo: venv
 	$(PY) -m devstack.demo
