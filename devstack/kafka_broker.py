@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.processes import stop_process
+
 POM = Path(__file__).with_name("pom.xml")
 KAFKA_VERSION = "4.1.1"
 
@@ -104,13 +106,7 @@ class KafkaBroker:
     properties: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.kafka_broker import free_port
+from devstack.processes import stop_process
 
 REDIS_SERVER = "redis-server"
 
@@ -29,13 +30,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from devstack.kafka_broker import free_port
+from devstack.processes import stop_process
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"
@@ -22,12 +23,7 @@ class S3Server:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
     def client(self):
         import boto3
