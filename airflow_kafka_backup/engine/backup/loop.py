@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from airflow_kafka_backup.engine.backup.partition_writer import TopicPartitionWriter
 from airflow_kafka_backup.engine.backup.segment_uploader import SegmentUploader
+from airflow_kafka_backup.engine.backup.spool import SpoolBudget
 from airflow_kafka_backup.engine.errors import DataLossError, KafkaBackupError
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
@@ -82,9 +83,10 @@ def back_up_ranges(
     """
     started = time.monotonic()
     uploader = SegmentUploader(store, is_committed)
+    budget = SpoolBudget()  # segments wait for upload in memory up to this, else in spool_dir
     progress = {
         r.tp: PartitionProgress(r, TopicPartitionWriter(r.topic, r.partition, prefix, settings, uploader.submit,
-                                                         spool_dir, r.topic_id, r.id_in_keys))
+                                                         spool_dir, r.topic_id, r.id_in_keys, budget))
         for r in ranges if not r.is_empty
     }
     if not progress:

@@ -12,20 +12,20 @@ offset range always cuts into the same segments.
 "Outside the segment's time" is :class:`~airflow_kafka_backup.engine.backup.rotation.TimeRotation`:
 ``rotate_interval_ms`` of record time, or a new clock-aligned window.
 
-A segment is encoded and compressed into a spool file on local disk while records
-arrive; memory holds only the codec's fixed buffers. Its sha256 and size are computed
-on the way to disk.
+A segment is encoded and compressed into its spool while records arrive: memory within the
+run's :class:`~airflow_kafka_backup.engine.backup.spool.SpoolBudget`, else a file on local disk
+(see :mod:`~airflow_kafka_backup.engine.backup.spool`). Its sha256 and size are computed on the
+way there.
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from airflow_kafka_backup.engine.backup.rotation import TimeRotation
+from airflow_kafka_backup.engine.backup.spool import SegmentSpool, SpoolBudget
 from airflow_kafka_backup.engine.errors import KafkaBackupError
 from airflow_kafka_backup.engine.formats.base import HashingWriter, SegmentEncoder
 from airflow_kafka_backup.engine.formats.compression import get_compression
@@ -52,10 +52,15 @@ class WriterState(enum.Enum):
 
 @dataclass(frozen=True)
 class ClosedSegment:
-    """A finished segment on local disk, ready to upload to ``info.key``."""
+    """A finished segment in its spool (memory or local disk), ready to upload to ``info.key``."""
 
-    path: str
+    spool: SegmentSpool
     info: SegmentInfo
+
+    @property
+    def path(self) -> str:
+        """The spool file, or ``""`` while the segment is held in memory."""
+        return self.spool.path
 
 
 class TopicPartitionWriter:
@@ -69,6 +74,7 @@ class TopicPartitionWriter:
         spool_dir: str | None = None,
         topic_id: str | None = None,
         id_in_keys: bool = False,
+        spool_budget: SpoolBudget | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -90,14 +96,14 @@ class TopicPartitionWriter:
         self._flush_size = settings.flush_size
         self._on_segment = on_segment
         self._spool_dir = spool_dir
+        self._spool_budget = spool_budget  # None: every segment spools to a file
         self.state = WriterState.IDLE
         self.records_written = 0
         self.payload_bytes = 0
         self._reset_segment()
 
     def _reset_segment(self) -> None:
-        self._file = None
-        self._path = ""
+        self._spool: SegmentSpool | None = None
         self._hashing: HashingWriter | None = None
         self._encoder: SegmentEncoder | None = None
         self._write_fields: Callable[..., None] | None = None  # the open encoder's write_fields
@@ -200,18 +206,16 @@ class TopicPartitionWriter:
             self._close()
 
     def abort(self) -> None:
-        """Drop the open segment's spool file (on failure); nothing is uploaded."""
-        if self._file is not None:
-            self._file.close()
-            os.unlink(self._path)
+        """Drop the open segment's spool (on failure); nothing is uploaded."""
+        if self._spool is not None:
+            self._spool.discard()
         self._reset_segment()
         self.state = WriterState.IDLE
 
     def _open(self, first_offset: int, first_timestamp: int) -> None:
         # The topic name cut short: a topic name may be 249 characters, a file name at most 255 bytes.
-        fd, self._path = tempfile.mkstemp(prefix=f"{self.topic[:64]}+{self.partition}+", dir=self._spool_dir)
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._hashing = HashingWriter(self._file)
+        self._spool = SegmentSpool(f"{self.topic[:64]}+{self.partition}+", self._spool_dir, self._spool_budget)
+        self._hashing = HashingWriter(self._spool)
         self._encoder = self._format.encoder(self._hashing, self._compression)
         self._write_fields = self._encoder.write_fields
         self._write_rows = getattr(self._encoder, "write_rows", None)
@@ -221,7 +225,7 @@ class TopicPartitionWriter:
 
     def _close(self) -> None:
         self._encoder.close()
-        self._file.close()
+        self._spool.close()
         info = SegmentInfo(
             key=segment_key(
                 self.prefix, self.topic, self.partition, self._first_offset,
@@ -239,7 +243,7 @@ class TopicPartitionWriter:
             max_record_bytes=self._max_record_bytes,
             topic_id=self.topic_id,
         )
-        segment = ClosedSegment(self._path, info)
+        segment = ClosedSegment(self._spool, info)
         self._reset_segment()
         self.state = WriterState.IDLE
         self._on_segment(segment)

@@ -1,7 +1,7 @@
 """Uploads closed segments in the background while the consumer keeps reading.
 
-At most ``max_pending`` segments wait on local disk at once, so disk and memory stay
-bounded however large the backlog. Before each upload the object is looked up:
+At most ``max_pending`` segments wait in their spools (memory or local disk) at once, so
+disk and memory stay bounded however large the backlog. Before each upload the object is looked up:
 
 - same sha256 already there: skip (a retry or re-run; the bytes are identical);
 - different bytes there, and a committed manifest names the key: refuse
@@ -12,7 +12,6 @@ bounded however large the backlog. Before each upload the object is looked up:
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,7 +77,8 @@ class SegmentUploader:
                         "recreated topic): back up to a new prefix."
                     )
                 log.info("Replacing uncommitted leftover %s from an earlier attempt", info.key)
-            self._store.put_file(info.key, segment.path, info.sha256)
+            with segment.spool.opened() as body:
+                self._store.put_body(info.key, body, segment.spool.size, info.sha256)
             self.uploaded.append(info)
         finally:
-            os.unlink(segment.path)
+            segment.spool.discard()

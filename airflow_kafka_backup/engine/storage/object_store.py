@@ -9,6 +9,7 @@ upload. The engine itself never imports Airflow.
 from __future__ import annotations
 
 import base64
+import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -138,20 +139,29 @@ class S3ObjectStore:
             )
 
     def put_file(self, key: str, path: str, sha256: str) -> None:
-        """Upload a local file whose sha256 (hex) is ``sha256``: one PutObject up to the multipart threshold.
+        """Upload a local file whose sha256 (hex) is ``sha256`` (see :meth:`put_body`)."""
+        with open(path, "rb") as body:
+            self.put_body(key, body, os.path.getsize(path), sha256)
 
-        Up to the transfer config's ``multipart_threshold`` (``part_size``) the file goes in one
-        PutObject, streamed from disk, that carries ``sha256`` as its ``ChecksumSHA256``: S3 checks
+    def put_body(self, key: str, body: bytes | BinaryIO, size: int, sha256: str) -> None:
+        """Upload ``size`` bytes whose sha256 (hex) is ``sha256``: one PutObject up to the multipart threshold.
+
+        ``body`` is the bytes themselves (a segment held in memory) or a seekable file open for
+        reading (a spool file); the caller closes it.
+
+        Up to the transfer config's ``multipart_threshold`` (``part_size``) the bytes go in one
+        PutObject, streamed, that carries ``sha256`` as its ``ChecksumSHA256``: S3 checks
         the bytes it receives against the hash computed while the segment was written, and botocore
         computes no checksum of its own (see :func:`_sign_with_our_checksum`). The transfer manager
         (s3transfer) would have cost twice the client CPU for the same single PUT. Without Object
         Lock, a connection whose ``request_checksum_calculation`` is ``when_required`` (for stores
-        that refuse checksum headers) gets none. Larger files go multipart through the transfer
+        that refuse checksum headers) gets none. Larger bodies go multipart through the transfer
         manager, in parts of the configured size.
         """
         args = {**self.write_args(), "Metadata": {SHA256_METADATA: sha256}}
-        if os.path.getsize(path) > getattr(self.transfer_config, "multipart_threshold", DEFAULT_MULTIPART_THRESHOLD):
-            self.client.upload_file(path, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+        if size > getattr(self.transfer_config, "multipart_threshold", DEFAULT_MULTIPART_THRESHOLD):
+            stream = io.BytesIO(body) if isinstance(body, bytes) else body
+            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
             return
         # Object Lock asks for a checksum (ChecksumAlgorithm): ours is one. S3 wants the algorithm
         # named too (x-amz-sdk-checksum-algorithm) for a locked object.
@@ -159,8 +169,7 @@ class S3ObjectStore:
             args["ChecksumAlgorithm"] = "SHA256"
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
             _register_checksum_signing(self.client)
-        with open(path, "rb") as body:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.client.put_object(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_kafka_backup.engine.backup.partition_writer import TopicPartitionWriter
+from airflow_kafka_backup.engine.backup.spool import SpoolBudget
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.msgpack_format import BLOCK_BYTES, BLOCK_RECORDS
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
@@ -41,12 +42,14 @@ def _messages(count: int, seed: int = 7, with_headers_at: int | None = None) -> 
     return messages
 
 
-def _back_up(messages, tmp_path: Path, batch_sizes, segment_format="msgpack", compression="zstd", flush_size=700):
+def _back_up(messages, tmp_path: Path, batch_sizes, segment_format="msgpack", compression="zstd", flush_size=700,
+             spool_budget: SpoolBudget | None = None):
     """The closed segments' infos and bytes, writing ``messages`` in batches of the given sizes (0: one by one)."""
     closed = []
     settings = SegmentSettings(segment_format, compression, flush_size, 10, compression_level=1 if compression != "none"
                                else None)
-    writer = TopicPartitionWriter("t", 0, "pre", settings, closed.append, spool_dir=str(tmp_path))
+    writer = TopicPartitionWriter("t", 0, "pre", settings, closed.append, spool_dir=str(tmp_path),
+                                  spool_budget=spool_budget)
     start, sizes = 0, list(batch_sizes)
     while start < len(messages):
         size = sizes.pop(0) if sizes else 500
@@ -57,7 +60,12 @@ def _back_up(messages, tmp_path: Path, batch_sizes, segment_format="msgpack", co
             writer.write_messages(messages[start:start + size])
             start += size
     writer.finish()
-    return [(segment.info, Path(segment.path).read_bytes()) for segment in closed]
+    return [(segment.info, _spooled_bytes(segment.spool)) for segment in closed]
+
+
+def _spooled_bytes(spool) -> bytes:
+    with spool.opened() as body:
+        return body if isinstance(body, bytes) else body.read()
 
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
@@ -96,3 +104,19 @@ def test_blocks_close_by_bytes_in_the_middle_of_a_batch(tmp_path):
     with path.open("rb") as raw:
         records = list(get_format("msgpack").decode(raw, get_compression("none")))
     assert [(r.offset, r.key, len(r.value)) for r in records] == [(i, b"k", BLOCK_BYTES // 4 + i) for i in range(30)]
+
+
+@pytest.mark.parametrize("segment_format", ["msgpack", "jsonl"])
+def test_segments_held_in_memory_have_the_bytes_of_spool_files(tmp_path, segment_format):
+    """In memory, on disk, or moved to disk part way (a budget smaller than a segment): the same bytes."""
+    messages = _messages(1500)
+    for folder in ("disk", "memory", "part_way"):
+        (tmp_path / folder).mkdir()
+    on_disk = _back_up(messages, tmp_path / "disk", [500] * 3, segment_format)
+    budget = SpoolBudget(1 << 30)  # these records are large: 118 MB in all
+    in_memory = _back_up(messages, tmp_path / "memory", [500] * 3, segment_format, spool_budget=budget)
+    assert in_memory == on_disk and budget.used == sum(len(data) for _, data in in_memory)
+    assert not list((tmp_path / "memory").iterdir())  # nothing went to disk
+    part_way = _back_up(messages, tmp_path / "part_way", [500] * 3, segment_format,
+                        spool_budget=SpoolBudget(len(on_disk[0][1]) // 2))
+    assert part_way == on_disk

@@ -77,7 +77,7 @@ class RecordingClient:
     def put_object(self, **kwargs):
         self.puts.append(kwargs)
 
-    def upload_file(self, path, bucket, key, ExtraArgs, Config):
+    def upload_fileobj(self, body, bucket, key, ExtraArgs, Config):
         self.uploads.append(ExtraArgs)
 
 

@@ -91,3 +91,26 @@ def test_a_segment_over_the_threshold_goes_multipart(tmp_path):
     path, _, sha256 = _segment(tmp_path, 6 * MIB)
     store.put_file("p/seg", path, sha256)
     assert [r["method"] for r in sent] == ["POST", "PUT", "PUT", "POST"]  # create, two parts, complete
+
+
+@pytest.mark.parametrize("endpoint", ["https://s3.example.com", "http://127.0.0.1:9"])
+def test_a_segment_held_in_memory_is_the_same_put(tmp_path, endpoint):
+    """A segment the backup kept in memory goes as bytes: the same request as from its spool file."""
+    path, data, sha256 = _segment(tmp_path, 64 * 1024)
+    from_file, sent_file = _store(endpoint)
+    from_file.put_file("p/seg", path, sha256)
+    from_memory, sent_memory = _store(endpoint)
+    from_memory.put_body("p/seg", data, len(data), sha256)
+    (put_file,), (put_memory,) = sent_file, sent_memory
+    assert put_memory["body"] == put_file["body"] == data
+    for name in ("x-amz-checksum-sha256", "x-amz-meta-sha256", "x-amz-content-sha256", "content-length"):
+        assert put_memory["headers"][name] == put_file["headers"][name]
+
+
+def test_a_segment_held_in_memory_over_the_threshold_goes_multipart(tmp_path):
+    store, sent = _store("https://s3.example.com", threshold=5 * MIB)
+    _, data, sha256 = _segment(tmp_path, 6 * MIB)
+    store.put_body("p/seg", data, len(data), sha256)
+    assert [r["method"] for r in sent] == ["POST", "PUT", "PUT", "POST"]
+    parts = [r for r in sent if r["method"] == "PUT"]  # aws-chunked bodies, each with its decoded length
+    assert sum(int(r["headers"]["x-amz-decoded-content-length"]) for r in parts) == len(data)
