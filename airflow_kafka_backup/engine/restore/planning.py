@@ -12,7 +12,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from airflow_kafka_backup.engine.chain import check_chain, check_segments_disjoint
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
@@ -58,7 +58,11 @@ class PartitionRestore:
     until_timestamp: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As ``dataclasses.asdict`` gives it (same keys, same order), without its deep copy of every
+        segment's scalars: the plan encodes every partition of a restore."""
+        body = {name: getattr(self, name) for name in _PARTITION_FIELDS}
+        body["segments"] = [{name: getattr(s, name) for name in _SEGMENT_FIELDS} for s in self.segments]
+        return body
 
     @classmethod
     def from_dict(cls, data: dict) -> PartitionRestore:
@@ -103,6 +107,10 @@ class PartitionRestore:
             oldest = low if oldest is None else min(oldest, low)
             newest = high if newest is None else max(newest, high)
         return oldest, newest
+
+
+_PARTITION_FIELDS = tuple(f.name for f in fields(PartitionRestore))
+_SEGMENT_FIELDS = tuple(f.name for f in fields(PlannedSegment))
 
 
 @dataclass
