@@ -346,15 +346,15 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
         self.kafka_conn_id = kafka_conn_id
         self.commit_interval_seconds = commit_interval_seconds
 
-    def execute(self, context: Context) -> list[dict]:
+    def execute(self, context: Context) -> dict:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
+        partitions = read_work_unit(self.store, self.work_unit)  # before any client: a bad unit fails first
         restore_id = resolved_restore_id(self.restore_id, context)
         target_prefix = restore_prefix(self.key_prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
                                                                transactional_id="-").transaction_timeout_s()
         totals = dict.fromkeys(RESULT_TOTALS, 0)
-        partitions = read_work_unit(self.store, self.work_unit)
         try:
             for unit in partitions:
                 tx_id = transactional_id(restore_id, unit.target_topic, unit.partition)
