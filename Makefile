@@ -71,11 +71,16 @@ redis-server:
 kafka-jars: venv
 	$(PY) -c "from devstack.kafka_broker import fetch_kafka_jars; fetch_kafka_jars()"
 
-# The floor run (its venv, its tests) goes alongside the main pytest run, which mostly waits on
-# brokers, S3 and Airflow's processes: its log is printed once both have finished.
+# The main run spreads its test files over PYTEST_WORKERS processes (pytest-xdist, --dist loadfile: a
+# module's fixtures, such as an Airflow services stack, stay in one process; each process starts its
+# own broker, S3 server and Airflow DB). The tests mostly wait on brokers, S3 and Airflow's processes:
+# one process leaves much of the 2 cores idle. The floor run (its venv, its tests) goes alongside; its
+# log is printed once both have finished.
+PYTEST_WORKERS ?= 2
+
 test: venv lint chromium redis-server kafka-jars
 	@$(MAKE) --no-print-directory test-floor > test-floor.log 2>&1 & floor=$$!; \
-	$(PY) -m pytest -ra; main=$$?; \
+	$(PY) -m pytest -ra -n $(PYTEST_WORKERS) --dist loadfile; main=$$?; \
 	wait $$floor; floor_status=$$?; \
 	echo "--- make test-floor (Airflow $(FLOOR_AIRFLOW)), from test-floor.log:"; cat test-floor.log; \
 	test $$main = 0 && test $$floor_status = 0

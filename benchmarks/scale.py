@@ -18,7 +18,9 @@ It prints, per size:
 * plan, commit and restore-plan wall time (each task's ``execute``);
 * the peak RSS each of those tasks added: ``VmHWM`` is reset through ``/proc/self/clear_refs``
   (``5``) before the task and read after it, against ``VmRSS`` before it;
-* XCom bytes of the run (every row the run left in the ``xcom`` table, by task);
+* XCom bytes of the run (every row the run left in the ``xcom`` table, by task): since the plan,
+  the work units and the segment lists go through S3 (``<prefix>/_runs/``), refs to them only;
+* the working objects the run left under ``<prefix>/_runs/`` (the commit deletes them: 0);
 * the manifest's size in S3;
 * S3 requests by task and operation, counted by a botocore ``before-call`` hook on every
   client the tasks create (``S3Hook`` builds them through boto3).
@@ -231,6 +233,7 @@ def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: 
             "s3_requests": {task: dict(ops) for task, ops in meter.requests.items()},
             "xcom_bytes": xcom_bytes(db, "kafka_backup", dag_run.run_id),
             "manifest_bytes": manifest,
+            "working_objects_left": s3.list_objects_v2(Bucket=bucket, Prefix="scale/_runs/").get("KeyCount", 0),
         })
         print(f"  {partitions} partitions, run {run + 1}: {_one_line(runs[-1])}", flush=True)
     meter.reset()
@@ -290,7 +293,7 @@ def _one_line(run: dict[str, Any]) -> str:
     requests = {task: sum(ops.values()) for task, ops in run["s3_requests"].items()}
     return (f"seconds {seconds}, peak MiB added {_rounded(run['peak_added_mib'])}, "
             f"S3 requests {requests}, XCom bytes {sum(run['xcom_bytes'].values())}, "
-            f"manifest bytes {run['manifest_bytes']}")
+            f"manifest bytes {run['manifest_bytes']}, working objects left {run['working_objects_left']}")
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:

@@ -38,7 +38,13 @@ from airflow_kafka_backup.engine.backup.planning import group_work_units, plan_r
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.engine.settings import as_bool
-from airflow_kafka_backup.engine.storage.key_layout import manifest_key
+from airflow_kafka_backup.engine.storage.key_layout import (
+    manifest_key,
+    run_objects_prefix,
+    run_plan_key,
+    unit_segments_key,
+    work_unit_key,
+)
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
@@ -50,6 +56,13 @@ from airflow_kafka_backup.engine.storage.manifest import (
     write_manifest,
 )
 from airflow_kafka_backup.engine.storage.retention import check_retention_prefix, ensure_retention_rule
+from airflow_kafka_backup.engine.storage.run_objects import (
+    ObjectRef,
+    RunObjectMissingError,
+    get_json,
+    put_json,
+    remove_run_objects,
+)
 from airflow_kafka_backup.engine.storage.s3_settings import (
     check_retention_covers_object_lock,
     validate_object_lock,
@@ -198,10 +211,13 @@ class KafkaBackupRetentionOperator(S3BackupBaseOperator):
 
 
 class KafkaBackupPlanOperator(S3BackupBaseOperator):
-    """Validate settings and plan the run's offset ranges; returns the work units to map over.
+    """Validate settings and plan the run's offset ranges; returns the refs of the work units to map over.
 
-    Pushes the whole plan (ranges and segment settings) to XCom under key ``plan`` for
-    the commit task. A re-run of a run that already committed reuses that run's ranges
+    Writes the whole plan (ranges, segment settings, captured metadata) and each work unit to S3 under
+    ``<prefix>/_runs/run=<run id>/`` once it holds the writer lock, before any segment, and pushes the
+    plan's ref to XCom under key ``plan`` for the commit task: XCom stays O(work units) however many
+    partitions the run has (see :mod:`airflow_kafka_backup.engine.storage.run_objects`). A run with
+    nothing to commit writes nothing. A re-run of a run that already committed reuses that run's ranges
     and settings, so it rewrites the same keys with the same bytes.
     """
 
@@ -313,20 +329,28 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                          generation_id, how)
         max_units = min(settings.max_work_units, _max_map_length())
         units = [
-            {"ranges": unit, "settings": asdict(segment_settings), "isolation_level": settings.isolation_level,
+            {"run_id": run_id, "unit": number, "ranges": unit, "settings": asdict(segment_settings),
+             "isolation_level": settings.isolation_level,
              "cuts": {k: v for k, v in cuts.items() if k in {f"{r['topic']}[{r['partition']}]" for r in unit}}}
-            for unit in group_work_units(ranges, max_units)
+            for number, unit in enumerate(group_work_units(ranges, max_units))
         ]
         plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
                 "generation": generation_id, **captured}
-        context["ti"].xcom_push(key="plan", value=plan)
         todo = [r for r in ranges if not r.is_empty]
         log.info(
             "Planned %d records in %d partitions over %d work units: %s",
             sum(r.end - r.start for r in todo), len(todo), len(units),
             ", ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end}" for r in todo[:50]) or "nothing new",
         )
-        return units
+        if not _has_work(ranges, captured):  # nothing to commit: nothing written, the commit only measures the lag
+            context["ti"].xcom_push(key="plan", value={"run_id": run_id, "plan": None,
+                                                       "topics": sorted({md["topic"] for md in captured["topics"]})})
+            return []
+        # After the lock, before any segment: the plan and the work units go to S3, XCom carries their refs.
+        plan_ref = put_json(self.store, run_plan_key(settings.prefix, run_id), plan)
+        context["ti"].xcom_push(key="plan", value={"run_id": run_id, "plan": plan_ref.to_dict()})
+        return [put_json(self.store, work_unit_key(settings.prefix, run_id, unit["unit"]), unit).to_dict()
+                for unit in units]
 
     def _check_retention(self, settings: BackupSettings) -> None:
         """The retention task's arguments, checked before the lock is taken: that task runs after this one, and
@@ -437,9 +461,11 @@ def _check_same_incarnation(state: BackupState, ids: dict[str, str]) -> None:
 
 
 class KafkaBackupOperator(S3BackupBaseOperator):
-    """Back up one work unit (a few partitions' offset ranges); returns its segments' metadata.
+    """Back up one work unit (a few partitions' offset ranges); writes its segments' metadata to S3 beside the
+    unit and returns that object's ref (see :mod:`airflow_kafka_backup.engine.storage.run_objects`).
 
-    Meant to be mapped: ``KafkaBackupOperator.partial(...).expand(work_unit=plan.output)``.
+    Meant to be mapped: ``KafkaBackupOperator.partial(...).expand(work_unit=plan.output)``; ``work_unit`` is the
+    ref of a work-unit object the plan wrote (key, sha256, bytes), not the ranges themselves.
     """
 
     template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "work_unit", "kafka_conn_id",
@@ -452,13 +478,14 @@ class KafkaBackupOperator(S3BackupBaseOperator):
         self.kafka_conn_id = kafka_conn_id
         self.isolation_level = isolation_level
 
-    def execute(self, context: Context) -> list[dict]:
-        ranges = [PartitionRange(**r) for r in self.work_unit["ranges"]]
-        settings = SegmentSettings(**self.work_unit["settings"])
+    def execute(self, context: Context) -> dict:
         prefix = self.key_prefix
+        unit = self._read_work_unit(prefix, context["run_id"])
+        ranges = [PartitionRange(**r) for r in unit["ranges"]]
+        settings = SegmentSettings(**unit["settings"])
         # The plan's: its end offsets were snapshotted under it, and a range read under another isolation
         # would end elsewhere (read_committed stops at the last stable offset).
-        isolation = self.work_unit.get("isolation_level", self.isolation_level)
+        isolation = unit.get("isolation_level", self.isolation_level)
         if isolation != self.isolation_level:
             log.warning("isolation_level %s differs from the plan's %s; reading with the plan's.",
                         self.isolation_level, isolation)
@@ -473,7 +500,7 @@ class KafkaBackupOperator(S3BackupBaseOperator):
 
         segments: list[SegmentInfo] = []
         try:
-            for ranges_of_pass in split_at_cuts(ranges, self.work_unit.get("cuts", {})):
+            for ranges_of_pass in split_at_cuts(ranges, unit.get("cuts", {})):
                 result = back_up_ranges(consumer, self.store, prefix, ranges_of_pass, settings, is_committed)
                 segments += result.segments
                 for partition, count in result.per_partition.items():
@@ -483,7 +510,20 @@ class KafkaBackupOperator(S3BackupBaseOperator):
                 consumer.unassign()
         finally:
             consumer.close()
-        return [asdict(s) for s in segments]
+        # Beside the unit, under a key of its own: a retry of this unit rewrites it; XCom gets only the ref.
+        key = unit_segments_key(prefix, unit["run_id"], unit["unit"])
+        body = {"run_id": unit["run_id"], "unit": unit["unit"], "segments": [asdict(s) for s in segments]}
+        return put_json(self.store, key, body).to_dict()
+
+    def _read_work_unit(self, prefix: str, run_id: str) -> dict:
+        """The unit the plan wrote to S3 (``work_unit`` is its ref), checked against the ref's sha256."""
+        try:
+            return get_json(self.store, ObjectRef.from_dict(self.work_unit), run_objects_prefix(prefix, run_id))
+        except RunObjectMissingError:
+            raise IntegrityError(
+                f"The work unit {self.work_unit['key']} is gone: its run has committed (the commit removes a run's "
+                "working objects) or it expired. Clear the whole run, plan included, to back its ranges up again."
+            ) from None
 
 
 def split_at_cuts(ranges: list[PartitionRange], cuts: dict[str, list[int]]) -> list[list[PartitionRange]]:
@@ -502,11 +542,18 @@ def split_at_cuts(ranges: list[PartitionRange], cuts: dict[str, list[int]]) -> l
     return [[p[i] for p in pieces.values() if i < len(p)] for i in range(passes)]
 
 
-class KafkaBackupCommitOperator(S3BackupBaseOperator):
-    """Commit the run: write its manifest (the commit point), then advance the checkpoint Variable.
+_ALREADY_COMMITTED = object()  # in place of a generation: the run's manifest is in S3 already
 
-    Runs only when every backup task succeeded (``none_failed``: also when there was
-    nothing to back up and the mapped task was skipped).
+
+class KafkaBackupCommitOperator(S3BackupBaseOperator):
+    """Commit the run: write its manifest (the commit point), advance the checkpoint Variable, then remove the
+    run's working objects.
+
+    ``plan`` is the plan task's XCom ``plan`` (the ref of the plan object in S3, or ``plan: None`` and the topics
+    when nothing was planned) and ``segments`` the backup tasks' refs of their segment lists: the manifest is
+    built from those objects, each checked against its ref's sha256, byte for byte what it was when XCom carried
+    the lists. Runs only when every backup task succeeded (``none_failed``: also when there was nothing to back
+    up and the mapped task was skipped).
     """
 
     template_fields: Sequence[str] = (*S3BackupBaseOperator.s3_template_fields, "plan", "segments", "kafka_conn_id",
@@ -528,39 +575,73 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
     def execute(self, context: Context) -> dict:
         """Returns the run's summary (records, bytes, segments, seconds) and each topic's lag after the commit."""
         prefix = self.key_prefix
-        ranges = [PartitionRange(**r) for r in self.plan["ranges"]]
-        segments = [SegmentInfo(**s) for unit in (self.segments or []) for s in (unit or [])]
-        _check_segments_match_plan(ranges, segments)
+        exchange = self.plan or {}
         cached = get_checkpoint_variable(self.bucket, prefix)
-        if not _has_work(ranges, self.plan):
+        if exchange.get("plan") is None:
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
-            key, state = None, BackupState.from_json(cached)
+            key, state, segments, topics = None, BackupState.from_json(cached), [], list(exchange.get("topics", []))
         else:
-            manifest = RunManifest(self.plan["run_id"], SegmentSettings(**self.plan["settings"]), ranges, segments,
-                                   encryption=self.s3_settings.manifest_encryption(),
-                                   topics=self.plan.get("topics", []),
-                                   consumer_groups=self.plan.get("consumer_groups", {}),
-                                   incarnations=self.plan.get("incarnations", {}),
-                                   selection=self.plan.get("selection", {}),
-                                   gone_topics=self.plan.get("gone_topics", []))
-            self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id))
-            key = write_manifest(self.store, prefix, manifest)
+            manifest, generation_id = self._run_manifest(prefix, exchange)
+            segments, topics = manifest.segments, sorted({md["topic"] for md in manifest.topics})
+            if generation_id is not _ALREADY_COMMITTED:
+                self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id), generation_id)
+                write_manifest(self.store, prefix, manifest)
+            key = manifest_key(prefix, manifest.run_id)
             log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
             state = BackupState.from_json(cached).advanced(manifest)
             set_checkpoint_variable(self.bucket, prefix, state.to_json(len(list_manifest_keys(self.store, prefix))))
-            self._emit_asset_events(context, prefix, ranges, segments)
+            self._emit_asset_events(context, prefix, manifest.ranges, segments, manifest.run_id)
+            removed = remove_run_objects(self.store, prefix, manifest.run_id)
+            if removed is not None:
+                log.info("Removed the run's %d working objects under %s.", removed,
+                         run_objects_prefix(prefix, manifest.run_id))
         dag_id = context["dag"].dag_id
         summary = {"manifest": key, "segments": len(segments), "records": sum(s.records for s in segments),
                    "bytes": sum(s.bytes for s in segments), "seconds": _run_seconds(context)}
         metrics.emit_run(dag_id, summary["records"], summary["bytes"], summary["segments"], summary["seconds"])
-        summary["lag"] = self._lag_after_commit(dag_id, state)
+        summary["lag"] = self._lag_after_commit(dag_id, state, topics)
         return summary
 
-    def _lag_after_commit(self, dag_id: str, state: BackupState) -> dict[str, dict] | None:
+    def _run_manifest(self, prefix: str, exchange: dict) -> tuple[RunManifest, Any]:
+        """The manifest to commit, built from the plan and the backup tasks' segment lists in S3, and the
+        generation the run planned on.
+
+        When the plan object is gone, a try of this commit has already committed the manifest and removed the
+        working objects (it died before Airflow heard of its success): that manifest is the run's, as it was
+        committed, and the generation check is not made again.
+        """
+        run_id = exchange["run_id"]
+        inside = run_objects_prefix(prefix, run_id)
+        try:
+            plan = get_json(self.store, ObjectRef.from_dict(exchange["plan"]), inside)
+        except RunObjectMissingError:
+            committed = read_manifest(self.store, prefix, run_id)
+            if committed is None:
+                raise IntegrityError(f"The plan of run {run_id} ({exchange['plan']['key']}) is gone and the run has "
+                                     "no manifest: clear the whole run to plan it again.") from None
+            log.info("Run %s was committed by an earlier try of this task, which removed its working objects.",
+                     run_id)
+            return committed, _ALREADY_COMMITTED
+        ranges = [PartitionRange(**r) for r in plan["ranges"]]
+        segments = []
+        for ref in self.segments or []:
+            if ref:  # a unit's segment list: its body names the run and unit it belongs to
+                body = get_json(self.store, ObjectRef.from_dict(ref), inside)
+                if body["run_id"] != run_id:
+                    raise IntegrityError(f"Working object {ref['key']} belongs to run {body['run_id']}, not {run_id}.")
+                segments += [SegmentInfo(**s) for s in body["segments"]]
+        _check_segments_match_plan(ranges, segments)
+        manifest = RunManifest(plan["run_id"], SegmentSettings(**plan["settings"]), ranges, segments,
+                               encryption=self.s3_settings.manifest_encryption(),
+                               topics=plan.get("topics", []), consumer_groups=plan.get("consumer_groups", {}),
+                               incarnations=plan.get("incarnations", {}), selection=plan.get("selection", {}),
+                               gone_topics=plan.get("gone_topics", []))
+        return manifest, plan.get("generation")
+
+    def _lag_after_commit(self, dag_id: str, state: BackupState, topics: list[str]) -> dict[str, dict] | None:
         """Each topic's records not yet in a committed backup and the age of the oldest, logged and emitted as
         metrics. The commit has happened: a failure to measure is logged, not raised (the RPO guard, if any,
         then fails for want of a measurement)."""
-        topics = sorted({md["topic"] for md in self.plan.get("topics", [])})
         if not topics:
             return {}
         now_ms = int(time.time() * 1000)
@@ -586,9 +667,8 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
                      "" if age is None else f", the oldest {age:.0f}s old")
         return lag
 
-    def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str) -> None:
+    def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str, planned: str | None) -> None:
         """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""
-        planned = self.plan.get("generation")
         if planned is None:
             return
         current = [k for k in list_manifest_keys(self.store, prefix) if k != own_key]
@@ -599,7 +679,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             )
 
     def _emit_asset_events(self, context: Context, prefix: str, ranges: list[PartitionRange],
-                           segments: list[SegmentInfo]) -> None:
+                           segments: list[SegmentInfo], run_id: str) -> None:
         """One asset event per topic backed up: ``s3://<bucket>/<prefix>/<topic>``, for downstream DAGs."""
         if not self.asset_alias:
             return
@@ -607,7 +687,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         for topic in sorted({r.topic for r in ranges if not r.is_empty}):
             records = sum(s.records for s in segments if s.topic == topic)
             events.add(Asset(backup_asset_uri(self.bucket, prefix, topic)),
-                       extra={"run_id": self.plan["run_id"], "records": records})
+                       extra={"run_id": run_id, "records": records})
 
 
 class RpoExceededError(KafkaBackupError, AirflowFailException):

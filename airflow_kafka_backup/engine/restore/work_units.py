@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore
-from airflow_kafka_backup.engine.storage.key_layout import work_unit_key
+from airflow_kafka_backup.engine.storage.key_layout import restore_work_unit_key
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
 
@@ -53,7 +53,7 @@ def write_work_units(store: S3ObjectStore, restore_prefix: str,
     for index, unit in enumerate(units):
         body = encode_work_unit(unit)
         digest = hashlib.sha256(body).hexdigest()
-        key = work_unit_key(restore_prefix, index, digest)
+        key = restore_work_unit_key(restore_prefix, index, digest)
         store.put_bytes(key, body)
         refs.append(WorkUnitRef(key, digest, len(unit), sum(len(p.segments) for p in unit)).to_dict())
     return refs

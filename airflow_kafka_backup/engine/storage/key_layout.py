@@ -4,6 +4,9 @@
     <prefix>/<topic>/topic_id=<id>/partition=<p>/<topic>+<p>+<offset>.<ext>        segment (each later incarnation)
     <prefix>/_manifests/run=<run id>.json                                           run manifest
     <prefix>/_locks/generation=<digest>.json                                        writer lock
+    <prefix>/_runs/run=<run id>/plan.json                                           a run's plan (until its commit)
+    <prefix>/_runs/run=<run id>/unit=<n>.json                                       a work unit's ranges (until then)
+    <prefix>/_runs/run=<run id>/unit=<n>-segments.json                              the segments it wrote (until then)
     <prefix>/_restores/<dag id>/<run id>/restore-manifest.json                      restore manifest
     <prefix>/_restores/<dag id>/<run id>/offset-map/<target>/partition=<p>/<offset>-<attempt>.json  offset-map chunk
     <prefix>/_restores/<dag id>/<run id>/attempts/<target>/partition=<p>/<attempt>.json       restore attempt
@@ -109,7 +112,7 @@ def attempt_key(restore_prefix: str, target_topic: str, partition: int, attempt:
     return _join(restore_prefix, "attempts", target_topic, f"partition={partition}", f"{attempt}.json")
 
 
-def work_unit_key(restore_prefix: str, index: int, sha256: str) -> str:
+def restore_work_unit_key(restore_prefix: str, index: int, sha256: str) -> str:
     """One work unit of a restore plan (see ``restore.work_units``): named by its bytes' digest, so another
     plan's units never overwrite it."""
     return _join(restore_prefix, "work-units", f"unit-{index:04d}-{sha256}.json")
@@ -117,6 +120,24 @@ def work_unit_key(restore_prefix: str, index: int, sha256: str) -> str:
 
 def restore_manifest_key(restore_prefix: str) -> str:
     return _join(restore_prefix, "restore-manifest.json")
+
+
+def run_objects_prefix(prefix: str, run_id: str) -> str:
+    """Where a backup run in flight keeps what its tasks hand each other (see :mod:`run_objects`)."""
+    return _join(prefix, "_runs", f"run={safe_run_id(run_id)}") + "/"
+
+
+def run_plan_key(prefix: str, run_id: str) -> str:
+    return run_objects_prefix(prefix, run_id) + "plan.json"
+
+
+def work_unit_key(prefix: str, run_id: str, unit: int) -> str:
+    return run_objects_prefix(prefix, run_id) + f"unit={unit:05d}.json"
+
+
+def unit_segments_key(prefix: str, run_id: str, unit: int) -> str:
+    """One key per run and work unit: a retry of the unit overwrites its list, never adds one."""
+    return run_objects_prefix(prefix, run_id) + f"unit={unit:05d}-segments.json"
 
 
 def lock_key(prefix: str, generation_id: str) -> str:

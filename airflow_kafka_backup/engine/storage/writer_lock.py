@@ -3,7 +3,7 @@
 The lock is an S3 object created with ``If-None-Match: *`` (atomic: exactly one run
 creates it). Its key names the backup's *generation*: a digest of the committed
 manifest keys. A commit adds a manifest, so the next run locks a new generation and
-no lock is ever deleted (backup needs no ``s3:DeleteObject``); stale lock objects are
+no lock is ever deleted (the lock needs no ``s3:DeleteObject``); stale lock objects are
 tiny and expire with the retention rule. With Object Lock they are retained like every
 other object the backup writes: nothing here deletes or rewrites a version (a takeover
 writes a new version of the key), so retention changes nothing for the lock.

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from airflow_kafka_backup.engine.storage.manifest import RunManifest, list_manifest_keys
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
 from tests.helpers import (
     RECORDS_PER_TOPIC,
+    create_topics,
     produce_tricky,
     read_backup,
     read_kafka,
@@ -212,3 +215,34 @@ def test_the_rpo_guard_fails_the_run_only_when_records_older_than_the_rpo_wait(a
     assert behind.state == "failed" and states["commit"] == "success" and states["check_rpo"] == "failed", states
     store = S3ObjectStore(client=s3, bucket=bucket)
     assert len(list_manifest_keys(store, "rpo")) == 2  # the guard wrote nothing; the commit stands
+
+
+def _xcom_bytes(env: dict, run_id: str) -> dict[str, int]:
+    """Bytes of every XCom value the backup run left in the metadata DB, by task."""
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT task_id, SUM(LENGTH(CAST(value AS BLOB))) FROM xcom "
+                            "WHERE dag_id = ? AND run_id = ? GROUP BY task_id", ("kafka_backup", run_id)).fetchall()
+    return {task: int(size or 0) for task, size in rows}
+
+
+def test_the_xcom_of_a_run_does_not_grow_with_its_partitions(airflow_stack, bucket, s3):
+    """Ranges and segment lists go through S3 (``_runs/``): XCom holds refs, one per work unit (issue #25)."""
+    sizes = {}
+    for partitions in (4, 120):
+        topic = f"xcom-{partitions:03d}-{uuid.uuid4().hex[:6]}"  # names and keys of one length in both runs
+        create_topics(airflow_stack["bootstrap"], NewTopic(topic, partitions, 1, config={"retention.ms": "-1"}))
+        produce_tricky(airflow_stack["bootstrap"], topic, partitions, partitions, seed=5)  # a record a partition
+        conf = {"topics": [topic], "bucket": bucket, "prefix": f"xcom-{partitions:03d}", "max_work_units": 4}
+        dag_run = run_dag("kafka_backup", conf)
+        assert dag_run.state == "success"
+        sizes[partitions] = _xcom_bytes(airflow_stack["env"], dag_run.run_id)
+        store = S3ObjectStore(client=s3, bucket=bucket)
+        (key,) = list_manifest_keys(store, conf["prefix"])
+        assert len(RunManifest.from_json(store.get_bytes(key)).segments) == partitions
+        assert not list(store.list_keys(f"{conf['prefix']}/_runs/")), "the commit removed the working objects"
+    few, many = sizes[4], sizes[120]
+    assert set(few) == set(many) >= {"plan", "backup", "commit"}, sizes
+    # 116 more partitions were about 87 KB more XCom when it carried the ranges and segment lists (755 B each).
+    assert sum(many.values()) <= sum(few.values()) + 64, sizes
+    assert sum(many.values()) < 4096, sizes

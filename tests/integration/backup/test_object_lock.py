@@ -51,13 +51,21 @@ def _conf(topic: str, bucket: str, **extra) -> dict:
     return {"topics": [topic], "bucket": bucket, "prefix": PREFIX, "flush_size": 500, **extra}
 
 
-def _versions(s3, bucket: str) -> dict[str, list[dict]]:
+def _versions(s3, bucket: str, markers: dict[str, list[dict]] | None = None) -> dict[str, list[dict]]:
+    """Every version, by key. Delete markers go to ``markers``; without it there must be none."""
     out: dict[str, list[dict]] = {}
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for v in page.get("Versions", ()):
             out.setdefault(v["Key"], []).append(v)
-        assert not page.get("DeleteMarkers"), "nothing here deletes"
+        for m in page.get("DeleteMarkers", ()):
+            assert markers is not None, f"nothing here deletes, yet {m['Key']} has a delete marker"
+            markers.setdefault(m["Key"], []).append(m)
     return out
+
+
+def _working(keys) -> list[str]:
+    """The run's working objects (plan, work units, segment lists): the commit removes them."""
+    return sorted(k for k in keys if f"{PREFIX}/_runs/" in k)
 
 
 @pytest.mark.parametrize(("mode", "days"), [("GOVERNANCE", 3), ("COMPLIANCE", 5)])
@@ -70,12 +78,24 @@ def test_every_object_the_backup_writes_is_retained_and_its_versions_cannot_be_d
     assert run_dag("kafka_backup", conf, logical_date=when).state == "success"
     after = datetime.now(UTC)
 
-    versions = _versions(s3, bucket)
+    markers: dict[str, list[dict]] = {}
+    versions = _versions(s3, bucket, markers)
     kinds = {"segment": [k for k in versions if "/partition=" in k],
              "manifest": [k for k in versions if "/_manifests/" in k],
-             "writer lock": [k for k in versions if "/_locks/" in k]}
+             "writer lock": [k for k in versions if "/_locks/" in k],
+             "working object": _working(versions)}
     assert len(kinds["segment"]) >= 6 and len(kinds["manifest"]) == 1 and len(kinds["writer lock"]) == 1, versions
-    assert sum(map(len, kinds.values())) == len(versions), "every object is a segment, a manifest or the lock"
+    assert sum(map(len, kinds.values())) == len(versions), "every object is a segment, a manifest, the lock or " \
+                                                           "one of the run's working objects"
+    # The commit removed the working objects: on this versioned bucket a delete marker over each (nothing else is
+    # deleted), and their one version stays, retained like every other, until the lifecycle rule expires it.
+    run_folder = kinds["working object"][0].rsplit("/", 1)[0]
+    units = [k for k in kinds["working object"] if not k.endswith(("plan.json", "-segments.json"))]
+    assert units and kinds["working object"] == sorted([f"{run_folder}/plan.json", *units,
+                                                        *(u.replace(".json", "-segments.json") for u in units)])
+    assert sorted(markers) == kinds["working object"] and all(len(m) == 1 and m[0]["IsLatest"]
+                                                               for m in markers.values())
+    assert not _working(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     for key, [version] in versions.items():
         head = s3.head_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
         assert head["ObjectLockMode"] == mode, key
@@ -95,7 +115,7 @@ def test_every_object_the_backup_writes_is_retained_and_its_versions_cannot_be_d
     if mode == "COMPLIANCE":
         with pytest.raises(ClientError, match="AccessDenied"):
             s3.delete_object(Bucket=bucket, Key=segment, VersionId=version_id, BypassGovernanceRetention=True)
-    assert _versions(s3, bucket) == versions
+    assert _versions(s3, bucket, {}) == versions
 
     # The lifecycle rule also expires old versions (once their lock has ended), or they would stay forever.
     (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
@@ -105,8 +125,11 @@ def test_every_object_the_backup_writes_is_retained_and_its_versions_cannot_be_d
     # version); the manifest is rewritten with the same bytes. Keys and bytes do not depend on the lock.
     manifest_bytes = s3.get_object(Bucket=bucket, Key=kinds["manifest"][0])["Body"].read()
     assert run_dag("kafka_backup", conf, logical_date=when).state == "success"
-    again = _versions(s3, bucket)
+    markers = {}
+    again = _versions(s3, bucket, markers)
     assert set(again) == set(versions)
+    assert sorted(markers) == kinds["working object"] and all(len(m) == 2 for m in markers.values()), \
+        "the re-run wrote its working objects again (same keys) and removed them again"
     assert all(again[k] == versions[k] for k in kinds["segment"]), "identical segments are not uploaded again"
     assert [len(again[k]) for k in kinds["manifest"]] == [2]
     assert {s3.get_object(Bucket=bucket, Key=kinds["manifest"][0], VersionId=v["VersionId"])["Body"].read()
@@ -125,7 +148,7 @@ def test_a_locked_backup_restores_and_the_restore_objects_are_not_locked(topic, 
                            for (_, p), records in read_kafka(airflow_stack["bootstrap"], [name]).items()}
                     for name in (topic, target)}
     assert by_partition[target] == by_partition[topic] and sum(map(len, by_partition[topic].values())) == 2_400
-    restore_keys = [k for k in _versions(s3, bucket) if f"{PREFIX}/_restores/" in k]
+    restore_keys = [k for k in _versions(s3, bucket, {}) if f"{PREFIX}/_restores/" in k]
     assert any("/offset-map/" in k for k in restore_keys) and any(k.endswith("restore-manifest.json")
                                                                   for k in restore_keys)
     for key in restore_keys:

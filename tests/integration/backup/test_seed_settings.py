@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from datetime import datetime
 from itertools import pairwise
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -76,11 +76,17 @@ def test_sse_c_backup_through_a_proxy_restores_only_with_its_key(corpus, bucket,
                      acl="bucket-owner-full-control")
         backup = run_dag("kafka_backup", conf)
         assert backup.state == "success"
-        writes = [r for r in proxy.requests if r.method in ("PUT", "POST")]
+        writes = [r for r in proxy.requests if r.method in ("PUT", "POST") and _is_object_request(r.url)]
         reads = [r for r in proxy.requests if r.method in ("GET", "HEAD") and _is_object_request(r.url)]
+        deletes = [r for r in proxy.requests if r.method == "POST" and not _is_object_request(r.url)]
 
-    # Every object written went out with SSE-C and the ACL, through the proxy with its credentials.
+    # Every object written went out with SSE-C and the ACL, through the proxy with its credentials: the run's
+    # working objects (plan, work units, segment lists) too, read back with the key, then deleted by the commit
+    # in one DeleteObjects (a bucket request, which carries no SSE-C headers).
     assert writes and reads
+    for name in ("/_runs/run=", "/plan.json", "/unit=00000.json", "/unit=00000-segments.json"):
+        assert any(name in unquote(r.url) for r in writes) and any(name in unquote(r.url) for r in reads), name
+    assert len(deletes) == 1 and urlsplit(deletes[0].url).query.startswith("delete"), [r.url for r in deletes]
     for request in writes:
         assert request.headers.get("x-amz-server-side-encryption-customer-algorithm") == "AES256", request.url
         assert request.headers.get("x-amz-server-side-encryption-customer-key-md5") == key_md5, request.url

@@ -11,18 +11,31 @@ proxy to the real S3 endpoint.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
 
-from airflow_kafka_backup.engine.errors import ConfigurationError
-from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentSettings, manifest_key
+from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.engine.storage.key_layout import run_objects_prefix, unit_segments_key, work_unit_key
+from airflow_kafka_backup.engine.storage.manifest import (
+    PartitionRange,
+    RunManifest,
+    SegmentInfo,
+    SegmentSettings,
+    manifest_key,
+)
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.storage.run_objects import ObjectRef, get_json, put_json
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings, key_fingerprint
 from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 from airflow_kafka_backup.operators import backup as backup_operators
-from airflow_kafka_backup.operators.backup import KafkaBackupPlanOperator, checkpoint_variable_key
+from airflow_kafka_backup.operators.backup import (
+    KafkaBackupCommitOperator,
+    KafkaBackupPlanOperator,
+    checkpoint_variable_key,
+)
 
 KEY_A, KEY_B = b"A" * 32, b"B" * 32
 
@@ -47,11 +60,19 @@ class FakeStore:
         return {} if key in self.objects else None
 
     def get_bytes(self, key: str) -> bytes:
+        if key not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
         return self.objects[key]
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         self.writes.append(key)
         self.objects[key] = data
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k in self.objects if k.startswith(prefix)]
+        for key in keys:
+            del self.objects[key]
+        return len(keys)
 
 
 @pytest.fixture
@@ -85,8 +106,10 @@ def plan_with(monkeypatch):
             sse_customer_key=run_key, object_lock_mode=arguments.get("object_lock_mode"),
             object_lock_retention_days=arguments.get("object_lock_retention_days"))
         plan.check_bucket = lambda: None
-        plan.execute({"run_id": "scheduled__2", "dag": SimpleNamespace(dag_id="kafka_backup"),
-                      "ti": SimpleNamespace(xcom_push=lambda key, value: None)})
+        store.xcom = {}
+        store.xcom["return_value"] = plan.execute({
+            "run_id": "scheduled__2", "dag": SimpleNamespace(dag_id="kafka_backup"),
+            "ti": SimpleNamespace(xcom_push=lambda key, value: store.xcom.__setitem__(key, value))})
         return store
 
     return plan_with
@@ -139,12 +162,16 @@ def test_the_backup_task_reads_with_the_isolation_level_its_plan_snapshotted_und
     monkeypatch.setattr(backup_operators, "KafkaRangeConsumerHook", lambda conn_id, isolation: (
         used.append(isolation), SimpleNamespace(get_conn=consumer))[1])
     monkeypatch.setattr(backup_operators, "back_up_ranges", lambda *args: BackupResult([], 0, 0, 0.0))
-    unit = {"ranges": [{"topic": "orders", "partition": 0, "start": 0, "end": 5}],
+    unit = {"run_id": "r", "unit": 0, "ranges": [{"topic": "orders", "partition": 0, "start": 0, "end": 5}],
             "settings": {"segment_format": "jsonl", "compression": "none", "flush_size": 10, "offset_pad_width": 10},
             "isolation_level": "read_uncommitted"}
-    task = KafkaBackupOperator(task_id="backup", work_unit=unit, bucket="b")
-    task.__dict__["store"] = FakeStore()
-    assert task.execute({}) == []
+    store = FakeStore()
+    ref = put_json(store, work_unit_key("kafka-backup", "r", 0), unit)
+    task = KafkaBackupOperator(task_id="backup", work_unit=ref.to_dict(), bucket="b")
+    task.__dict__["store"] = store
+    segments = ObjectRef.from_dict(task.execute({"run_id": "r"}))
+    assert segments.key == unit_segments_key("kafka-backup", "r", 0)
+    assert get_json(store, segments, run_objects_prefix("kafka-backup", "r"))["segments"] == []
     assert used == ["read_uncommitted"]
     assert "isolation_level read_committed differs from the plan's read_uncommitted" in caplog.text
 
@@ -165,3 +192,68 @@ def test_the_retention_tasks_arguments_are_refused_before_the_plan_takes_the_loc
 def test_a_valid_retention_lets_the_plan_go_ahead(plan_with):
     store = plan_with(None, None, retention_days=30)
     assert [k for k in store.writes if "/_locks/" in k]
+
+
+def test_the_plan_hands_ranges_over_in_s3_after_the_lock_and_xcom_carries_only_refs(plan_with):
+    store = plan_with(None, None)
+    folder = run_objects_prefix("kafka-backup", "scheduled__2")
+    assert [k.split("/")[1] for k in store.writes] == ["_locks", "_runs", "_runs"], "the lock first, then the plan"
+    exchange = store.xcom["plan"]
+    assert set(exchange) == {"run_id", "plan"} and set(exchange["plan"]) == {"key", "sha256", "bytes"}
+    plan = get_json(store, ObjectRef.from_dict(exchange["plan"]), folder)
+    assert plan["ranges"] == [{"topic": "orders", "partition": 0, "start": 5, "end": 9, "lost_start": None,
+                               "lost_end": None, "topic_id": "id-of-orders", "id_in_keys": False}]
+    (unit_ref,) = store.xcom["return_value"]
+    unit = get_json(store, ObjectRef.from_dict(unit_ref), folder)
+    assert unit_ref["key"] == work_unit_key("kafka-backup", "scheduled__2", 0)
+    assert (unit["run_id"], unit["unit"], unit["ranges"]) == ("scheduled__2", 0, plan["ranges"])
+
+
+def _segment(first: int, last: int) -> SegmentInfo:
+    return SegmentInfo(f"kafka-backup/orders/partition=0/orders+0+{first:010d}.jsonl", "orders", 0, first, last,
+                       last - first + 1, 1, 2, 30, "ab" * 32, max_record_bytes=7, topic_id="id-of-orders")
+
+
+def _commit(store: FakeStore, segment_refs: list) -> KafkaBackupCommitOperator:
+    commit = KafkaBackupCommitOperator(task_id="commit", plan=store.xcom["plan"], segments=segment_refs, bucket="b")
+    commit.__dict__["store"] = store
+    commit.__dict__["s3_settings"] = S3WriteSettings.create()
+    return commit
+
+
+def test_the_commit_builds_the_same_manifest_from_the_objects_then_removes_them(plan_with):
+    store = plan_with(None, None)
+    folder = run_objects_prefix("kafka-backup", "scheduled__2")
+    plan = get_json(store, ObjectRef.from_dict(store.xcom["plan"]["plan"]), folder)
+    segments = [_segment(5, 6), _segment(7, 8)]
+    refs = [put_json(store, unit_segments_key("kafka-backup", "scheduled__2", 0),
+                     {"run_id": "scheduled__2", "unit": 0, "segments": [asdict(s) for s in segments]}).to_dict()]
+    context = {"dag": SimpleNamespace(dag_id="kafka_backup")}
+
+    summary = _commit(store, refs).execute(context)
+
+    # What the commit wrote when XCom carried the plan and the lists: the same RunManifest, the same bytes.
+    expected = RunManifest("scheduled__2", SegmentSettings(**plan["settings"]),
+                           [PartitionRange(**r) for r in plan["ranges"]], segments, encryption={}, topics=[],
+                           consumer_groups={}, incarnations=plan["incarnations"], selection=plan["selection"],
+                           gone_topics=[])
+    assert store.objects[summary["manifest"]] == expected.to_json()
+    assert (summary["segments"], summary["records"]) == (2, 4)
+    assert not [k for k in store.objects if k.startswith(folder)], "the working objects are removed"
+
+    # A retry of the commit after it removed them (it died before Airflow heard of its success) stands on the
+    # manifest it wrote, and writes nothing.
+    writes = len(store.writes)
+    again = _commit(store, refs).execute(context)
+    assert (again["manifest"], again["segments"], again["records"]) == (summary["manifest"], 2, 4)
+    assert len(store.writes) == writes
+
+
+def test_the_commit_refuses_a_segment_list_that_is_not_the_one_it_was_handed(plan_with):
+    store = plan_with(None, None)
+    key = unit_segments_key("kafka-backup", "scheduled__2", 0)
+    ref = put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": [asdict(_segment(5, 8))]})
+    put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": []})  # rewritten by a later try
+    with pytest.raises(IntegrityError, match="is not the one this task was handed"):
+        _commit(store, [ref.to_dict()]).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
+    assert not [k for k in store.objects if "/_manifests/run=scheduled__2" in k]
