@@ -8,7 +8,10 @@ For each size, on a fresh local stack (a real Kafka broker and moto's S3 server,
 * ``kafka_backup`` ``--runs`` times (default 2; the runs after the first back up one new
   record per partition), to see whether the plan's S3 requests grow with the past runs;
 * ``kafka_restore`` with ``dry_run``: the restore plan (reads every manifest, asks the broker
-  about the targets, creates nothing).
+  about the targets, creates nothing);
+* the restore plan task once more, not dry, outside Airflow with its XCom caught: the XCom a real
+  restore run stores (the plan's, the restore tasks' and verify's), against what it stored before
+  work units went to S3.
 
 It prints, per size:
 
@@ -33,6 +36,7 @@ Run from the repository root (minutes: the 10k backup uploads 10k segments to mo
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import shutil
@@ -73,8 +77,8 @@ class TaskMeter:
     def reset(self) -> None:
         self.__init__()
 
-    def wrap(self, cls: type, name: str) -> None:
-        """Meter ``cls.execute`` as task ``name``."""
+    def wrap(self, cls: type, name: str, profile_to: str | None = None) -> None:
+        """Meter ``cls.execute`` as task ``name``; with ``profile_to``, also cProfile it into that file."""
         execute = cls.execute
         meter = self
 
@@ -82,9 +86,14 @@ class TaskMeter:
             meter.current = name
             before = _reset_peak_rss()
             started = time.perf_counter()
+            profiler = cProfile.Profile() if profile_to else None
             try:
-                return execute(operator, context)
+                if profiler is None:
+                    return execute(operator, context)
+                return profiler.runcall(execute, operator, context)
             finally:
+                if profiler is not None:
+                    profiler.dump_stats(profile_to)
                 meter.seconds[name] += time.perf_counter() - started
                 meter.peak_added_mib[name] = max(meter.peak_added_mib[name], (_status_kib("VmHWM") - before) / 1024)
                 meter.current = "(outside tasks)"
@@ -232,9 +241,51 @@ def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: 
                     "topic_mapping": {t: f"{t}-restored" for t in topics}}
     run_dag("kafka_restore", restore_conf)
     restore = {"seconds": meter.seconds.get("restore_plan"), "peak_added_mib": meter.peak_added_mib.get("restore_plan"),
-               "s3_requests": dict(meter.requests.get("restore_plan", {}))}
+               "s3_requests": dict(meter.requests.get("restore_plan", {})),
+               "xcom_bytes": restore_xcom_bytes(restore_conf)}
     print(f"  {partitions} partitions, restore plan (dry run): {restore}", flush=True)
     return {"partitions": partitions, "runs": runs, "restore_plan": restore}
+
+
+def restore_xcom_bytes(conf: dict[str, Any]) -> dict[str, int]:
+    """XCom bytes a real (not dry) restore run of ``conf`` would store, without producing anything.
+
+    The plan task runs for real (it creates nothing: the topics are created after the approval),
+    with its XCom caught: its return value (the work units' references) and what it pushes. The
+    restore tasks' and verify's return values are computed from what they return per work unit
+    and per topic. For comparison, ``*_inline`` are what the same run stored before work units
+    went to S3: every unit's partitions and segments, and a result row per partition.
+    """
+    from types import SimpleNamespace
+
+    from airflow_kafka_backup.engine.restore.work_units import read_work_unit
+    from airflow_kafka_backup.operators.restore import RESULT_TOTALS, KafkaRestorePlanOperator
+
+    pushed: dict[str, Any] = {}
+    plan = KafkaRestorePlanOperator(task_id="plan", topics=conf["topics"], topic_mapping=conf["topic_mapping"],
+                                    bucket=conf["bucket"], prefix=conf["prefix"], max_work_units=16)
+    context = {"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": f"scale__xcom_{uuid.uuid4().hex[:6]}",
+               "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))}
+    refs = plan.execute(context)
+    units = [read_work_unit(plan.store, ref) for ref in refs]
+    partitions = sum(len(unit) for unit in units)
+
+    def size(value: Any) -> int:
+        return len(json.dumps(value).encode())
+
+    result_row = {"source_topic": conf["topics"][0], "target_topic": conf["topic_mapping"][conf["topics"][0]],
+                  "partition": 999, "records_restored": 3, "records_filtered": 0, "segments_restored": 2,
+                  "segments_skipped_as_done": 0, "resumed_from": None, "seconds": 0.123, "transactions_committed": 1}
+    totals = {"partitions": 625, **dict.fromkeys(RESULT_TOTALS, 123_456)}
+    return {
+        "plan_return": size(refs),
+        **{f"plan_{key}": size(value) for key, value in pushed.items()},
+        "restore_returns": len(units) * size(totals),
+        "verify_return": size({"restored": 123_456, "partitions": partitions, "manifest": "x" * 80,
+                               "by_topic": {t: 123_456 for t in conf["topic_mapping"].values()}}),
+        "plan_return_inline": size([[p.to_dict() for p in unit] for unit in units]),
+        "restore_returns_inline": partitions * size(result_row),
+    }
 
 
 def _one_line(run: dict[str, Any]) -> str:
@@ -262,6 +313,19 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"| {first['manifest_bytes'] / 1024:,.0f} | {' → '.join(map(str, plan_requests))} "
               f"| {sum(last['s3_requests'].get('commit', {}).values())} "
               f"| {last['peak_added_mib'].get('plan', 0):.0f} / {last['peak_added_mib'].get('commit', 0):.0f} |")
+    print("\n| partitions | restore plan s (dry run) | restore plan peak MiB added | restore XCom KiB per run "
+          "(before: inline) |")
+    print("|---|---|---|---|")
+    for result in results:
+        restore = result["restore_plan"]
+        xcom = restore["xcom_bytes"]
+        now = sum(v for k, v in xcom.items() if not k.endswith("_inline"))
+        before = now - xcom["plan_return"] - xcom["restore_returns"] + xcom["plan_return_inline"] + xcom[
+            "restore_returns_inline"]
+        print(f"| {result['partitions']:,} | {restore['seconds']:.1f} | {restore['peak_added_mib']:.0f} "
+              f"| {now / 1024:,.0f} ({before / 1024:,.0f}) |")
+    print(f"\nRestore XCom bytes at {results[-1]['partitions']:,} partitions: "
+          f"{results[-1]['restore_plan']['xcom_bytes']}")
     last = results[-1]["runs"][0]
     print(f"\nXCom bytes by task at {results[-1]['partitions']:,} partitions: {last['xcom_bytes']}")
     print(f"S3 requests by task and operation at {results[-1]['partitions']:,} partitions, run 1: "
@@ -274,6 +338,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="backup runs per size (the plan's growth with runs)")
     parser.add_argument("--records-per-partition", type=int, default=3)
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--profile-restore", metavar="FILE",
+                        help="cProfile the restore plan into FILE (pstats; the last size's)")
     args = parser.parse_args()
 
     home = make_airflow_home()
@@ -299,7 +365,7 @@ def main() -> None:
         install_request_counter(meter)
         meter.wrap(KafkaBackupPlanOperator, "plan")
         meter.wrap(KafkaBackupCommitOperator, "commit")
-        meter.wrap(KafkaRestorePlanOperator, "restore_plan")
+        meter.wrap(KafkaRestorePlanOperator, "restore_plan", args.profile_restore)
         from airflow_kafka_backup.operators.backup import KafkaBackupOperator
 
         meter.wrap(KafkaBackupOperator, "backup")

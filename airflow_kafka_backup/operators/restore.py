@@ -49,6 +49,7 @@ from airflow_kafka_backup.engine.restore.target_topics import (
     target_record_counts,
     timestamp_spans,
 )
+from airflow_kafka_backup.engine.restore.work_units import read_work_unit, write_work_units
 from airflow_kafka_backup.engine.settings import as_bool, positive_int
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
 from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
@@ -61,6 +62,13 @@ from airflow_kafka_backup.operators.backup import _max_map_length
 from airflow_kafka_backup.operators.s3 import S3BackupBaseOperator, fail_fast_on_user_errors
 
 log = logging.getLogger(__name__)
+
+# Up to this many partitions the plan logs a line for each; beyond, a line per topic (10,000 log lines cost
+# seconds in the task and make its log unreadable).
+PARTITIONS_LOGGED = 100
+# What a restore task returns, summed over its partitions (see PartitionRestoreResult).
+RESULT_TOTALS = ("records_restored", "records_filtered", "segments_restored", "segments_skipped_as_done",
+                 "transactions_committed")
 
 
 def restore_id_of(context: Context) -> str:
@@ -134,7 +142,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         self.max_work_units = max_work_units
 
     @fail_fast_on_user_errors
-    def execute(self, context: Context) -> list[list[dict]]:
+    def execute(self, context: Context) -> list[dict]:
         settings = RestoreSettings.create(
             topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
             until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds, incarnations=self.incarnations,
@@ -170,8 +178,9 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             "topic_mapping": plan.topic_mapping})
         if groups:
             rows = translate(plan.group_offsets, groups, plan.topic_mapping, None)
-            log.info("Consumer groups to move%s:", " (dry run)" if dry_run else "")
-            for r in rows:
+            log.info("Consumer groups to move%s: %d partition offsets%s", " (dry run)" if dry_run else "", len(rows),
+                     "" if len(rows) <= PARTITIONS_LOGGED else f" (the first {PARTITIONS_LOGGED}; the report has all)")
+            for r in rows[:PARTITIONS_LOGGED]:
                 log.info("  %s -> %s  %s[%d] source offset %d -> the first restored record at or after it",
                          r.source_group, r.target_group, r.target_topic, r.partition, r.source_offset)
         source_of = {target: source for source, target in plan.topic_mapping.items()}
@@ -205,7 +214,11 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         context["ti"].xcom_push(key="report", value=report)
         if dry_run:
             return []
-        return [[p.to_dict() for p in unit] for unit in units]
+        # XCom carries each unit's key and digest; the unit (its segment list) is an object in the restore's folder.
+        refs = write_work_units(self.store, restore_prefix(prefix, decision.restore_id), units)
+        log.info("Wrote %d work unit(s) under s3://%s/%s/", len(refs), self.bucket,
+                 restore_prefix(prefix, decision.restore_id))
+        return refs
 
     def _decide_on_non_empty_targets(self, prefix: str, policy: str, counts: dict[str, int],
                                      context: Context) -> TargetDecision:
@@ -234,14 +247,39 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
             log.info("  %s: incarnation %s (%d of %d in the backup), %s", topic,
                      incarnation["topic_id"] or "recorded before topic IDs", incarnation["number"],
                      incarnation["of"], times)
-        for p in plan.partitions:
-            first = p.segments[0].first_offset if p.segments else "-"
-            last = p.segments[-1].last_offset if p.segments else "-"
-            log.info("  %s[%d] -> %s[%d]: %d segments, source offsets %s..%s, at most %d records",
-                     p.source_topic, p.partition, p.target_topic, p.partition, len(p.segments), first, last,
-                     p.upper_bound_records)
+        for source, line in _partition_summaries(plan.partitions).items():
+            log.info("  %s -> %s", source, line)
+        if len(plan.partitions) <= PARTITIONS_LOGGED:
+            for p in plan.partitions:
+                first = p.segments[0].first_offset if p.segments else "-"
+                last = p.segments[-1].last_offset if p.segments else "-"
+                log.info("  %s[%d] -> %s[%d]: %d segments, source offsets %s..%s, at most %d records",
+                         p.source_topic, p.partition, p.target_topic, p.partition, len(p.segments), first, last,
+                         p.upper_bound_records)
+        else:
+            log.info("  (%d partitions: one line per topic; the work units name every partition and segment)",
+                     len(plan.partitions))
         if missing:
             log.info("Target topics to create: %s", ", ".join(missing))
+
+
+def _partition_summaries(partitions: Sequence[PartitionRestore]) -> dict[str, str]:
+    """Per source topic, one line: its target, partitions, segments, source offsets and records."""
+    totals: dict[str, dict[str, Any]] = {}
+    for p in partitions:
+        row = totals.setdefault(p.source_topic, {"target": p.target_topic, "partitions": 0, "segments": 0,
+                                                 "records": 0, "first": None, "last": None})
+        row["partitions"] += 1
+        row["segments"] += len(p.segments)
+        row["records"] += p.upper_bound_records
+        if p.segments:
+            first, last = p.segments[0].first_offset, p.segments[-1].last_offset
+            row["first"] = first if row["first"] is None else min(row["first"], first)
+            row["last"] = last if row["last"] is None else max(row["last"], last)
+    return {source: (f"{row['target']}: {row['partitions']} partitions, {row['segments']} segments, source offsets "
+                     f"{'-' if row['first'] is None else row['first']}..{'-' if row['last'] is None else row['last']}"
+                     f" (over all partitions), at most {row['records']} records")
+            for source, row in sorted(totals.items())}
 
 
 class KafkaRestoreCreateTopicsOperator(BaseOperator):
@@ -283,7 +321,11 @@ class KafkaRestoreCreateTopicsOperator(BaseOperator):
 
 
 class KafkaRestoreOperator(S3BackupBaseOperator):
-    """Restore one work unit (a few partitions), exactly once; returns per-partition results.
+    """Restore one work unit (a few partitions), exactly once; returns the unit's totals.
+
+    ``work_unit``: the plan's reference to the unit's object in S3 (see
+    :mod:`~airflow_kafka_backup.engine.restore.work_units`), or the list of partitions a plan of an
+    earlier version handed over in XCom.
 
     ``commit_interval_seconds``: how long each Kafka transaction takes whole segments before it
     commits (0: one segment per transaction); see
@@ -304,17 +346,17 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
         self.kafka_conn_id = kafka_conn_id
         self.commit_interval_seconds = commit_interval_seconds
 
-    def execute(self, context: Context) -> list[dict]:
+    def execute(self, context: Context) -> dict:
         commit_interval_s = validate_commit_interval(self.commit_interval_seconds)
+        partitions = read_work_unit(self.store, self.work_unit)  # before any client: a bad unit fails first
         restore_id = resolved_restore_id(self.restore_id, context)
         target_prefix = restore_prefix(self.key_prefix, restore_id)
         group = KafkaGroupConsumerHook(self.kafka_conn_id, group_id=progress_group(restore_id)).get_conn
         transaction_timeout_s = KafkaTransactionalProducerHook(self.kafka_conn_id,
                                                                transactional_id="-").transaction_timeout_s()
-        results = []
+        totals = dict.fromkeys(RESULT_TOTALS, 0)
         try:
-            for data in self.work_unit:
-                unit = PartitionRestore.from_dict(data)
+            for unit in partitions:
                 tx_id = transactional_id(restore_id, unit.target_topic, unit.partition)
 
                 def new_producer(tx_id: str = tx_id, largest: int | None = unit.largest_record_bytes()):
@@ -328,10 +370,12 @@ class KafkaRestoreOperator(S3BackupBaseOperator):
                 log.info("%s[%d] -> %s[%d]: %d records restored, %d filtered out, in %.1fs",
                          unit.source_topic, unit.partition, unit.target_topic, unit.partition,
                          result.records_restored, result.records_filtered, result.seconds)
-                results.append(result.to_dict())
+                for name in RESULT_TOTALS:
+                    totals[name] += getattr(result, name)
         finally:
             group.close()
-        return results
+        # A summary, not a row per partition: the log above and the restore manifest have those.
+        return {"partitions": len(partitions), **totals}
 
 
 class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
@@ -352,7 +396,7 @@ class KafkaRestoreVerifyOperator(S3BackupBaseOperator):
         self.asset_alias = asset_alias
 
     def execute(self, context: Context) -> dict:
-        units = [PartitionRestore.from_dict(p) for unit in (self.work_units or []) for p in unit]
+        units = [p for unit in (self.work_units or []) for p in read_work_unit(self.store, unit)]
         if not units:
             log.info("Nothing was restored (dry run, or nothing matched).")
             return {"restored": 0, "partitions": 0}

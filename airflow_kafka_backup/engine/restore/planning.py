@@ -12,13 +12,14 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from airflow_kafka_backup.engine.chain import check_chain, check_segments_disjoint
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.engine.record_size import largest
+from airflow_kafka_backup.engine.restore.held_manifests import read_manifests
 from airflow_kafka_backup.engine.storage.key_layout import topic_prefix
-from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
+from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.time_window import parse_time_window
 from airflow_kafka_backup.engine.topics.incarnations import choose, incarnation_of, longest_histories, summarize
@@ -57,7 +58,11 @@ class PartitionRestore:
     until_timestamp: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As ``dataclasses.asdict`` gives it (same keys, same order), without its deep copy of every
+        segment's scalars: the plan encodes every partition of a restore."""
+        body = {name: getattr(self, name) for name in _PARTITION_FIELDS}
+        body["segments"] = [{name: getattr(s, name) for name in _SEGMENT_FIELDS} for s in self.segments]
+        return body
 
     @classmethod
     def from_dict(cls, data: dict) -> PartitionRestore:
@@ -102,6 +107,10 @@ class PartitionRestore:
             oldest = low if oldest is None else min(oldest, low)
             newest = high if newest is None else max(newest, high)
         return oldest, newest
+
+
+_PARTITION_FIELDS = tuple(f.name for f in fields(PartitionRestore))
+_SEGMENT_FIELDS = tuple(f.name for f in fields(PlannedSegment))
 
 
 @dataclass
@@ -215,10 +224,11 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
 
     ``check_manifest`` vets each manifest first (e.g. that we hold its SSE-C key).
     """
-    manifests = list(load_manifests(store, prefix))
-    for manifest in manifests if check_manifest else ():
-        check_manifest(manifest)
-    available = sorted({r.topic for m in manifests for r in m.ranges})
+    # One manifest at a time, each cut down to the topics this restore can take (see held_manifests).
+    wanted = set(settings.topics).__contains__ if settings.resolved_yet else settings.selection.matches
+    held = read_manifests(store, prefix, wanted, check_manifest)
+    manifests = held.manifests
+    available = sorted(held.topics)
     if not settings.resolved_yet:
         settings = settings.resolved(settings.selection.resolve(available))
         if not settings.topics:
@@ -339,22 +349,25 @@ def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) ->
     topic's partitions together, then (for a group) to the higher committed offset, since
     groups move forward; a full tie keeps the run listed last (scheduled run ids sort by date).
     """
-    def reach(manifest: RunManifest, topic: str, partition: int | None = None) -> int:
-        ends = [r.end for r in manifest.ranges if r.topic == topic and partition in (None, r.partition)]
-        return max(ends, default=-1)
-
-    def progress(manifest: RunManifest, topic: str) -> int:
-        return sum(r.end for r in manifest.ranges if r.topic == topic)
-
     metadata: dict[str, dict] = {}
     groups: dict[str, dict[str, dict[str, int]]] = {}
     best: dict[tuple, tuple[int, ...]] = {}
     for manifest in manifests:
+        # Each manifest's reach and progress, computed once: asked per group partition, a scan of its
+        # ranges each time made this quadratic in the partitions.
+        topic_reach: dict[str, int] = {}
+        partition_reach: dict[tuple[str, int], int] = {}
+        sums: dict[str, int] = {}
+        for r in manifest.ranges:
+            topic_reach[r.topic] = max(topic_reach.get(r.topic, -1), r.end)
+            partition_reach[r.tp] = max(partition_reach.get(r.tp, -1), r.end)
+            sums[r.topic] = sums.get(r.topic, 0) + r.end
+
         for md in manifest.topics:
             topic = md["topic"]
             if topic not in topics:
                 continue
-            rank = (reach(manifest, topic), progress(manifest, topic))
+            rank = (topic_reach.get(topic, -1), sums.get(topic, 0))
             if rank >= best.get((topic,), (-2,)):
                 best[(topic,)] = rank
                 metadata[topic] = md
@@ -364,7 +377,7 @@ def _newest_captures(manifests: Sequence[RunManifest], topics: Sequence[str]) ->
                     continue
                 for partition, offset in offsets.items():
                     key = (group, topic, partition)
-                    rank = (reach(manifest, topic, int(partition)), progress(manifest, topic), offset)
+                    rank = (partition_reach.get((topic, int(partition)), -1), sums.get(topic, 0), offset)
                     if rank >= best.get(key, (-2,)):
                         best[key] = rank
                         groups.setdefault(group, {}).setdefault(topic, {})[partition] = offset

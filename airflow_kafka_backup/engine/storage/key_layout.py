@@ -10,6 +10,7 @@
     <prefix>/_restores/<dag id>/<run id>/restore-manifest.json                      restore manifest
     <prefix>/_restores/<dag id>/<run id>/offset-map/<target>/partition=<p>/<offset>-<attempt>.json  offset-map chunk
     <prefix>/_restores/<dag id>/<run id>/attempts/<target>/partition=<p>/<attempt>.json       restore attempt
+    <prefix>/_restores/<dag id>/<run id>/work-units/unit-<n>-<sha256 of its bytes>.json        restore work unit
 
 Zero-padding (the seed's ``filename.offset.zero.pad.width``) keeps lexicographic order
 equal to offset order for offsets of up to that many digits.
@@ -109,6 +110,12 @@ def parse_chunk_key(key: str) -> tuple[int, str] | None:
 
 def attempt_key(restore_prefix: str, target_topic: str, partition: int, attempt: str) -> str:
     return _join(restore_prefix, "attempts", target_topic, f"partition={partition}", f"{attempt}.json")
+
+
+def restore_work_unit_key(restore_prefix: str, index: int, sha256: str) -> str:
+    """One work unit of a restore plan (see ``restore.work_units``): named by its bytes' digest, so another
+    plan's units never overwrite it."""
+    return _join(restore_prefix, "work-units", f"unit-{index:04d}-{sha256}.json")
 
 
 def restore_manifest_key(restore_prefix: str) -> str:

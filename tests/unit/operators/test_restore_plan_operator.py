@@ -16,6 +16,7 @@ from confluent_kafka.admin import ResourceType
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.restore.group_offsets import target_groups, validate_group_mapping
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
+from airflow_kafka_backup.engine.restore.work_units import read_work_unit
 from airflow_kafka_backup.operators import restore as restore_operators
 from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
 
@@ -103,10 +104,25 @@ def admin(monkeypatch) -> FakeAdmin:
     return admin
 
 
+class MemoryStore:
+    """Where the plan writes its work units (plan_restore itself is faked)."""
+
+    bucket = "b"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        self.objects[key] = data
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.objects[key]
+
+
 def _plan(**kwargs) -> KafkaRestorePlanOperator:
     plan = KafkaRestorePlanOperator(task_id="plan", topics=["orders"], bucket="b",
                                     topic_mapping={"orders": "orders-restored"}, **kwargs)
-    plan.store = object()  # never used: plan_restore is faked
+    plan.store = MemoryStore()
     return plan
 
 
@@ -135,8 +151,10 @@ def test_real_run_creates_nothing_and_hands_the_missing_target_to_create_topics(
     """Nothing is created before the approval: the plan only asks the broker (validate-only), and pushes what
     create_topics makes after it, with the report the approval step shows."""
     ti = XComCatcher()
-    units = _plan(max_work_units="4").execute({**DAG, "run_id": "manual__real", "ti": ti})
-    assert [[p["target_topic"] for p in unit] for unit in units] == [["orders-restored"]]
+    plan = _plan(max_work_units="4")
+    refs = plan.execute({**DAG, "run_id": "manual__real", "ti": ti})
+    units = [read_work_unit(plan.store, ref) for ref in refs]
+    assert [[p.target_topic for p in unit] for unit in units] == [["orders-restored"]]
     assert admin.created == []
     assert ti.pushed["create"] == {"orders-restored": {"partitions": 1, "configs": ti.pushed["create"][
         "orders-restored"]["configs"], "replication_factor": None}}
@@ -319,3 +337,20 @@ def test_a_broker_defaulting_to_log_append_time_neither_restamps_nor_skips_the_c
                         lambda admin, partitions, configs, *a, validate_only: created.update(configs))
     _plan(topic_configs={"retention.ms": "-1"}).execute({**DAG, "run_id": "manual__lat_default", "ti": NoXCom()})
     assert created["orders-restored"]["message.timestamp.type"] == "CreateTime"
+
+
+def test_work_units_go_to_s3_and_xcom_carries_their_keys(admin):
+    """Each unit's segment list is an object in the restore's folder; XCom gets its key, digest and counts.
+    A plan run again over the same backup writes the same keys with the same bytes."""
+    admin.segments = [PlannedSegment(f"bk/orders/partition=0/orders+0+{i:010d}.jsonl", i * 10, i * 10 + 9, 10, 100,
+                                     "ab" * 32, "jsonl", "none", 1, 2, 50) for i in range(3)]
+    plan = _plan(topic_configs={"retention.ms": "-1"})
+    refs = plan.execute({**DAG, "run_id": "manual__s3", "ti": XComCatcher()})
+    (ref,) = refs
+    assert set(ref) == {"work_unit_key", "sha256", "partitions", "segments"}
+    assert (ref["partitions"], ref["segments"]) == (1, 3)
+    assert ref["work_unit_key"].startswith("kafka-backup/_restores/kafka_restore/manual__s3/work-units/unit-0000-")
+    assert [s.key for s in read_work_unit(plan.store, ref)[0].segments] == [s.key for s in admin.segments]
+    again = _plan(topic_configs={"retention.ms": "-1"})
+    assert again.execute({**DAG, "run_id": "manual__s3", "ti": XComCatcher()}) == refs
+    assert again.store.objects == plan.store.objects
