@@ -17,64 +17,15 @@ hold the same ranges and segments, in the same order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
     SegmentInfo,
-    TopicPartition,
     list_manifest_keys,
 )
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
-
-
-@dataclass(frozen=True, slots=True)
-class HeldSegment:
-    """A :class:`SegmentInfo` as the plan holds it: the same fields in slots, with the topic and topic ID
-    strings shared (a manifest's JSON gives each segment copies of its own): about a third less memory."""
-
-    key: str
-    topic: str
-    partition: int
-    first_offset: int
-    last_offset: int
-    records: int
-    min_timestamp: int
-    max_timestamp: int
-    bytes: int
-    sha256: str
-    max_record_bytes: int | None = None
-    topic_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HeldRange:
-    """A :class:`PartitionRange` as the plan holds it (slots, shared topic strings); the same fields and properties."""
-
-    topic: str
-    partition: int
-    start: int
-    end: int
-    lost_start: int | None = None
-    lost_end: int | None = None
-    topic_id: str | None = None
-    id_in_keys: bool = False
-
-    @property
-    def tp(self) -> TopicPartition:
-        return (self.topic, self.partition)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.start >= self.end
-
-
-_SEGMENT_FIELDS = tuple(f.name for f in fields(SegmentInfo))
-_RANGE_FIELDS = tuple(f.name for f in fields(PartitionRange))
-if _SEGMENT_FIELDS != tuple(f.name for f in fields(HeldSegment)) or _RANGE_FIELDS != tuple(
-        f.name for f in fields(HeldRange)):
-    raise ImportError("HeldSegment and HeldRange must mirror SegmentInfo and PartitionRange field for field")
 
 
 @dataclass
@@ -122,16 +73,15 @@ def _cut(manifest: RunManifest, wanted: Callable[[str], bool], shared: dict[str,
     )
 
 
-def _held(segment: SegmentInfo, shared: dict[str, str]) -> HeldSegment:
-    values = [getattr(segment, name) for name in _SEGMENT_FIELDS]
-    values[1] = _shared(shared, segment.topic)
-    values[-1] = None if segment.topic_id is None else _shared(shared, segment.topic_id)
-    return HeldSegment(*values)
+def _held(segment: SegmentInfo, shared: dict[str, str]) -> SegmentInfo:
+    """``segment`` with its topic and topic ID strings shared (a manifest's JSON gives each segment its own copies)."""
+    return replace(segment, topic=_shared(shared, segment.topic),
+                   topic_id=None if segment.topic_id is None else _shared(shared, segment.topic_id))
 
 
-def _held_range(r: PartitionRange, shared: dict[str, str]) -> HeldRange:
-    return HeldRange(_shared(shared, r.topic), r.partition, r.start, r.end, r.lost_start, r.lost_end,
-                     None if r.topic_id is None else _shared(shared, r.topic_id), r.id_in_keys)
+def _held_range(r: PartitionRange, shared: dict[str, str]) -> PartitionRange:
+    return replace(r, topic=_shared(shared, r.topic),
+                   topic_id=None if r.topic_id is None else _shared(shared, r.topic_id))
 
 
 def _shared(pool: dict[str, str], text: str) -> str:

@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a restore plan holds one per partition per run
 class PartitionRange:
     """Offsets ``[start, end)`` of one partition; ``lost_*`` marks an accepted retention gap.
 
@@ -48,7 +48,7 @@ class PartitionRange:
         return self.start >= self.end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a restore plan holds one per segment of the restored topics
 class SegmentInfo:
     """What a manifest knows about one segment object; enough to verify it without Kafka."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from airflow_kafka_backup.engine.backup.manual_ranges import resolve_manual_ranges
@@ -94,7 +96,7 @@ def test_the_same_segment_named_by_two_runs_is_planned_once():
 def test_verify_reports_two_manifests_disagreeing_about_a_segment():
     store = MemoryStore()
     commit(store, "a", [PartitionRange("t", 0, 0, 100)], [segment(0, 99)])
-    other = SegmentInfo(**{**segment(0, 99).__dict__, "sha256": "y"})
+    other = replace(segment(0, 99), sha256="y")
     commit(store, "b", [PartitionRange("t", 0, 0, 100)], [other])
     assert any("disagree" in p and "run b" in p for p in verify_backup(store, "p", deep=False).problems)
 
