@@ -584,6 +584,9 @@ def restore_dag(
             group_mapping="{{ params.group_mapping }}",
             commit_interval_seconds="{{ params.commit_interval_seconds }}",
             if_target_not_empty="{{ params.if_target_not_empty }}",
+            # Nothing may be written before the approval, so a run that asks for one keeps its work units in
+            # XCom; without the step they go to S3 and XCom carries their keys (docs/scaling.md).
+            work_units_inline="{{ params.require_approval }}" if KafkaRestoreApprovalOperator is not None else False,
             **common,
         )
         # Nothing is created or produced before the approval: the plan only checks, create_topics comes after.

@@ -95,6 +95,11 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     is what the approval step shows. With ``dry_run`` it logs that report and returns no work units.
     ``commit_interval_seconds`` is the restore tasks' setting, checked here too so that a bad
     value fails before any topic is created.
+
+    Each work unit is written to S3 and XCom carries its key and digest, so XCom stays small at
+    thousands of partitions. With ``work_units_inline`` the units themselves are returned instead and
+    nothing is written: the restore DAG sets it when an approval step follows, because a run must
+    write nothing before it is approved (a rejected run leaves nothing behind).
     """
 
     template_fields: Sequence[str] = (
@@ -102,6 +107,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
         "restore_consumer_groups", "group_mapping", "commit_interval_seconds", "if_target_not_empty",
+        "work_units_inline",
     )
 
     def __init__(
@@ -122,10 +128,12 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         group_mapping: dict[str, str] | str | None = None,
         commit_interval_seconds: float | str = COMMIT_INTERVAL_S,
         if_target_not_empty: str = "fail",
+        work_units_inline: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.if_target_not_empty = if_target_not_empty
+        self.work_units_inline = work_units_inline
         self.restore_consumer_groups = restore_consumer_groups
         self.commit_interval_seconds = commit_interval_seconds
         self.group_mapping = group_mapping
@@ -214,6 +222,10 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         context["ti"].xcom_push(key="report", value=report)
         if dry_run:
             return []
+        if as_bool("work_units_inline", self.work_units_inline):
+            # An approval step follows, and nothing may be written before it: the units travel in XCom.
+            log.info("%d work unit(s) in XCom: nothing is written before the approval.", len(units))
+            return [[p.to_dict() for p in unit] for unit in units]
         # XCom carries each unit's key and digest; the unit (its segment list) is an object in the restore's folder.
         refs = write_work_units(self.store, restore_prefix(prefix, decision.restore_id), units)
         log.info("Wrote %d work unit(s) under s3://%s/%s/", len(refs), self.bucket,

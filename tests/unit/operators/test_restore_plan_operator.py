@@ -161,6 +161,15 @@ def test_real_run_creates_nothing_and_hands_the_missing_target_to_create_topics(
     assert "| orders | orders-restored | new (created after approval) | 1 |" in ti.pushed["report"]
 
 
+def test_with_an_approval_step_ahead_the_units_travel_in_xcom_and_nothing_is_written(admin):
+    """A run that waits for approval writes nothing before it: not even its work units."""
+    plan = _plan(max_work_units="4", work_units_inline="True")
+    units = plan.execute({**DAG, "run_id": "manual__approved", "ti": XComCatcher()})
+    assert plan.store.objects == {}
+    assert [[p.target_topic for p in read_work_unit(plan.store, unit)] for unit in units] == [["orders-restored"]]
+    assert admin.created == []
+
+
 def test_dry_run_pushes_the_same_report_and_nothing_to_create(admin):
     ti = XComCatcher()
     assert _plan(dry_run=True).execute({**DAG, "run_id": "manual__dry", "ti": ti}) == []
