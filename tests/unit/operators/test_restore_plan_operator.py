@@ -19,6 +19,7 @@ from airflow_kafka_backup.engine.restore.planning import PartitionRestore, Plann
 from airflow_kafka_backup.engine.restore.work_units import read_work_unit
 from airflow_kafka_backup.operators import restore as restore_operators
 from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+from tests.unit.engine.restore.test_restore_planning import MemoryStore
 
 
 class FakeFuture:
@@ -102,21 +103,6 @@ def admin(monkeypatch) -> FakeAdmin:
                         lambda kafka_config_id: SimpleNamespace(get_conn=admin))
     monkeypatch.setattr(KafkaRestorePlanOperator, "check_bucket", lambda self: None)
     return admin
-
-
-class MemoryStore:
-    """Where the plan writes its work units (plan_restore itself is faked)."""
-
-    bucket = "b"
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
-        self.objects[key] = data
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.objects[key]
 
 
 def _plan(**kwargs) -> KafkaRestorePlanOperator:
