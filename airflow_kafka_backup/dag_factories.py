@@ -53,6 +53,7 @@ from airflow_kafka_backup.operators.restore import (
     KafkaRestoreOperator,
     KafkaRestorePlanOperator,
     KafkaRestoreVerifyOperator,
+    KafkaRestoreWorkUnitsOperator,
 )
 from airflow_kafka_backup.operators.restore_approval import KafkaRestoreApprovalOperator
 from airflow_kafka_backup.sensors.backlog import KafkaBacklogSensor
@@ -169,7 +170,9 @@ topic configs, incarnations and offset bounds, consumer groups, tuning and encry
    window, incarnation, consumer groups and estimated duration) and choose **Approve** or
    **Reject**. Rejecting ends the run with nothing written. A dry run shows the same report in the
    `plan` log and stops.
-3. `create_topics` creates missing targets; `restore` produces the records, exactly once (a retry or
+3. `work_units` plans again from the same backup runs and writes the approved plan's work units (a
+   backup changed meanwhile fails it, naming what changed: trigger the restore again);
+   `create_topics` creates missing targets; `restore` produces the records, exactly once (a retry or
    a cleared run resumes; a new run is refused when targets hold records, unless you chose
    *append* or *resume*).
 4. `verify` checks every segment arrived and writes the restore manifest;
@@ -547,7 +550,7 @@ def restore_dag(
     **param_defaults: Any,
 ) -> DAG:
     """Build the restore DAG (manual trigger):
-    ``plan -> approval -> create_topics -> restore (mapped) -> verify -> restore_consumer_groups``.
+    ``plan -> approval -> work_units -> create_topics -> restore (mapped) -> verify -> restore_consumer_groups``.
 
     ``approval`` (Airflow 3.1+) shows the plan's report and waits for a person; ``require_approval=False``
     (the Param's default) lets automated restores, drills and tests go ahead without asking. On
@@ -584,10 +587,19 @@ def restore_dag(
             group_mapping="{{ params.group_mapping }}",
             commit_interval_seconds="{{ params.commit_interval_seconds }}",
             if_target_not_empty="{{ params.if_target_not_empty }}",
-            # Nothing may be written before the approval, so a run that asks for one keeps its work units in
-            # XCom; without the step they go to S3 and XCom carries their keys (docs/scaling.md).
-            work_units_inline="{{ params.require_approval }}" if KafkaRestoreApprovalOperator is not None else False,
+            # Nothing may be written before the approval, so a run that asks for one hands over only the units'
+            # digest and the manifests' pin, and work_units writes them after it; without the step the plan
+            # writes them and XCom carries their keys (docs/scaling.md).
+            approval_follows="{{ params.require_approval }}" if KafkaRestoreApprovalOperator is not None else False,
             **common,
+        )
+        # After the approval (first, so that a backup changed meanwhile fails the run before any topic is
+        # created): the approved units written, or the plan's references passed on.
+        units = KafkaRestoreWorkUnitsOperator(
+            task_id="work_units", plan=plan.output, topics="{{ params.topics }}",
+            topic_mapping="{{ params.topic_mapping }}", incarnations="{{ params.incarnations }}",
+            from_timestamp="{{ params.from_timestamp }}", until_timestamp="{{ params.until_timestamp }}",
+            offset_bounds="{{ params.offset_bounds }}", **_s3_arguments(),
         )
         # Nothing is created or produced before the approval: the plan only checks, create_topics comes after.
         create = KafkaRestoreCreateTopicsOperator(task_id="create_topics", topics=XComArg(plan, key="create"),
@@ -595,18 +607,18 @@ def restore_dag(
         if KafkaRestoreApprovalOperator is not None:
             plan >> KafkaRestoreApprovalOperator(
                 task_id="approval", require_approval="{{ params.require_approval }}",
-                dry_run="{{ params.dry_run }}") >> create
+                dry_run="{{ params.dry_run }}") >> units >> create
         else:
             log.info("%s: Airflow %s has no human-in-the-loop operators (3.1+); the restore runs without an "
                      "approval step.", dag_id, airflow_version())
-            plan >> create
+            units >> create
         # The plan's choice: this run's own restore id, or the unfinished restore it resumes.
         chosen = {"restore_id": "{{ ti.xcom_pull(task_ids='plan', key='restore_id') }}"}
         restore = KafkaRestoreOperator.partial(
             task_id="restore", commit_interval_seconds="{{ params.commit_interval_seconds }}", **chosen, **common,
-        ).expand(work_unit=plan.output)
+        ).expand(work_unit=units.output)
         create >> restore
-        verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=plan.output,
+        verify = KafkaRestoreVerifyOperator(task_id="verify", work_units=units.output,
                                             asset_alias=f"kafka-restore:{dag_id}", **chosen, **common)
         groups = KafkaRestoreGroupOffsetsOperator(task_id="restore_consumer_groups",
                                                   groups=XComArg(plan, key="groups"), **chosen, **common)

@@ -30,6 +30,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
     SegmentSettings,
     write_manifest,
 )
+from airflow_kafka_backup.engine.storage.object_store import ObjectEntry
 
 TOPIC_PARTITIONS = 1000
 T0 = 1_790_000_000_000  # run r's records are stamped T0 + r hours
@@ -51,6 +52,9 @@ class MemoryStore:
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def list_entries(self, prefix: str) -> list[ObjectEntry]:
+        return [ObjectEntry(k, len(self.objects[k]), 0, None) for k in self.list_keys(prefix)]
 
 
 def backup(partitions: int, runs: int) -> tuple[MemoryStore, list[str]]:

@@ -49,7 +49,13 @@ from airflow_kafka_backup.engine.restore.target_topics import (
     target_record_counts,
     timestamp_spans,
 )
-from airflow_kafka_backup.engine.restore.work_units import read_work_unit, write_work_units
+from airflow_kafka_backup.engine.restore.work_units import (
+    PendingWorkUnits,
+    is_pending,
+    read_work_unit,
+    write_approved_work_units,
+    write_work_units,
+)
 from airflow_kafka_backup.engine.settings import as_bool, positive_int
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
 from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
@@ -97,9 +103,13 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
     value fails before any topic is created.
 
     Each work unit is written to S3 and XCom carries its key and digest, so XCom stays small at
-    thousands of partitions. With ``work_units_inline`` the units themselves are returned instead and
-    nothing is written: the restore DAG sets it when an approval step follows, because a run must
-    write nothing before it is approved (a rejected run leaves nothing behind).
+    thousands of partitions. With ``approval_follows`` (the restore DAG sets it when its approval step
+    will ask) nothing is written, since a run must write nothing before it is approved (a rejected run
+    leaves nothing behind): it returns :class:`~airflow_kafka_backup.engine.restore.work_units.PendingWorkUnits`
+    (the units' digest and a pin of the manifests read, a few hundred bytes), and
+    :class:`KafkaRestoreWorkUnitsOperator` writes the units after the approval. With
+    ``work_units_inline`` the units themselves are returned instead (nothing written either, but about
+    480 bytes a segment of XCom).
     """
 
     template_fields: Sequence[str] = (
@@ -107,7 +117,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         "from_timestamp",
         "until_timestamp", "offset_bounds", "create_topics", "topic_configs", "dry_run", "max_work_units",
         "restore_consumer_groups", "group_mapping", "commit_interval_seconds", "if_target_not_empty",
-        "work_units_inline",
+        "work_units_inline", "approval_follows",
     )
 
     def __init__(
@@ -129,11 +139,13 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         commit_interval_seconds: float | str = COMMIT_INTERVAL_S,
         if_target_not_empty: str = "fail",
         work_units_inline: bool | str = False,
+        approval_follows: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.if_target_not_empty = if_target_not_empty
         self.work_units_inline = work_units_inline
+        self.approval_follows = approval_follows
         self.restore_consumer_groups = restore_consumer_groups
         self.commit_interval_seconds = commit_interval_seconds
         self.group_mapping = group_mapping
@@ -162,7 +174,14 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         configs = self.topic_configs or {}
         if not isinstance(configs, dict) or not all(isinstance(v, str | int) for v in configs.values()):
             raise ConfigurationError(f"topic_configs must map Kafka topic config names to values, got {configs!r}.")
-        max_units = positive_int("max_work_units", self.max_work_units)
+        max_units = min(positive_int("max_work_units", self.max_work_units), _max_map_length())
+        inline = as_bool("work_units_inline", self.work_units_inline)
+        approval_follows = as_bool("approval_follows", self.approval_follows)
+        if inline and approval_follows:
+            raise ConfigurationError(
+                "work_units_inline and approval_follows are both on: with an approval to follow the plan hands "
+                "over only the units' digest (KafkaRestoreWorkUnitsOperator writes them after the approval); "
+                "work_units_inline hands over the units themselves. Choose one.")
         group_mapping = validate_group_mapping(self.group_mapping)
         if not self.bucket:
             raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
@@ -211,8 +230,7 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
                       {t: spec["replication_factor"] for t, spec in to_create.items() if spec["replication_factor"]},
                       validate_only=True)
         context["ti"].xcom_push(key="create", value={} if dry_run else to_create)
-        units = balance(plan.partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition),
-                        min(max_units, _max_map_length()))
+        units = split_work_units(plan.partitions, max_units)
         report = restore_report(plan, ReportFacts(
             bucket=self.bucket, prefix=prefix, new_topics=missing, target_records=counts,
             if_target_not_empty=policy, decision=decision.summary, groups=groups,
@@ -222,9 +240,15 @@ class KafkaRestorePlanOperator(S3BackupBaseOperator):
         context["ti"].xcom_push(key="report", value=report)
         if dry_run:
             return []
-        if as_bool("work_units_inline", self.work_units_inline):
-            # An approval step follows, and nothing may be written before it: the units travel in XCom.
-            log.info("%d work unit(s) in XCom: nothing is written before the approval.", len(units))
+        if approval_follows:
+            # Nothing may be written before the approval: XCom carries how to know the units, the work_units
+            # task plans them again from the same manifests after the approval and writes them.
+            pending = PendingWorkUnits.of(decision.restore_id, units, max_units, plan.manifests)
+            log.info("%d work unit(s) (sha256 %s), planned from %s: written after the approval, nothing before.",
+                     pending.units, pending.units_sha256, pending.manifests.describe())
+            return pending.to_dict()
+        if inline:
+            log.info("%d work unit(s) in XCom: nothing is written.", len(units))
             return [[p.to_dict() for p in unit] for unit in units]
         # XCom carries each unit's key and digest; the unit (its segment list) is an object in the restore's folder.
         refs = write_work_units(self.store, restore_prefix(prefix, decision.restore_id), units)
@@ -292,6 +316,77 @@ def _partition_summaries(partitions: Sequence[PartitionRestore]) -> dict[str, st
                      f"{'-' if row['first'] is None else row['first']}..{'-' if row['last'] is None else row['last']}"
                      f" (over all partitions), at most {row['records']} records")
             for source, row in sorted(totals.items())}
+
+
+def split_work_units(partitions: Sequence[PartitionRestore], max_units: int) -> list[list[PartitionRestore]]:
+    """The partitions spread over at most ``max_units`` units by their records (deterministic: the same plan,
+    the same units)."""
+    return balance(partitions, lambda p: p.upper_bound_records, lambda p: (p.source_topic, p.partition), max_units)
+
+
+class KafkaRestoreWorkUnitsOperator(S3BackupBaseOperator):
+    """Hand the restore tasks their work units; after an approval, write them first, exactly as approved.
+
+    ``plan``: the plan task's return value. Work unit references (the plan wrote the units: no
+    approval step) or inline units are passed on as they are. :class:`PendingWorkUnits` (an approval
+    step followed the plan, and nothing was written before it) are planned again here, with the
+    plan's own settings (``topics`` ... ``offset_bounds``, the same templates) and from exactly the
+    manifests the plan read (those committed since, by the backups that went on during the
+    approval, are left out). The LIST proving each segment exists is skipped: the plan proved it and
+    each restore task checks every segment's checksum. If the units come out as approved they are
+    written and their references returned; otherwise the task fails naming what changed, having
+    written nothing. A retry writes the same keys with the same bytes.
+    """
+
+    template_fields: Sequence[str] = (
+        *S3BackupBaseOperator.s3_template_fields, "plan", "topics", "topic_mapping", "incarnations",
+        "from_timestamp", "until_timestamp", "offset_bounds",
+    )
+
+    def __init__(
+        self,
+        *,
+        plan: Any,
+        topics: Sequence[str] | str | None = None,
+        topic_mapping: dict[str, str] | str | None = None,
+        incarnations: dict[str, str] | str | None = None,
+        from_timestamp: str | int | None = None,
+        until_timestamp: str | int | None = None,
+        offset_bounds: dict | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.topics = topics
+        self.topic_mapping = topic_mapping
+        self.incarnations = incarnations
+        self.from_timestamp = from_timestamp
+        self.until_timestamp = until_timestamp
+        self.offset_bounds = offset_bounds
+
+    @fail_fast_on_user_errors
+    def execute(self, context: Context) -> list:
+        if not is_pending(self.plan):
+            units = list(self.plan or [])
+            log.info("The plan handed over %d work unit(s)%s: passed on as they are.", len(units),
+                     "" if not units else " (written by the plan)" if isinstance(units[0], dict) else " inline")
+            return units
+        approved = PendingWorkUnits.from_dict(self.plan)
+        settings = RestoreSettings.create(
+            topics=self.topics, topic_mapping=self.topic_mapping, from_timestamp=self.from_timestamp,
+            until_timestamp=self.until_timestamp, offset_bounds=self.offset_bounds, incarnations=self.incarnations,
+        )
+        if not self.bucket:
+            raise ConfigurationError("bucket is required: the S3 bucket holding the backup.")
+        prefix = self.key_prefix
+        plan = plan_restore(self.store, prefix, settings, check_manifest=lambda m: self.s3_settings.check_can_read(
+            m.encryption, f"backup run {m.run_id}"), pinned=approved.manifests, check_segments_exist=False)
+        folder = restore_prefix(prefix, approved.restore_id)
+        refs = write_approved_work_units(self.store, folder, split_work_units(plan.partitions, approved.max_units),
+                                         approved)
+        log.info("Planned again from the approved %s: the same %d work unit(s) (sha256 %s); wrote them under "
+                 "s3://%s/%s/", approved.manifests.describe(), len(refs), approved.units_sha256, self.bucket, folder)
+        return refs
 
 
 class KafkaRestoreCreateTopicsOperator(BaseOperator):

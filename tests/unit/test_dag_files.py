@@ -31,12 +31,14 @@ def test_backup_and_restore_shapes():
     # Nothing is created or produced before the approval (Airflow 3.1+; 3.0 has no human-in-the-loop operator).
     if airflow_at_least("3.1.0"):
         assert {t.task_id: sorted(t.downstream_task_ids) for t in restore.tasks} == {
-            "plan": ["approval", "create_topics", "restore", "restore_consumer_groups", "verify"],
-            "approval": ["create_topics"], "create_topics": ["restore"],
-            "restore": ["verify"], "verify": ["restore_consumer_groups"], "restore_consumer_groups": []}
+            "plan": ["approval", "create_topics", "restore_consumer_groups", "work_units"],
+            "approval": ["work_units"], "work_units": ["create_topics", "restore", "verify"],
+            "create_topics": ["restore"], "restore": ["verify"], "verify": ["restore_consumer_groups"],
+            "restore_consumer_groups": []}
     else:
         assert {t.task_id: sorted(t.downstream_task_ids) for t in restore.tasks} == {
-            "plan": ["create_topics", "restore", "restore_consumer_groups", "verify"], "create_topics": ["restore"],
+            "plan": ["create_topics", "restore_consumer_groups", "work_units"],
+            "work_units": ["create_topics", "restore", "verify"], "create_topics": ["restore"],
             "restore": ["verify"], "verify": ["restore_consumer_groups"], "restore_consumer_groups": []}
     assert restore.schedule is None if hasattr(restore, "schedule") else True
 

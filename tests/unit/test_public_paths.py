@@ -16,7 +16,7 @@ PUBLIC = {
         "KafkaBackupVerifyOperator", "KafkaBackupRpoGuardOperator", "checkpoint_variable_key"],
     "airflow_kafka_backup.operators.restore": [
         "KafkaRestorePlanOperator", "KafkaRestoreOperator", "KafkaRestoreVerifyOperator",
-        "KafkaRestoreGroupOffsetsOperator", "KafkaRestoreCreateTopicsOperator"],
+        "KafkaRestoreGroupOffsetsOperator", "KafkaRestoreCreateTopicsOperator", "KafkaRestoreWorkUnitsOperator"],
     "airflow_kafka_backup.operators.restore_approval": ["KafkaRestoreApprovalOperator"],  # None on Airflow 3.0
     "airflow_kafka_backup.sensors.backlog": ["KafkaBacklogSensor"],
     "airflow_kafka_backup.triggers.backlog": ["KafkaBacklogTrigger"],

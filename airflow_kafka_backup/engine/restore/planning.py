@@ -18,6 +18,7 @@ from airflow_kafka_backup.engine.chain import check_chain, check_segments_disjoi
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.engine.record_size import largest
 from airflow_kafka_backup.engine.restore.held_manifests import read_manifests
+from airflow_kafka_backup.engine.restore.manifest_pin import ManifestPin, pin_manifests, pinned_manifest_keys
 from airflow_kafka_backup.engine.storage.key_layout import topic_prefix
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
@@ -123,6 +124,8 @@ class RestorePlan:
     group_offsets: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     # source topic -> the incarnation restored (IncarnationSummary.to_dict()), and how many the backup holds
     incarnations: dict[str, dict] = field(default_factory=dict)
+    # The manifests it was planned from, to plan again from the same ones (see manifest_pin).
+    manifests: ManifestPin | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -219,14 +222,23 @@ def _parse_offset_bounds(value: object) -> dict[str, dict[int, tuple[int | None,
 
 
 def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
-                 check_manifest: Callable[[RunManifest], None] | None = None) -> RestorePlan:
+                 check_manifest: Callable[[RunManifest], None] | None = None, *,
+                 pinned: ManifestPin | None = None, check_segments_exist: bool = True) -> RestorePlan:
     """Build the restore plan; raises before anything is written if the backup is unusable.
 
-    ``check_manifest`` vets each manifest first (e.g. that we hold its SSE-C key).
+    ``check_manifest`` vets each manifest first (e.g. that we hold its SSE-C key). The plan's
+    ``manifests`` pins the manifests it read; given as ``pinned``, the plan reads exactly those
+    again (those committed since are left out) or fails naming what changed. Without
+    ``check_segments_exist`` it skips the LIST proving each segment exists (an approved plan
+    derived again: the first plan proved it, and the restore checks each segment's checksum).
     """
+    if pinned is None:
+        keys, pin = pin_manifests(store, prefix)
+    else:
+        keys, pin = pinned_manifest_keys(store, prefix, pinned), pinned
     # One manifest at a time, each cut down to the topics this restore can take (see held_manifests).
     wanted = set(settings.topics).__contains__ if settings.resolved_yet else settings.selection.matches
-    held = read_manifests(store, prefix, wanted, check_manifest)
+    held = read_manifests(store, prefix, wanted, check_manifest, keys)
     manifests = held.manifests
     available = sorted(held.topics)
     if not settings.resolved_yet:
@@ -273,7 +285,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             if (topic, p) not in ranges:
                 raise ConfigurationError(f"offset_bounds names {topic}[{p}], which is not in the backup.")
 
-    existing = _existing_keys(store, prefix, settings.topics)
+    existing = _existing_keys(store, prefix, settings.topics) if check_segments_exist else None
     plan: list[PartitionRestore] = []
     for tp in sorted(ranges):
         topic, partition = tp
@@ -286,7 +298,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
         chain = sorted(segments[tp].values(), key=lambda v: (v[0].first_offset, v[0].last_offset))
         check_segments_disjoint(store.bucket, topic, partition, [info for info, _ in chain])
         for info, manifest in chain:
-            if info.key not in existing:
+            if existing is not None and info.key not in existing:
                 raise IntegrityError(
                     f"Segment s3://{store.bucket}/{info.key} ({topic}[{partition}] offsets "
                     f"{info.first_offset}..{info.last_offset}) is named by manifest of run {manifest.run_id} "
@@ -307,7 +319,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
     _drop_partitions_beyond(groups, counts)
     return RestorePlan(plan, counts, dict(settings.topic_mapping), metadata, groups,
                        {t: {**i.to_dict(), "number": 1 + incarnations[t].index(i), "of": len(incarnations[t])}
-                        for t, i in chosen.items()})
+                        for t, i in chosen.items()}, pin)
 
 
 def _only_restored(manifest: RunManifest, restored: Callable[[str, str | None], bool]) -> RunManifest:

@@ -202,13 +202,14 @@ class S3ObjectStore:
                 yield obj["Key"]
 
     def list_entries(self, prefix: str) -> Iterator[ObjectEntry]:
-        """Keys with their size and ``LastModified``: a manifest's is its run's commit time."""
+        """Keys with their size, ``LastModified`` (a manifest's is its run's commit time) and ETag."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")
                 yield ObjectEntry(obj["Key"], int(obj.get("Size", 0)),
-                                  int(modified.timestamp() * 1000) if modified is not None else None)
+                                  int(modified.timestamp() * 1000) if modified is not None else None,
+                                  obj.get("ETag"))
 
     def list_folders(self, prefix: str) -> Iterator[str]:
         """The "folders" right below ``prefix`` (ending in ``/``), without listing what is inside them."""
@@ -247,6 +248,8 @@ class ObjectEntry:
     key: str
     size: int
     last_modified_ms: int | None
+    # Names the object's bytes: the same until the key is written again (whatever its encryption).
+    etag: str | None = None
 
 
 def _checksums_when_supported(client: Any) -> bool:

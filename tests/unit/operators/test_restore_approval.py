@@ -44,7 +44,10 @@ def test_the_approval_operator_exists_exactly_where_airflow_has_human_in_the_loo
         assert (approval.require_approval, approval.dry_run) == ("{{ params.require_approval }}",
                                                                  "{{ params.dry_run }}")
         assert sorted(approval.get_flat_relative_ids(upstream=False)) == [
-            "create_topics", "restore", "restore_consumer_groups", "verify"]
+            "create_topics", "restore", "restore_consumer_groups", "verify", "work_units"]
+        # Its work units are written after it (the plan hands over only their digest and the manifests' pin).
+        assert dag.get_task("plan").approval_follows == "{{ params.require_approval }}"
+        assert dag.get_task("plan").work_units_inline is False
 
 
 def test_approval_asks_only_when_it_must(monkeypatch):

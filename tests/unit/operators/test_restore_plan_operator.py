@@ -6,6 +6,7 @@ tests run the same task against the real broker and S3 endpoint.
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -14,11 +15,14 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import ResourceType
 
 from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.restore import planning
 from airflow_kafka_backup.engine.restore.group_offsets import target_groups, validate_group_mapping
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
-from airflow_kafka_backup.engine.restore.work_units import read_work_unit
+from airflow_kafka_backup.engine.restore.work_units import is_pending, read_work_unit
 from airflow_kafka_backup.operators import restore as restore_operators
-from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator, KafkaRestoreWorkUnitsOperator
+from airflow_kafka_backup.operators.s3 import UserInputError
+from tests.unit.engine.restore.test_held_manifests import _backup
 from tests.unit.engine.restore.test_restore_planning import MemoryStore
 
 
@@ -147,13 +151,72 @@ def test_real_run_creates_nothing_and_hands_the_missing_target_to_create_topics(
     assert "| orders | orders-restored | new (created after approval) | 1 |" in ti.pushed["report"]
 
 
-def test_with_an_approval_step_ahead_the_units_travel_in_xcom_and_nothing_is_written(admin):
-    """A run that waits for approval writes nothing before it: not even its work units."""
+def test_inline_units_travel_in_xcom_and_nothing_is_written(admin):
+    """``work_units_inline`` (kept for users' DAG files): the units in XCom, nothing written."""
     plan = _plan(max_work_units="4", work_units_inline="True")
     units = plan.execute({**DAG, "run_id": "manual__approved", "ti": XComCatcher()})
     assert plan.store.objects == {}
     assert [[p.target_topic for p in read_work_unit(plan.store, unit)] for unit in units] == [["orders-restored"]]
     assert admin.created == []
+    passed_on = KafkaRestoreWorkUnitsOperator(task_id="work_units", plan=units, bucket="b").execute({})
+    assert passed_on == units  # the restore tasks read inline units as they are
+
+
+def test_with_an_approval_step_ahead_nothing_is_written_and_the_units_are_written_after_it(admin, monkeypatch):
+    """A run that waits for approval writes nothing before it, not even its work units: the plan hands over
+    their digest and the manifests' pin (small), and the work_units task writes them after the approval."""
+    monkeypatch.setattr(restore_operators, "plan_restore", planning.plan_restore)  # the real planner
+    store = MemoryStore()
+    _backup(store, ["orders", "payments"], runs=2, partitions=5)
+    plan = _plan(max_work_units="2", approval_follows="True", prefix="p", topic_configs=KEEP)
+    plan.store = store
+    before = dict(store.objects)
+    pending = plan.execute({**DAG, "run_id": "manual__approved", "ti": XComCatcher()})
+    assert store.objects == before and admin.created == []
+    assert is_pending(pending) and len(json.dumps(pending)) < 600
+    _backup_run_during_the_approval(store)
+
+    units = KafkaRestoreWorkUnitsOperator(task_id="work_units", plan=json.loads(json.dumps(pending)), bucket="b",
+                                          prefix="p", topics=["orders"], topic_mapping={"orders": "orders-restored"})
+    units.store = store
+    refs = units.execute({})
+    planned = [read_work_unit(store, ref) for ref in refs]
+    assert [p.partition for unit in planned for p in unit] == [0, 2, 4, 1, 3]  # 2 units, by the plan's balance
+    assert {s.last_offset for unit in planned for p in unit for s in p.segments} == {9, 19}  # not the third run
+    assert all(ref["work_unit_key"].startswith("p/_restores/kafka_restore/manual__approved/work-units/")
+               for ref in refs)
+    # Without the approval step the plan writes the very same objects itself.
+    direct = _plan(max_work_units="2", prefix="p", topic_configs=KEEP)
+    direct.store = MemoryStore()
+    _backup(direct.store, ["orders", "payments"], runs=2, partitions=5)
+    assert direct.execute({**DAG, "run_id": "manual__approved", "ti": XComCatcher()}) == refs
+    assert KafkaRestoreWorkUnitsOperator(task_id="work_units", plan=refs, bucket="b").execute({}) == refs
+
+    # A Param rendered otherwise after the approval: the units differ, the task fails at once, writing nothing.
+    units.topic_mapping = {"orders": "elsewhere"}
+    units.store = store = MemoryStore()
+    _backup(store, ["orders", "payments"], runs=2, partitions=5)
+    with pytest.raises(UserInputError, match="not the one approved"):
+        units.execute({})
+    assert not any("_restores" in k for k in store.objects)
+
+
+KEEP = {"retention.ms": "-1"}  # the test backup's records are from 2023
+
+
+def _backup_run_during_the_approval(store: MemoryStore) -> None:
+    from airflow_kafka_backup.engine.storage.manifest import PartitionRange
+    from tests.unit.engine.restore.test_held_manifests import _segment
+    from tests.unit.engine.restore.test_restore_planning import commit
+
+    commit(store, "scheduled__002", [PartitionRange("orders", p, 20, 30, topic_id="id-orders") for p in range(5)],
+           [_segment("orders", p, 20, 29) for p in range(5)], incarnations={"orders": ["id-orders"]})
+
+
+def test_inline_units_and_an_approval_to_follow_exclude_each_other(admin):
+    with pytest.raises(ConfigurationError, match="work_units_inline and approval_follows are both on"):
+        _plan(work_units_inline=True, approval_follows=True).execute(
+            {**DAG, "run_id": "manual__both", "ti": XComCatcher()})
 
 
 def test_dry_run_pushes_the_same_report_and_nothing_to_create(admin):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
     SegmentSettings,
     write_manifest,
 )
+from airflow_kafka_backup.engine.storage.object_store import ObjectEntry
 from airflow_kafka_backup.engine.time_window import parse_timestamp
 from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 from airflow_kafka_backup.engine.verify import verify_backup
@@ -27,15 +29,29 @@ MSGPACK = SegmentSettings("msgpack", "zstd", 100, 10)
 
 
 class MemoryStore:
-    """The few S3ObjectStore calls planning and a quick verify make, over a dict."""
+    """The few S3ObjectStore calls planning and a quick verify make, over a dict.
+
+    Each PUT is stamped ``clock_ms`` (its LastModified), which then moves on by ``tick_ms`` (S3 keeps
+    whole seconds: set it to 0 for writes within one second); a listing's ETag is the bytes' MD5, as
+    S3's for an unencrypted single-part PUT.
+    """
 
     bucket = "bucket"
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.modified: dict[str, int] = {}
+        self.clock_ms = 1_780_000_000_000
+        self.tick_ms = 1000
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         self.objects[key] = data
+        self.modified[key] = self.clock_ms
+        self.clock_ms += self.tick_ms
+
+    def list_entries(self, prefix: str) -> list[ObjectEntry]:
+        return [ObjectEntry(k, len(self.objects[k]), self.modified.get(k, 0),
+                            '"' + hashlib.md5(self.objects[k]).hexdigest() + '"') for k in self.list_keys(prefix)]
 
     def get_bytes(self, key: str) -> bytes:
         return self.objects[key]
