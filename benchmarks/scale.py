@@ -11,7 +11,11 @@ For each size, on a fresh local stack (a real Kafka broker and moto's S3 server,
   about the targets, creates nothing);
 * the restore plan task once more, not dry, outside Airflow with its XCom caught: the XCom a real
   restore run stores (the plan's, the restore tasks' and verify's), against what it stored before
-  work units went to S3.
+  work units went to S3;
+* and once more as a restore that waits for approval plans it (``approval_follows``: nothing written,
+  XCom gets the units' digest and the manifests' pin), followed by the ``work_units`` task that runs
+  after the approval (plans again from the pinned manifests, checks the digest, writes the units):
+  that run's XCom, and the ``work_units`` task's time and S3 requests.
 
 It prints, per size:
 
@@ -243,6 +247,9 @@ def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: 
     restore = {"seconds": meter.seconds.get("restore_plan"), "peak_added_mib": meter.peak_added_mib.get("restore_plan"),
                "s3_requests": dict(meter.requests.get("restore_plan", {})),
                "xcom_bytes": restore_xcom_bytes(restore_conf)}
+    restore["work_units"] = {"seconds": meter.seconds.get("work_units"),
+                             "peak_added_mib": meter.peak_added_mib.get("work_units"),
+                             "s3_requests": dict(meter.requests.get("work_units", {}))}
     print(f"  {partitions} partitions, restore plan (dry run): {restore}", flush=True)
     return {"partitions": partitions, "runs": runs, "restore_plan": restore}
 
@@ -255,19 +262,38 @@ def restore_xcom_bytes(conf: dict[str, Any]) -> dict[str, int]:
     restore tasks' and verify's return values are computed from what they return per work unit
     and per topic. For comparison, ``*_inline`` are what the same run stored before work units
     went to S3: every unit's partitions and segments, and a result row per partition.
+
+    Then the same restore as a run that waits for approval: the plan with ``approval_follows``
+    (``approval_plan_return``: the units' digest and the manifests' pin) and the ``work_units``
+    task after the approval (``approval_work_units_return``: the references it wrote). Until it,
+    such a run returned its units inline (``plan_return_inline``).
     """
     from types import SimpleNamespace
 
     from airflow_kafka_backup.engine.restore.work_units import read_work_unit
-    from airflow_kafka_backup.operators.restore import RESULT_TOTALS, KafkaRestorePlanOperator
+    from airflow_kafka_backup.operators.restore import (
+        RESULT_TOTALS,
+        KafkaRestorePlanOperator,
+        KafkaRestoreWorkUnitsOperator,
+    )
 
-    pushed: dict[str, Any] = {}
-    plan = KafkaRestorePlanOperator(task_id="plan", topics=conf["topics"], topic_mapping=conf["topic_mapping"],
-                                    bucket=conf["bucket"], prefix=conf["prefix"], max_work_units=16)
-    context = {"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": f"scale__xcom_{uuid.uuid4().hex[:6]}",
-               "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))}
-    refs = plan.execute(context)
-    units = [read_work_unit(plan.store, ref) for ref in refs]
+    def plan_run(**kwargs: Any) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
+        pushed: dict[str, Any] = {}
+        plan = KafkaRestorePlanOperator(task_id="plan", topics=conf["topics"], topic_mapping=conf["topic_mapping"],
+                                        bucket=conf["bucket"], prefix=conf["prefix"], max_work_units=16, **kwargs)
+        context = {"dag": SimpleNamespace(dag_id="kafka_restore"), "run_id": f"scale__xcom_{uuid.uuid4().hex[:6]}",
+                   "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))}
+        return plan.execute(context), pushed, context, plan.store
+
+    refs, pushed, _, store = plan_run()
+    units = [read_work_unit(store, ref) for ref in refs]
+    pending, _, approved_context, _ = plan_run(approval_follows=True)
+    work_units = KafkaRestoreWorkUnitsOperator(task_id="work_units", plan=json.loads(json.dumps(pending)),
+                                               topics=conf["topics"], topic_mapping=conf["topic_mapping"],
+                                               bucket=conf["bucket"], prefix=conf["prefix"])
+    approved_refs = work_units.execute(approved_context)
+    if [read_work_unit(work_units.store, ref) for ref in approved_refs] != units:
+        raise RuntimeError("the approved run's work units differ from the plan's own")
     partitions = sum(len(unit) for unit in units)
 
     def size(value: Any) -> int:
@@ -279,6 +305,8 @@ def restore_xcom_bytes(conf: dict[str, Any]) -> dict[str, int]:
     totals = {"partitions": 625, **dict.fromkeys(RESULT_TOTALS, 123_456)}
     return {
         "plan_return": size(refs),
+        "approval_plan_return": size(pending),
+        "approval_work_units_return": size(approved_refs),
         **{f"plan_{key}": size(value) for key, value in pushed.items()},
         "restore_returns": len(units) * size(totals),
         "verify_return": size({"restored": 123_456, "partitions": partitions, "manifest": "x" * 80,
@@ -300,6 +328,20 @@ def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in values.items()}
 
 
+def restore_xcom_totals(xcom: dict[str, int]) -> dict[str, int]:
+    """A restore run's XCom bytes in all: without an approval step, with one, and with one as before (units inline).
+
+    Common to all: what the plan pushes (report, groups, create, restore id), the restore tasks'
+    and verify's returns. The approval step's own question and answer live in Airflow's HITL table,
+    not in XCom.
+    """
+    common = sum(v for k, v in xcom.items() if k.startswith("plan_") and not k.startswith("plan_return")) + xcom[
+        "restore_returns"] + xcom["verify_return"]
+    return {"no_approval": common + xcom["plan_return"],
+            "approval": common + xcom["approval_plan_return"] + xcom["approval_work_units_return"],
+            "approval_inline": common + xcom["plan_return_inline"]}
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     print("\n| partitions | plan s | commit s | plan+commit s | restore plan s | XCom KiB/run | manifest KiB "
           "| plan S3 requests (run 1 → last) | commit S3 requests | plan / commit peak MiB added |")
@@ -313,17 +355,16 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"| {first['manifest_bytes'] / 1024:,.0f} | {' → '.join(map(str, plan_requests))} "
               f"| {sum(last['s3_requests'].get('commit', {}).values())} "
               f"| {last['peak_added_mib'].get('plan', 0):.0f} / {last['peak_added_mib'].get('commit', 0):.0f} |")
-    print("\n| partitions | restore plan s (dry run) | restore plan peak MiB added | restore XCom KiB per run "
-          "(before: inline) |")
-    print("|---|---|---|---|")
+    print("\n| partitions | restore plan s (dry run) | restore plan peak MiB added | restore XCom KiB per run, "
+          "no approval | approval-gated, now (units inline before) | work_units s | work_units S3 requests |")
+    print("|---|---|---|---|---|---|---|")
     for result in results:
         restore = result["restore_plan"]
-        xcom = restore["xcom_bytes"]
-        now = sum(v for k, v in xcom.items() if not k.endswith("_inline"))
-        before = now - xcom["plan_return"] - xcom["restore_returns"] + xcom["plan_return_inline"] + xcom[
-            "restore_returns_inline"]
+        x = restore_xcom_totals(restore["xcom_bytes"])
+        units = restore.get("work_units", {})
         print(f"| {result['partitions']:,} | {restore['seconds']:.1f} | {restore['peak_added_mib']:.0f} "
-              f"| {now / 1024:,.0f} ({before / 1024:,.0f}) |")
+              f"| {x['no_approval'] / 1024:,.1f} | {x['approval'] / 1024:,.1f} ({x['approval_inline'] / 1024:,.0f}) "
+              f"| {units.get('seconds') or 0:.1f} | {sum(units.get('s3_requests', {}).values())} |")
     print(f"\nRestore XCom bytes at {results[-1]['partitions']:,} partitions: "
           f"{results[-1]['restore_plan']['xcom_bytes']}")
     last = results[-1]["runs"][0]
@@ -359,13 +400,14 @@ def main() -> None:
         os.environ.update(connection_env(broker.bootstrap, s3_server.endpoint_url))
         migrate(dict(os.environ))
         from airflow_kafka_backup.operators.backup import KafkaBackupCommitOperator, KafkaBackupPlanOperator
-        from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator
+        from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator, KafkaRestoreWorkUnitsOperator
 
         meter = TaskMeter()
         install_request_counter(meter)
         meter.wrap(KafkaBackupPlanOperator, "plan")
         meter.wrap(KafkaBackupCommitOperator, "commit")
         meter.wrap(KafkaRestorePlanOperator, "restore_plan", args.profile_restore)
+        meter.wrap(KafkaRestoreWorkUnitsOperator, "work_units")
         from airflow_kafka_backup.operators.backup import KafkaBackupOperator
 
         meter.wrap(KafkaBackupOperator, "backup")

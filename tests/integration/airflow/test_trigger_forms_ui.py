@@ -3,8 +3,9 @@
 Debian's Chromium, driven by Playwright (``executable_path``: no browser download), opens the
 Airflow 3 UI that :class:`~devstack.airflow_services.AirflowServices` serves: the forms' sections
 and required marks, a number the form must not rewrite, the date-time picker, and a restore that
-waits at the approval until it is approved (records land exactly once) or rejected (nothing is
-written). One services stack and one browser for the module; each test loads a few pages.
+waits at the approval, having written nothing (its work units are written after the approval, from
+the backup runs the approver saw, even though another backup commits meanwhile), until it is approved
+(records land exactly once) or rejected (nothing is written). One services stack and one browser for the module; each test loads a few pages.
 
 Set ``AKB_SCREENSHOTS`` to a folder to keep screenshots of both forms (``AKB_SCREENSHOTS=docs/images``
 made the ones in the docs).
@@ -231,14 +232,36 @@ def test_restore_from_the_form_waits_for_approval_then_lands_exactly_once(airflo
     run_id = run["dag_run_id"]
     _wait_for_approval(airflow, run_id)
     assert topic not in backed_up["admin"].list_topics(timeout=10).topics  # nothing created before approval
+    folder = restore_prefix(PREFIX, f"kafka_restore/{run_id}")
+    assert list(backed_up["store"].list_keys(folder)) == []  # nor written: not even the work units
+    # XCom holds no work unit either: the units' digest and the pin of the manifests the plan read.
+    handed = airflow.request("GET", f"/api/v2/dags/kafka_restore/dagRuns/{run_id}/taskInstances/plan"
+                                    "/xcomEntries/return_value?deserialize=true")["value"]
+    assert "pending_work_units" in handed and len(str(handed)) < 1000, handed
     details = airflow.request("GET", f"/api/v2/dags/kafka_restore/dagRuns/{run_id}/hitlDetails")["hitl_details"]
     assert any("new (created after approval)" in (d.get("body") or "") for d in details), details
+    # The scheduled backups go on while the run waits: one commits a manifest to the same prefix, which the
+    # approved restore must leave out (it restores what the approver read).
+    _back_up_another_topic(airflow, backed_up)
 
     _answer_in_the_ui(page, airflow, run_id, "Approve")
     assert airflow.wait_for_run("kafka_restore", run_id) == "success", airflow.task_log_tails("kafka_restore")
     expected = _contents(backed_up["source"], topic)
     assert sum(map(len, expected.values())) == 40
     assert _contents(read_kafka(backed_up["bootstrap"], [topic]), topic) == expected  # every record, once
+    states = {t["task_id"]: t["state"] for t in airflow.task_instances("kafka_restore", run_id)}
+    assert states["work_units"] == "success", states
+    assert [k for k in backed_up["store"].list_keys(folder) if "/work-units/" in k]  # written after the approval
+
+
+def _back_up_another_topic(airflow: AirflowServices, backed_up: dict[str, Any]) -> None:
+    """A backup run of a new topic into the same bucket and prefix, committed (a new manifest)."""
+    other = f"ui-meanwhile-{uuid.uuid4().hex[:6]}"
+    create_topics(backed_up["bootstrap"], NewTopic(other, 1, 1, config={"retention.ms": "-1"}))
+    produce_tricky(backed_up["bootstrap"], other, 1, 5, seed=99)
+    run_id = f"ui-backup-meanwhile-{uuid.uuid4().hex[:6]}"
+    airflow.trigger_run("kafka_backup", run_id, {"topics": [other], "bucket": backed_up["bucket"], "prefix": PREFIX})
+    assert airflow.wait_for_run("kafka_backup", run_id) == "success", airflow.task_log_tails("kafka_backup")
 
 
 def test_a_rejected_restore_ends_with_nothing_written(airflow, page, backed_up):

@@ -24,6 +24,7 @@ from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_r
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix, safe_run_id
 from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator, KafkaRestoreWorkUnitsOperator
 from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag, verify_finished_restore
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,46 @@ def test_restore_round_trip_is_byte_exact_with_offset_map(corpus, bucket, s3):
         assert [offset_map.first_target_at_or_after(r.offset) for r in records] == [r.offset for r in restored]
     manifest = json.loads(store.get_bytes(f"{rprefix}/restore-manifest.json"))
     assert sum(p["records_restored"] for p in manifest["partitions"]) == sum(len(r) for r in source.values())
+
+
+def test_a_restore_that_waits_for_approval_writes_its_units_after_it_from_the_runs_it_planned(
+        airflow_stack, bucket, s3, monkeypatch):
+    """The plan writes nothing and hands over only the units' digest and the manifests' pin; after the
+    approval ``work_units`` plans again from those manifests (one committed meanwhile is left out),
+    writes the units, and the restore lands every record once.
+
+    ``dag.test()`` has no one to answer the approval, so the run goes without the step while its plan
+    does what the approval-gated one does (``approval_follows``, as the DAG renders it from
+    ``require_approval``); the step itself is tested under the real api-server
+    (tests/integration/airflow/test_trigger_forms_ui.py).
+    """
+    bootstrap = airflow_stack["bootstrap"]
+    topic, target = _backed_up_topic(bootstrap, bucket, "approved", 120, seed=29, flush_size=25)
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    plan_execute, units_execute = KafkaRestorePlanOperator.execute, KafkaRestoreWorkUnitsOperator.execute
+    seen: dict = {}
+
+    def plan_with_an_approval_to_follow(self, context):
+        self.approval_follows = True
+        return plan_execute(self, context)
+
+    def after_the_approval(self, context):
+        seen["handed"] = self.plan
+        seen["written before"] = list(store.list_keys(restore_prefix("bk", f"kafka_restore/{context['run_id']}")))
+        # A backup commits meanwhile: a manifest the restore must leave out (unreadable, so it would fail if read).
+        s3.put_object(Bucket=bucket, Key="bk/_manifests/run=zz_committed_during_the_approval.json", Body=b"{")
+        return units_execute(self, context)
+
+    monkeypatch.setattr(KafkaRestorePlanOperator, "execute", plan_with_an_approval_to_follow)
+    monkeypatch.setattr(KafkaRestoreWorkUnitsOperator, "execute", after_the_approval)
+    dag_run = run_dag("kafka_restore", _restore_conf([topic], bucket, {topic: target}))
+    assert dag_run.state == "success"
+    assert seen["written before"] == [] and "pending_work_units" in seen["handed"]
+    assert len(json.dumps(seen["handed"])) < 1000
+    units = [k for k in store.list_keys(restore_prefix("bk", f"kafka_restore/{dag_run.run_id}")) if "/work-units/" in k]
+    assert len(units) == 1
+    source = read_kafka(bootstrap, [topic])
+    _assert_restored(source, read_kafka(bootstrap, [target]), {topic: target})  # every record, once
 
 
 def test_point_in_time_cut_and_offset_bounds(corpus, bucket):
