@@ -5,7 +5,8 @@ Airflow 3 UI that :class:`~devstack.airflow_services.AirflowServices` serves: th
 and required marks, a number the form must not rewrite, the date-time picker, and a restore that
 waits at the approval, having written nothing (its work units are written after the approval, from
 the backup runs the approver saw, even though another backup commits meanwhile), until it is approved
-(records land exactly once) or rejected (nothing is written). One services stack and one browser for the module; each test loads a few pages.
+(records land exactly once) or rejected (nothing is written). One services stack and one browser
+for the module; each test loads a few pages.
 
 Set ``AKB_SCREENSHOTS`` to a folder to keep screenshots of both forms (``AKB_SCREENSHOTS=docs/images``
 made the ones in the docs).
