@@ -41,6 +41,11 @@ def test_backup_and_restore_shapes():
             "work_units": ["create_topics", "restore", "verify"], "create_topics": ["restore"],
             "restore": ["verify"], "verify": ["restore_consumer_groups"], "restore_consumer_groups": []}
     assert restore.schedule is None if hasattr(restore, "schedule") else True
+    # work_units plans again with the plan's very settings: else the approved units would never come out again.
+    plan, units = restore.get_task("plan"), restore.get_task("work_units")
+    for name in ("topics", "topic_mapping", "incarnations", "from_timestamp", "until_timestamp", "offset_bounds",
+                 "bucket", "prefix", "aws_conn_id", "sse_customer_key_variable"):
+        assert getattr(units, name) == getattr(plan, name), name
 
 
 def test_provider_info_lists_what_it_ships():
