@@ -147,6 +147,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "timestamp_type": record.timestamp_type, "key": _b64(record.key), "value": _b64(record.value),
             "headers": [[name, _b64(v)] for name, v in record.headers],
         }))
+    while reader.read(1 << 20):  # anything the decoder left unread counts too
+        pass
     if (actual := reader.mismatch(seg.checksum, seg.bytes)) is not None:
         raise IntegrityError(f"s3://{store.bucket}/{seg.key}: {actual}, the manifest says "
                              f"{seg.checksum.describe(seg.bytes)}")

@@ -769,12 +769,12 @@ def _check_segments_match_plan(ranges: list[PartitionRange], segments: list[Segm
 
 
 class KafkaBackupVerifyOperator(S3BackupBaseOperator):
-    """Verify the backup: every committed segment present with its size and sha256, every chain whole.
+    """Verify the backup: every committed segment present with its size and checksum, every chain whole.
 
     Usable as the last task of a backup DAG (``backup_dag(verify=True)``) or on its own
     schedule. Fails listing every problem; returns a small summary per topic.
 
-    :param deep: download and hash every segment (default) instead of comparing the
+    :param deep: download and checksum every segment (default) instead of comparing the
         checksum stored with each object at upload.
     """
 
