@@ -23,6 +23,7 @@ DEPENDENCIES = [
     "pybase64>=1.4",
     "msgspec>=0.18",
     "fastavro>=1.9",
+    "awscrt>=0.23.4",
     'backports.zstd; python_version < "3.14"',
 ]
 

@@ -31,10 +31,10 @@ from botocore.exceptions import BotoCoreError
 
 from airflow_kafka_backup.engine.drill.report import list_reports
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
-from airflow_kafka_backup.engine.formats.base import HashingReader
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.settings import clean_prefix
+from airflow_kafka_backup.engine.storage.checksums import ChecksumReader
 from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.s3_retry import RETRY_MODES, validate_retry_backoff_ms
@@ -137,7 +137,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     incarnation = incarnation_of(seg.topic, seg.topic_id, longest_histories(manifests))
     print(f"# {seg.key}: {seg.topic}[{seg.partition}] offsets {seg.first_offset}..{seg.last_offset}, run "
           f"{manifest.run_id}, topic ID {incarnation or '(recorded before topic IDs)'}", file=sys.stderr)
-    reader = HashingReader(store.open_stream(seg.key))
+    reader = ChecksumReader(store.open_stream(seg.key), [seg.checksum.algorithm])
     fmt, codec = get_format(manifest.settings.segment_format), get_compression(manifest.settings.compression)
     for n, record in enumerate(fmt.decode(reader, codec)):
         if args.limit is not None and n >= args.limit:
@@ -147,9 +147,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "timestamp_type": record.timestamp_type, "key": _b64(record.key), "value": _b64(record.value),
             "headers": [[name, _b64(v)] for name, v in record.headers],
         }))
-    if reader.sha256.hexdigest() != seg.sha256:
-        raise IntegrityError(f"s3://{store.bucket}/{seg.key}: sha256 {reader.sha256.hexdigest()}, "
-                             f"the manifest says {seg.sha256}")
+    while reader.read(1 << 20):  # anything the decoder left unread counts too
+        pass
+    if (actual := reader.mismatch(seg.checksum, seg.bytes)) is not None:
+        raise IntegrityError(f"s3://{store.bucket}/{seg.key}: {actual}, the manifest says "
+                             f"{seg.checksum.describe(seg.bytes)}")
     return EXIT_OK
 
 

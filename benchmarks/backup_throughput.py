@@ -112,7 +112,7 @@ def read_once(bootstrap: str, topic: str, end: int) -> tuple[int, int, float]:
 def phase_backup(
     bootstrap: str, topic: str, end: int, endpoint_url: str, bucket: str, prefix: str,
     compression: str, flush_size: int, consumer_options: dict[str, str], profile_path: str | None,
-    segment_format: str, compression_level: int | None,
+    segment_format: str, compression_level: int | None, segment_checksum: str,
 ) -> bench.PhaseResult:
     """Back up offsets [0, end) with the engine, exactly as the operator would (minus Airflow)."""
     from boto3.s3.transfer import TransferConfig
@@ -125,7 +125,7 @@ def phase_backup(
     store = S3ObjectStore(client=bench.s3_client(endpoint_url), bucket=bucket, transfer_config=transfer_config)
     run = bench.engine_backup(
         bootstrap, store, prefix, topic, end, compression, flush_size, consumer_options, profile_path, segment_format,
-        compression_level,
+        compression_level, segment_checksum,
     )
     result = run.result
     return bench.PhaseResult(f"backup N={end:,}", result.records, result.bytes, run.seconds, bench.peak_rss_kib(),
@@ -151,7 +151,7 @@ def child_main(args: argparse.Namespace) -> None:
         result = phase_backup(
             args.bootstrap, args.topic, args.end, args.endpoint_url, args.bucket, args.prefix,
             args.compression, args.flush_size, consumer_options(args), args.profile, args.format,
-            args.compression_level,
+            args.compression_level, args.segment_checksum,
         )
     bench.report(result)
 
@@ -165,6 +165,7 @@ def parent_main(args: argparse.Namespace) -> None:
     bucket = "bench"
     print(f"Starting Kafka and S3 (N={n:,}, value={args.value_size} B {args.payload}, format={args.format}, "
           f"compression={args.compression} level {args.compression_level or 'default'}, "
+          f"segment checksum {args.segment_checksum}, "
           f"flush_size={args.flush_size:,}, backup consumer options: {consumer_options(args) or 'engine defaults'})",
           flush=True)
     with bench.local_stack() as (broker, s3_server):

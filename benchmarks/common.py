@@ -293,11 +293,12 @@ class BackupRun:
 def engine_backup(
     bootstrap: str, store: Any, prefix: str, topic: str, end: int, compression: str, flush_size: int,
     consumer_options: dict[str, str] | None = None, profile_path: str | None = None, segment_format: str = "jsonl",
-    compression_level: int | None = None,
+    compression_level: int | None = None, segment_checksum: str | None = None,
 ) -> BackupRun:
     """Back up offsets [0, end) of ``topic``[0] with the engine, exactly as the operator would (minus Airflow)."""
     from airflow_kafka_backup.engine.backup.loop import CONSUMER_OVERRIDES, DEFAULT_GROUP_ID, back_up_ranges
     from airflow_kafka_backup.engine.formats.compression import new_run_compression
+    from airflow_kafka_backup.engine.storage.checksums import validate_algorithm
     from airflow_kafka_backup.engine.storage.manifest import PartitionRange, SegmentSettings
 
     consumer = confluent_kafka.Consumer({
@@ -311,6 +312,7 @@ def engine_backup(
     settings = SegmentSettings(
         segment_format=segment_format, compression=compression, flush_size=flush_size, offset_pad_width=10,
         compression_level=level, compression_library=library,
+        segment_checksum=validate_algorithm(segment_checksum),  # None: the shipped default, as a new run has it
     )
     ranges = [PartitionRange(topic, 0, 0, end)]
     base = peak_rss_kib()
@@ -370,7 +372,7 @@ def run_phase_in_child(
         "--compression", args.compression, "--format", args.format, "--flush-size", str(args.flush_size),
         "--payload", args.payload, *(("--compression-level", str(args.compression_level))
                                      if args.compression_level is not None else ()),
-        "--ceiling-runs", str(args.ceiling_runs), *extra_args,
+        "--segment-checksum", args.segment_checksum, "--ceiling-runs", str(args.ceiling_runs), *extra_args,
     ]
     for name, value in options.items():
         command += [f"--{name.replace('_', '-')}", value]
@@ -408,6 +410,9 @@ def add_size_arguments(parser: argparse.ArgumentParser, records_help: str, ceili
                         help="record values: random bytes (incompressible) or JSON-like text (compressible)")
     parser.add_argument("--flush-size", type=int, default=shipped["flush_size"].default,
                         help="records per segment (default: the shipped default)")
+    parser.add_argument("--segment-checksum", choices=("crc64nvme", "sha256"),
+                        default=shipped["segment_checksum"].default,
+                        help="segment checksum (default: the shipped default)")
     parser.add_argument("--ceiling-runs", type=int, default=3, help=ceiling_help)
 
 
@@ -480,6 +485,6 @@ def print_summary(args: argparse.Namespace, phase: str, ratio_name: str, ceiling
         f"RESULT {ratio_name}={ratio:.2f} {cpu_ratio}{phase}_rps={full.records_per_s:.0f} "
         f"ceiling_rps={ceiling.records_per_s:.0f} {phase}_peak_rss_mib={full.peak_rss_mib:.0f} "
         f"(N={args.records}, value={args.value_size} B {args.payload}, format={args.format}, "
-        f"compression={args.compression} level {args.compression_level or 'default'}, flush_size={args.flush_size}"
-        f"{extra})"
+        f"compression={args.compression} level {args.compression_level or 'default'}, flush_size={args.flush_size}, "
+        f"segment_checksum={args.segment_checksum}{extra})"
     )

@@ -23,6 +23,7 @@ import time
 import tracemalloc
 
 from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
@@ -69,7 +70,7 @@ def backup(partitions: int, runs: int) -> tuple[MemoryStore, list[str]]:
             key = f"bk/{topic}/partition={p}/{topic}+{p}+{first:010d}.msgpack.zst"
             ranges.append(PartitionRange(topic, p, first, first + 3, topic_id=f"id-{topic}"))
             segments.append(SegmentInfo(key, topic, p, first, first + 2, 3, T0 + run * HOUR, T0 + run * HOUR + 2,
-                                        300, f"{run:032x}{p:032x}", 60, f"id-{topic}"))
+                                        300, Checksum(SHA256, f"{run:032x}{p:032x}"), 60, f"id-{topic}"))
             store.objects[key] = b""
         write_manifest(store, "bk", RunManifest(f"scheduled__{run:05d}", SETTINGS, ranges, segments,
                                                 topics=[{"topic": t, "partitions": TOPIC_PARTITIONS} for t in topics],

@@ -14,7 +14,7 @@ run manifest, so the restore planner sees a real backup):
   seed in the child (see :class:`common.Payloads`), not read back from Kafka, so the
   ceiling measures producing only.
 * ``restore``: the engine's ``plan_restore`` + ``restore_partition`` (no Airflow): per
-  segment, download and verify it (size, sha256), decode it and produce its records with
+  segment, download and verify it (size, checksum), decode it and produce its records with
   the original timestamps; per transaction (whole segments, as many as
   ``restore.COMMIT_INTERVAL_S`` of work holds), write the segments' offset-map chunks to S3
   and commit the progress offset - into a fresh target topic, at two backlog sizes (N/4 and N; the
@@ -80,7 +80,8 @@ def back_up(bootstrap: str, store, prefix: str, topic: str, end: int, args: argp
     from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, write_manifest
 
     run = bench.engine_backup(bootstrap, store, prefix, topic, end, args.compression, args.flush_size,
-                              segment_format=args.format, compression_level=args.compression_level)
+                              segment_format=args.format, compression_level=args.compression_level,
+                              segment_checksum=args.segment_checksum)
     write_manifest(store, prefix, RunManifest("bench-run", run.settings, [PartitionRange(topic, 0, 0, end)],
                                               run.result.segments))
     print(f"Backed up {end:,} records to s3://{store.bucket}/{prefix} in {run.seconds:.1f}s "

@@ -56,12 +56,12 @@ def show_bucket(s3) -> None:
             print(f"  {obj['Key']:<62} {obj['Size']:>7}")
     total = 0
     print("\nSegments named by the committed manifest:")
-    print(f"  {'topic[partition]':<18} {'offsets':>13} {'records':>8}  sha256")
+    print(f"  {'topic[partition]':<18} {'offsets':>13} {'records':>8}  checksum")
     for manifest in load_manifests(store, "kafka-backup"):
         for seg in manifest.segments:
             total += seg.records
             offsets = f"{seg.first_offset}..{seg.last_offset}"
-            print(f"  {seg.topic + f'[{seg.partition}]':<18} {offsets:>13} {seg.records:>8}  {seg.sha256[:16]}…")
+            print(f"  {seg.topic + f'[{seg.partition}]':<18} {offsets:>13} {seg.records:>8}  {seg.checksum}")
         first = manifest.segments[0]
         body = store.open_stream(first.key)
         record = next(iter(get_format(manifest.settings.segment_format).decode(

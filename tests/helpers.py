@@ -6,14 +6,16 @@ import io
 import random
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from airflow_kafka_backup.engine.formats.base import HashingReader
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.records import Record
+from airflow_kafka_backup.engine.storage.checksums import SHA256, ChecksumReader, checksum_of
+from airflow_kafka_backup.engine.storage.key_layout import manifest_key
 from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
@@ -193,7 +195,7 @@ def read_kafka(bootstrap: str, topics: list[str], isolation: str = "read_committ
 
 
 def read_backup(store: S3ObjectStore, prefix: str) -> dict[TP, list[Record]]:
-    """Every record the committed manifests name, decoded from S3 after checking each sha256."""
+    """Every record the committed manifests name, decoded from S3 after checking each checksum."""
     out: dict[TP, list[Record]] = defaultdict(list)
     seen: set[str] = set()  # manual runs name segments the scheduled runs committed too
     for manifest in load_manifests(store, prefix):
@@ -203,14 +205,42 @@ def read_backup(store: S3ObjectStore, prefix: str) -> dict[TP, list[Record]]:
             if seg.key in seen:
                 continue
             seen.add(seg.key)
-            hashing = HashingReader(store.open_stream(seg.key))
+            hashing = ChecksumReader(store.open_stream(seg.key), [seg.checksum.algorithm])
             records = list(fmt.decode(hashing, codec))
-            assert hashing.sha256.hexdigest() == seg.sha256, seg.key
+            assert hashing.checksum() == seg.checksum, seg.key
             assert hashing.size == seg.bytes, seg.key
             assert len(records) == seg.records, seg.key
             assert records[0].offset == seg.first_offset and records[-1].offset == seg.last_offset
             out[(seg.topic, seg.partition)].extend(records)
     return {tp: sorted(rs, key=lambda r: r.offset) for tp, rs in out.items()}
+
+
+def rewrite_as_format_1(s3, bucket: str, prefix: str) -> list[str]:
+    """Turn the committed backup under ``prefix`` into what the versions before CRC64-NVME wrote.
+
+    Each segment gets its sha256 as its stored checksum (``x-amz-meta-sha256``, uploaded with
+    ``ChecksumSHA256`` as they did), and each manifest records sha256 per segment with format
+    version 1 and no ``segment_checksum`` setting: the previous format, field for field. The
+    segment bytes are untouched (the checksum is metadata). Returns the rewritten manifest keys.
+    """
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    keys = []
+    for manifest in list(load_manifests(store, prefix)):
+        segments = []
+        for seg in manifest.segments:
+            body = store.get_bytes(seg.key)
+            checksum = checksum_of(SHA256, body)
+            s3.put_object(Bucket=bucket, Key=seg.key, Body=body, Metadata={SHA256: checksum.value},
+                          ChecksumSHA256=checksum.s3_value())
+            segments.append(replace(seg, checksum=checksum))
+        old = replace(manifest, settings=replace(manifest.settings, segment_checksum=SHA256), segments=segments,
+                      format_version=None)
+        data = old.to_json()
+        assert b'"format_version": 1,' in data and b"crc64nvme" not in data
+        key = manifest_key(prefix, manifest.run_id)
+        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+        keys.append(key)
+    return keys
 
 
 def snapshot_bucket(s3, bucket: str) -> dict[str, bytes]:

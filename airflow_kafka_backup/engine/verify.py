@@ -1,8 +1,9 @@
 """Verifying a backup before it is needed: every committed segment present and intact, every chain whole.
 
 Shared by ``KafkaBackupVerifyOperator`` and the ``kafka-backup verify`` command. A deep
-check downloads and hashes each segment (bit rot, tampering); a quick one compares
-size and the sha256 stored with the object at upload.
+check downloads and checksums each segment (bit rot, truncation, a wrong object); a quick one
+compares size and the checksum stored with the object at upload. Segments carry a CRC64-NVME or,
+in older backups (or by choice), a sha256 (see :mod:`~airflow_kafka_backup.engine.storage.checksums`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 
 from airflow_kafka_backup.engine.chain import check_chain, check_segments_disjoint
 from airflow_kafka_backup.engine.errors import IntegrityError, KafkaBackupError
-from airflow_kafka_backup.engine.formats.base import HashingReader
+from airflow_kafka_backup.engine.storage.checksums import Checksum, ChecksumReader, disagree, stored_checksum
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, load_manifests
-from airflow_kafka_backup.engine.storage.object_store import SHA256_METADATA, S3ObjectStore
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.topics.incarnations import (
     IncarnationSummary,
     incarnation_of,
@@ -100,6 +101,9 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
     # Chains are checked per incarnation: a recreated topic starts again at offset 0.
     ranges: dict[tuple[str, str | None, int], list[PartitionRange]] = defaultdict(list)
     segments: dict[str, SegmentInfo] = {}
+    # Per key, its checksums as the manifests record them: one, or one per algorithm when a segment an
+    # older version backed up (sha256) was named again by a newer run (crc64nvme); each is checked.
+    checksums: dict[str, list[Checksum]] = {}
     problems: list[str] = []
     for manifest in manifests:
         for r in manifest.ranges:
@@ -112,10 +116,13 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
             seen = segments.get(s.key)
             if seen is None:
                 segments[s.key] = s
+                checksums[s.key] = [s.checksum]
                 summaries.setdefault(s.topic, TopicSummary(s.topic)).add_segment(s)
-            elif seen.sha256 != s.sha256:
-                problems.append(f"Two manifests disagree about {s.key}: sha256 {seen.sha256} vs {s.sha256} "
+            elif other := next((c for c in checksums[s.key] if disagree(c, s.checksum)), None):
+                problems.append(f"Two manifests disagree about {s.key}: {other} vs {s.checksum} "
                                 f"(the second in the manifest of run {manifest.run_id}).")
+            elif s.checksum not in checksums[s.key]:
+                checksums[s.key].append(s.checksum)
     for topic in sorted(wanted or ()):
         if topic not in summaries:
             problems.append(f"{topic}: no committed backup under s3://{store.bucket}/{prefix}")
@@ -137,28 +144,31 @@ def verify_backup(store: S3ObjectStore, prefix: str, topics: Sequence[str] | Non
         except IntegrityError as error:
             problems.append(str(error))
     for seg in sorted(segments.values(), key=lambda s: s.key):
-        problem = _check_segment(store, seg, deep)
-        if problem:
-            problems.append(problem)
+        problems += _check_segment(store, seg, checksums[seg.key], deep)
     return VerifyReport(len(manifests), len(segments), summaries, problems,
                         summarize(manifests, summaries, histories))
 
 
-def _check_segment(store: S3ObjectStore, seg: SegmentInfo, deep: bool) -> str | None:
+def _check_segment(store: S3ObjectStore, seg: SegmentInfo, expected: list[Checksum], deep: bool) -> list[str]:
+    """Problems of one segment object against each checksum the manifests record for it."""
     where = f"s3://{store.bucket}/{seg.key}"
     head = store.head(seg.key)
     if head is None:
-        return f"{where}: missing"
+        return [f"{where}: missing"]
     if head["ContentLength"] != seg.bytes:
-        return f"{where}: {head['ContentLength']} bytes, the manifest says {seg.bytes}"
+        return [f"{where}: {head['ContentLength']} bytes, the manifest says {seg.bytes}"]
     if not deep:
-        stored = head.get("Metadata", {}).get(SHA256_METADATA)
-        return None if stored == seg.sha256 else f"{where}: stored sha256 {stored}, the manifest says {seg.sha256}"
-    reader = HashingReader(store.open_stream(seg.key))
+        # The object's stored checksum can be compared with the manifest's of its own algorithm only.
+        stored = stored_checksum(head)
+        same = [c for c in expected if stored is not None and c.algorithm == stored.algorithm]
+        if not same or any(c != stored for c in same):
+            return [f"{where}: stored checksum {stored}, the manifest says {(same or expected)[0]}"]
+        return []
+    reader = ChecksumReader(store.open_stream(seg.key), [c.algorithm for c in expected])
     while reader.read(_CHUNK):
         pass
-    actual = reader.sha256.hexdigest()
-    return None if actual == seg.sha256 else f"{where}: sha256 {actual}, the manifest says {seg.sha256}"
+    return [f"{where}: {actual}, the manifest says {c}" for c in expected
+            if (actual := reader.mismatch(c)) is not None]
 
 
 def require_ok(report: VerifyReport) -> None:

@@ -223,7 +223,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
 
     template_fields: Sequence[str] = (
         *S3BackupBaseOperator.s3_template_fields, "topics", "exclude_topics", "kafka_conn_id", "flush_size",
-        "compression", "compression_level",
+        "compression", "compression_level", "segment_checksum",
         "segment_format", "offset_pad_width", "isolation_level", "allow_data_loss", "max_work_units",
         "rotate_interval_ms", "rotate_schedule_interval_ms", "timezone", "force_unlock", "consumer_groups",
         "ranges", "from_timestamp", "until_timestamp", "retention_days", "rpo_seconds",
@@ -238,6 +238,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         flush_size: int | str = 10_000,
         compression: str = "zstd",
         compression_level: int | str | None = None,
+        segment_checksum: str = "crc64nvme",
         segment_format: str = "msgpack",
         offset_pad_width: int | str = 10,
         isolation_level: str = "read_committed",
@@ -274,6 +275,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         self.flush_size = flush_size
         self.compression = compression
         self.compression_level = compression_level  # None: the codec's default for backups
+        self.segment_checksum = segment_checksum  # crc64nvme, or sha256 for a cryptographic digest
         self.segment_format = segment_format
         self.offset_pad_width = offset_pad_width
         self.isolation_level = isolation_level
@@ -286,7 +288,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             topics=self.topics, exclude_topics=self.exclude_topics, bucket=self.bucket, prefix=self.prefix,
             flush_size=self.flush_size,
             compression=self.compression, compression_level=self.compression_level,
-            segment_format=self.segment_format,
+            segment_checksum=self.segment_checksum, segment_format=self.segment_format,
             offset_pad_width=self.offset_pad_width, isolation_level=self.isolation_level,
             allow_data_loss=self.allow_data_loss, max_work_units=self.max_work_units,
             rotate_interval_ms=self.rotate_interval_ms, rotate_schedule_interval_ms=self.rotate_schedule_interval_ms,
@@ -512,7 +514,7 @@ class KafkaBackupOperator(S3BackupBaseOperator):
             consumer.close()
         # Beside the unit, under a key of its own: a retry of this unit rewrites it; XCom gets only the ref.
         key = unit_segments_key(prefix, unit["run_id"], unit["unit"])
-        body = {"run_id": unit["run_id"], "unit": unit["unit"], "segments": [asdict(s) for s in segments]}
+        body = {"run_id": unit["run_id"], "unit": unit["unit"], "segments": [s.to_dict() for s in segments]}
         return put_json(self.store, key, body).to_dict()
 
     def _read_work_unit(self, prefix: str, run_id: str) -> dict:
@@ -629,7 +631,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
                 body = get_json(self.store, ObjectRef.from_dict(ref), inside)
                 if body["run_id"] != run_id:
                     raise IntegrityError(f"Working object {ref['key']} belongs to run {body['run_id']}, not {run_id}.")
-                segments += [SegmentInfo(**s) for s in body["segments"]]
+                segments += [SegmentInfo.from_dict(s) for s in body["segments"]]
         _check_segments_match_plan(ranges, segments)
         manifest = RunManifest(plan["run_id"], SegmentSettings(**plan["settings"]), ranges, segments,
                                encryption=self.s3_settings.manifest_encryption(),
@@ -767,12 +769,12 @@ def _check_segments_match_plan(ranges: list[PartitionRange], segments: list[Segm
 
 
 class KafkaBackupVerifyOperator(S3BackupBaseOperator):
-    """Verify the backup: every committed segment present with its size and sha256, every chain whole.
+    """Verify the backup: every committed segment present with its size and checksum, every chain whole.
 
     Usable as the last task of a backup DAG (``backup_dag(verify=True)``) or on its own
     schedule. Fails listing every problem; returns a small summary per topic.
 
-    :param deep: download and hash every segment (default) instead of comparing the
+    :param deep: download and checksum every segment (default) instead of comparing the
         checksum stored with each object at upload.
     """
 

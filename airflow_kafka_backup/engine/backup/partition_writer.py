@@ -14,8 +14,8 @@ offset range always cuts into the same segments.
 
 A segment is encoded and compressed into its spool while records arrive: memory within the
 run's :class:`~airflow_kafka_backup.engine.backup.spool.SpoolBudget`, else a file on local disk
-(see :mod:`~airflow_kafka_backup.engine.backup.spool`). Its sha256 and size are computed on the
-way there.
+(see :mod:`~airflow_kafka_backup.engine.backup.spool`). Its checksum and size are computed on the
+way there, in the run's checksum algorithm (see :mod:`~airflow_kafka_backup.engine.storage.checksums`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from airflow_kafka_backup.engine.backup.rotation import TimeRotation
 from airflow_kafka_backup.engine.backup.spool import SegmentSpool, SpoolBudget
 from airflow_kafka_backup.engine.errors import KafkaBackupError
-from airflow_kafka_backup.engine.formats.base import HashingWriter, SegmentEncoder
+from airflow_kafka_backup.engine.formats.base import SegmentEncoder
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.records import TIMESTAMP_TYPE_NUMBERS, TIMESTAMP_TYPES, Record, record_bytes
+from airflow_kafka_backup.engine.storage.checksums import ChecksumWriter
 from airflow_kafka_backup.engine.storage.key_layout import segment_key
 from airflow_kafka_backup.engine.storage.manifest import SegmentInfo, SegmentSettings
 
@@ -104,7 +105,7 @@ class TopicPartitionWriter:
 
     def _reset_segment(self) -> None:
         self._spool: SegmentSpool | None = None
-        self._hashing: HashingWriter | None = None
+        self._hashing: ChecksumWriter | None = None
         self._encoder: SegmentEncoder | None = None
         self._write_fields: Callable[..., None] | None = None  # the open encoder's write_fields
         self._write_rows: Callable[[list, list], None] | None = None  # and its write_rows, if it has one
@@ -215,7 +216,7 @@ class TopicPartitionWriter:
     def _open(self, first_offset: int, first_timestamp: int) -> None:
         # The topic name cut short: a topic name may be 249 characters, a file name at most 255 bytes.
         self._spool = SegmentSpool(f"{self.topic[:64]}+{self.partition}+", self._spool_dir, self._spool_budget)
-        self._hashing = HashingWriter(self._spool)
+        self._hashing = ChecksumWriter(self._spool, self.settings.segment_checksum)
         self._encoder = self._format.encoder(self._hashing, self._compression)
         self._write_fields = self._encoder.write_fields
         self._write_rows = getattr(self._encoder, "write_rows", None)
@@ -239,7 +240,7 @@ class TopicPartitionWriter:
             min_timestamp=self._min_ts,
             max_timestamp=self._max_ts,
             bytes=self._hashing.size,
-            sha256=self._hashing.sha256.hexdigest(),
+            checksum=self._hashing.checksum(),
             max_record_bytes=self._max_record_bytes,
             topic_id=self.topic_id,
         )

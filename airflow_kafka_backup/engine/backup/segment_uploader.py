@@ -3,7 +3,10 @@
 At most ``max_pending`` segments wait in their spools (memory or local disk) at once, so
 disk and memory stay bounded however large the backlog. Before each upload the object is looked up:
 
-- same sha256 already there: skip (a retry or re-run; the bytes are identical);
+- same checksum already there: skip (a retry or re-run; the bytes are identical). An object an
+  older version uploaded may carry another algorithm's checksum (sha256, before CRC64-NVME): then
+  the segment's bytes are checksummed once more in that algorithm to compare, and the segment is
+  recorded with the object's checksum, as the manifest that committed it records it;
 - different bytes there, and a committed manifest names the key: refuse
   (:class:`ConflictError`), because committed backup bytes are never replaced;
 - different bytes there, not committed: leftovers of a failed attempt; overwrite.
@@ -15,11 +18,13 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 from airflow_kafka_backup.engine.backup.partition_writer import ClosedSegment
 from airflow_kafka_backup.engine.errors import ConflictError
+from airflow_kafka_backup.engine.storage.checksums import checksum_of, stored_checksum
 from airflow_kafka_backup.engine.storage.manifest import SegmentInfo
-from airflow_kafka_backup.engine.storage.object_store import SHA256_METADATA, S3ObjectStore
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +68,25 @@ class SegmentUploader:
         try:
             existing = self._store.head(info.key)
             if existing is not None:
-                existing_sha = existing.get("Metadata", {}).get(SHA256_METADATA)
-                if existing_sha == info.sha256:
+                stored, ours = stored_checksum(existing), info.checksum
+                if stored is not None and stored.algorithm != ours.algorithm:
+                    with segment.spool.opened() as body:  # rare: an object an older version uploaded
+                        ours = checksum_of(stored.algorithm, body)
+                if stored == ours and existing.get("ContentLength", info.bytes) == info.bytes:
                     self.skipped += 1
-                    self.uploaded.append(info)
+                    self.uploaded.append(replace(info, checksum=stored))
                     return
                 if self._is_committed(info.key):
                     raise ConflictError(
                         f"s3://{self._store.bucket}/{info.key} is part of a committed backup and holds "
-                        f"different bytes (sha256 {existing_sha}) than this run produced ({info.sha256}) "
+                        f"different bytes ({stored}) than this run produced ({ours}) "
                         f"for offsets {info.first_offset}..{info.last_offset}; refusing to overwrite it. "
                         "Kafka no longer returns the records that were backed up (compaction or a "
                         "recreated topic): back up to a new prefix."
                     )
                 log.info("Replacing uncommitted leftover %s from an earlier attempt", info.key)
             with segment.spool.opened() as body:
-                self._store.put_body(info.key, body, segment.spool.size, info.sha256)
+                self._store.put_body(info.key, body, segment.spool.size, info.checksum)
             self.uploaded.append(info)
         finally:
             segment.spool.discard()

@@ -9,6 +9,7 @@ from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.formats.compression import new_run_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.settings import as_bool, check_isolation_level, clean_prefix, positive_int
+from airflow_kafka_backup.engine.storage.checksums import DEFAULT_ALGORITHM, validate_algorithm
 from airflow_kafka_backup.engine.storage.manifest import SegmentSettings
 from airflow_kafka_backup.engine.topics.selection import TopicSelection
 
@@ -58,6 +59,7 @@ class BackupSettings:
         flush_size: object = 10_000,
         compression: object = "zstd",
         compression_level: object = None,
+        segment_checksum: object = DEFAULT_ALGORITHM,
         segment_format: object = "msgpack",
         offset_pad_width: object = 10,
         isolation_level: object = "read_committed",
@@ -89,6 +91,7 @@ class BackupSettings:
                 compression=str(compression),
                 compression_level=level,
                 compression_library=library,
+                segment_checksum=validate_algorithm(segment_checksum),
                 flush_size=positive_int("flush_size", flush_size),
                 offset_pad_width=pad,
                 rotate_interval_ms=rotate,

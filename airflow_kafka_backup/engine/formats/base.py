@@ -1,5 +1,6 @@
-"""What every segment format shares: the encoder and format interfaces, the record-fields tuple, the
-writer that offloads compression to a thread, and the hashing streams that give a segment its sha256.
+"""What every segment format shares: the encoder and format interfaces, the record-fields tuple,
+and the writer that offloads compression to a thread. (A segment's checksum is computed on its way to
+the spool: see ``storage.checksums``.)
 
 The formats (``segment_codec``'s JSON Lines, ``msgpack_format``, ``avro_format``) import this module;
 ``segment_codec`` registers them all. Nothing here imports a format, so no import circle forms.
@@ -7,7 +8,6 @@ The formats (``segment_codec``'s JSON Lines, ``msgpack_format``, ``avro_format``
 
 from __future__ import annotations
 
-import hashlib
 import io
 import queue
 import threading
@@ -94,44 +94,3 @@ def decode_fields(fmt: SegmentFormat, raw: BinaryIO, compression: Compression) -
         return fast(raw, compression)
     return ((r.partition, r.offset, r.timestamp, r.timestamp_type, r.key, r.value, r.headers)
             for r in fmt.decode(raw, compression))
-
-
-class HashingWriter(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through to ``raw``.
-
-    Segments get their sha256 and size while they are written, with no second read.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        self._raw.write(data)
-        return len(data)
-
-
-class HashingReader(io.RawIOBase):
-    """A read-only stream that hashes and counts what is read through it (restore side)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        self.size += n
-        return n

@@ -6,7 +6,7 @@ attempt before it). Kafka's consume-transform-produce pattern with S3 as the sou
 one transaction per run of whole segments (as many as :data:`COMMIT_INTERVAL_S` of work
 holds):
 
-1. stream each segment to a spool file while hashing it; a sha256 or size mismatch
+1. stream each segment to a spool file while checksumming it; a checksum or size mismatch
    fails naming the object, and nothing of that segment is produced;
 2. produce its records (after the offset and time filters) to the same partition
    number, with the original key, value, headers and timestamp;
@@ -60,7 +60,6 @@ from airflow_kafka_backup.engine.errors import (
     KafkaBackupError,
     ProducerStuckError,
 )
-from airflow_kafka_backup.engine.formats.base import HashingWriter
 from airflow_kafka_backup.engine.restore.attempts import RestoreAttempt, RestoreProgress, new_attempt_id, write_attempt
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.engine.restore.transaction import (
@@ -70,6 +69,7 @@ from airflow_kafka_backup.engine.restore.transaction import (
     RestoreTransaction,
     bounded_call,
 )
+from airflow_kafka_backup.engine.storage.checksums import ChecksumWriter
 from airflow_kafka_backup.engine.storage.key_layout import safe_restore_id
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
@@ -159,7 +159,7 @@ class _Cancelled(Exception):
 
 def download_verified(store: S3ObjectStore, seg: PlannedSegment, spool_dir: str | None = None,
                       cancelled: threading.Event | None = None) -> str:
-    """Stream a segment to a local file; fails naming the object unless size and sha256 match.
+    """Stream a segment to a local file; fails naming the object unless size and checksum match.
 
     ``cancelled`` lets a background prefetch stop between chunks instead of finishing a
     download nobody will read.
@@ -167,17 +167,16 @@ def download_verified(store: S3ObjectStore, seg: PlannedSegment, spool_dir: str 
     fd, path = tempfile.mkstemp(prefix="restore-", dir=spool_dir)
     try:
         with os.fdopen(fd, "wb") as out:
-            hashing = HashingWriter(out)
+            hashing = ChecksumWriter(out, seg.checksum.algorithm)
             for chunk in _chunks(store.open_stream(seg.key)):
                 if cancelled is not None and cancelled.is_set():
                     raise _Cancelled(seg.key)
                 hashing.write(chunk)
-        actual = hashing.sha256.hexdigest()
-        if hashing.size != seg.bytes or actual != seg.sha256:
+        actual = hashing.checksum()
+        if hashing.size != seg.bytes or actual != seg.checksum:
             raise IntegrityError(
-                f"Segment s3://{store.bucket}/{seg.key} is corrupted or truncated: {hashing.size} bytes with "
-                f"sha256 {actual}, but the manifest says {seg.bytes} bytes with sha256 {seg.sha256}. "
-                "Nothing from this segment was produced."
+                f"Segment s3://{store.bucket}/{seg.key} is corrupted or truncated: {actual.describe(hashing.size)}, "
+                f"but the manifest says {seg.checksum.describe(seg.bytes)}. Nothing from this segment was produced."
             )
         return path
     except BaseException:
@@ -248,7 +247,7 @@ class _Prefetcher:
     on background threads: as many as fit in ``ahead_bytes`` (at least one), on up to
     ``workers`` threads. Big segments thus download one ahead; small ones many at once, so
     that a restore of small segments is not bound by one S3 round trip per segment. A
-    segment's file is handed out only after its own sha256 and size matched (else its
+    segment's file is handed out only after its own checksum and size matched (else its
     :class:`IntegrityError`, naming the object, is raised in its turn). The caller deletes
     the files it is handed; :meth:`close` stops the downloads still in flight and deletes
     their files.

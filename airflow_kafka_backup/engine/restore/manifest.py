@@ -1,7 +1,7 @@
 """Verifying a finished restore and writing its manifest.
 
 Every planned segment must have an offset-map chunk written by the attempt that
-committed it (see :mod:`restore_attempts`), with the segment's sha256, and restored +
+committed it (see :mod:`restore_attempts`), with the segment's checksum, and restored +
 filtered records must add up to the segment's record count. The restore manifest then
 records, per partition, what was restored, where the offset map lives and which
 attempts' chunks it is made of.
@@ -107,10 +107,10 @@ def verify_restore(store: S3ObjectStore, restore_prefix: str, units: Sequence[Pa
             if chunk.segment != seg.key:
                 raise IntegrityError(f"The offset-map chunk for source offset {seg.first_offset} of "
                                      f"{unit.target_topic}[{unit.partition}] describes {chunk.segment}, not {seg.key}.")
-            if chunk.sha256 != seg.sha256 or chunk.records_restored + chunk.records_filtered != seg.records:
+            if chunk.checksum != seg.checksum or chunk.records_restored + chunk.records_filtered != seg.records:
                 raise IntegrityError(
                     f"Segment {seg.key}: restored {chunk.records_restored} + filtered {chunk.records_filtered} "
-                    f"records (sha256 {chunk.sha256}), but the backup holds {seg.records} (sha256 {seg.sha256})."
+                    f"records ({chunk.checksum}), but the backup holds {seg.records} ({seg.checksum})."
                 )
             _check_runs(seg.key, seg.first_offset, seg.last_offset, chunk)
         _check_targets_disjoint(unit, chunks)

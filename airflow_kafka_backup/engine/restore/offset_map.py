@@ -19,6 +19,8 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from airflow_kafka_backup.engine.storage.checksums import Checksum, pop_checksum
+
 OffsetRun = tuple[int, int, int]  # source_start, target_start, count
 
 
@@ -46,19 +48,21 @@ class OffsetMapChunk:
     target_topic: str
     partition: int
     segment: str
-    sha256: str
+    checksum: Checksum  # the segment's, as the plan had it; in the JSON as a field named after its algorithm
     records_restored: int
     records_filtered: int
     runs: tuple[OffsetRun, ...]
 
     def to_json(self) -> bytes:
         body = {**self.__dict__, "runs": [list(r) for r in self.runs]}
+        del body["checksum"]
+        body.update(self.checksum.as_field())
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> OffsetMapChunk:
-        body = json.loads(data)
-        return cls(**{**body, "runs": tuple(tuple(r) for r in body["runs"])})
+        body, checksum = pop_checksum(json.loads(data), "an offset-map chunk")
+        return cls(**{**body, "checksum": checksum, "runs": tuple(tuple(r) for r in body["runs"])})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityErro
 from airflow_kafka_backup.engine.record_size import largest
 from airflow_kafka_backup.engine.restore.held_manifests import read_manifests
 from airflow_kafka_backup.engine.restore.manifest_pin import ManifestPin, pin_manifests, pinned_manifest_keys
+from airflow_kafka_backup.engine.storage.checksums import Checksum, disagree, pop_checksum
 from airflow_kafka_backup.engine.storage.key_layout import topic_prefix
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
@@ -35,7 +36,7 @@ class PlannedSegment:
     last_offset: int
     records: int
     bytes: int
-    sha256: str
+    checksum: Checksum  # in a plan's JSON as one field named after its algorithm (see ``storage.checksums``)
     segment_format: str
     compression: str
     # The manifest's timestamps of the segment's records (None in work units planned before they were carried).
@@ -62,12 +63,14 @@ class PartitionRestore:
         """As ``dataclasses.asdict`` gives it (same keys, same order), without its deep copy of every
         segment's scalars: the plan encodes every partition of a restore."""
         body = {name: getattr(self, name) for name in _PARTITION_FIELDS}
-        body["segments"] = [{name: getattr(s, name) for name in _SEGMENT_FIELDS} for s in self.segments]
+        body["segments"] = [{**{name: getattr(s, name) for name in _SEGMENT_FIELDS if name != "checksum"},
+                             **s.checksum.as_field()} for s in self.segments]
         return body
 
     @classmethod
     def from_dict(cls, data: dict) -> PartitionRestore:
-        return cls(**{**data, "segments": [PlannedSegment(**s) for s in data["segments"]]})
+        return cls(**{**data, "segments": [PlannedSegment(**fields, checksum=checksum) for fields, checksum in
+                                           map(pop_checksum, data["segments"])]})
 
     @property
     def upper_bound_records(self) -> int:
@@ -274,9 +277,9 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
         for s in manifest.segments:
             if restored(s.topic, s.topic_id):
                 seen = segments[(s.topic, s.partition)].get(s.key)
-                if seen is not None and seen[0].sha256 != s.sha256:
+                if seen is not None and disagree(seen[0].checksum, s.checksum):
                     raise IntegrityError(
-                        f"Two manifests disagree about {s.key}: sha256 {seen[0].sha256} vs {s.sha256}."
+                        f"Two manifests disagree about {s.key}: {seen[0].checksum} vs {s.checksum}."
                     )
                 segments[(s.topic, s.partition)][s.key] = (s, manifest)
 
@@ -307,7 +310,7 @@ def plan_restore(store: S3ObjectStore, prefix: str, settings: RestoreSettings,
             if _outside(info, restore):
                 continue
             restore.segments.append(PlannedSegment(
-                info.key, info.first_offset, info.last_offset, info.records, info.bytes, info.sha256,
+                info.key, info.first_offset, info.last_offset, info.records, info.bytes, info.checksum,
                 manifest.settings.segment_format, manifest.settings.compression, info.min_timestamp,
                 info.max_timestamp, info.max_record_bytes,
             ))

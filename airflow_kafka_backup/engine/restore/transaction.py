@@ -316,7 +316,7 @@ class RestoreTransaction:
         chunks = {
             chunk_key(self.restore_prefix, unit.target_topic, unit.partition, produced.seg.first_offset, self.attempt):
                 OffsetMapChunk(unit.source_topic, unit.target_topic, unit.partition, produced.seg.key,
-                               produced.seg.sha256, produced.restored, produced.filtered,
+                               produced.seg.checksum, produced.restored, produced.filtered,
                                tuple(produced.offset_runs(unit, report_every_record))).to_json()
             for produced in self.segments
         }

@@ -12,10 +12,16 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
+from airflow_kafka_backup.engine.errors import IntegrityError
+from airflow_kafka_backup.engine.storage.checksums import LEGACY_ALGORITHM, Checksum, pop_checksum
 from airflow_kafka_backup.engine.storage.key_layout import manifest_key, manifests_prefix
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
-FORMAT_VERSION = 1
+# 1: every segment carries a sha256. 2: each segment carries the checksum of the run's
+# ``segment_checksum`` setting (crc64nvme by default), in a field named after its algorithm.
+# A run whose segments are all sha256 still writes version 1, which older versions read.
+FORMAT_VERSION = 2
+SHA256_ONLY_FORMAT_VERSION = 1
 
 TopicPartition = tuple[str, int]
 
@@ -61,7 +67,8 @@ class SegmentInfo:
     min_timestamp: int
     max_timestamp: int
     bytes: int
-    sha256: str
+    # In the JSON as one field named after its algorithm: "crc64nvme" or "sha256" (see ``checksums``).
+    checksum: Checksum
     # The largest record's key + value + header bytes (see ``records.record_bytes``); what a restore
     # sizes its producer and checks its targets by. None in manifests written before it was recorded.
     max_record_bytes: int | None = None
@@ -70,6 +77,11 @@ class SegmentInfo:
     def to_dict(self) -> dict:
         """As in the manifest JSON: fields added later only when set, so older manifests keep their bytes."""
         return _without_defaults(self)
+
+    @classmethod
+    def from_dict(cls, body: dict) -> SegmentInfo:
+        fields_, checksum = pop_checksum(body, f"segment {body.get('key')!r}")
+        return cls(**fields_, checksum=checksum)
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,18 @@ class SegmentSettings:
     # zstd: level 3), which a re-run of such a run writes with again.
     compression_level: int | None = None
     compression_library: str | None = None
+    # The checksum algorithm of the run's segments (see ``storage.checksums``); sha256 in manifests
+    # written before it was recorded, and written to the JSON only when it is not sha256.
+    segment_checksum: str = LEGACY_ALGORITHM
 
     def to_dict(self) -> dict:
-        """As in the manifest JSON: the compression fields only when set, so older manifests keep their bytes."""
+        """As in the manifest JSON: fields added later only when set, so older manifests keep their bytes."""
         body = asdict(self)
         for name in ("compression_level", "compression_library"):
             if body[name] is None:
                 del body[name]
+        if body["segment_checksum"] == LEGACY_ALGORITHM:
+            del body["segment_checksum"]
         return body
 
 
@@ -111,7 +128,8 @@ class RunManifest:
     # {group: {topic: {partition: committed offset}}} (offsets at or below the run's cut).
     topics: list[dict] = field(default_factory=list)
     consumer_groups: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    # As read; None for a new manifest: then the lowest version that describes it (see FORMAT_VERSION).
+    format_version: int | None = None
     # Per topic of the run, the topic IDs of its incarnations in the order the backup met them; the
     # last is this run's (see :mod:`airflow_kafka_backup.engine.topics.incarnations`). Empty before IDs were recorded.
     incarnations: dict[str, list[str]] = field(default_factory=dict)
@@ -123,7 +141,7 @@ class RunManifest:
 
     def to_json(self) -> bytes:
         body = {
-            "format_version": self.format_version,
+            "format_version": self.format_version or self.lowest_format_version(),
             "run_id": self.run_id,
             "settings": self.settings.to_dict(),
             "encryption": dict(self.encryption),
@@ -139,14 +157,25 @@ class RunManifest:
                 body[name] = getattr(self, name)
         return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
 
+    def lowest_format_version(self) -> int:
+        """Version 1 while every checksum is a sha256 (older versions read it), else 2."""
+        if self.settings.segment_checksum == LEGACY_ALGORITHM and all(
+                s.checksum.algorithm == LEGACY_ALGORITHM for s in self.segments):
+            return SHA256_ONLY_FORMAT_VERSION
+        return FORMAT_VERSION
+
     @classmethod
     def from_json(cls, data: bytes) -> RunManifest:
         body = json.loads(data)
+        if not isinstance(body.get("format_version"), int) or body["format_version"] > FORMAT_VERSION:
+            raise IntegrityError(
+                f"The manifest of run {body.get('run_id')!r} has format version {body.get('format_version')!r}; "
+                f"this version of airflow-kafka-backup reads versions up to {FORMAT_VERSION}. Upgrade it.")
         return cls(
             run_id=body["run_id"],
             settings=SegmentSettings(**body["settings"]),
             ranges=[PartitionRange(**r) for r in body["ranges"]],
-            segments=[SegmentInfo(**s) for s in body["segments"]],
+            segments=[SegmentInfo.from_dict(s) for s in body["segments"]],
             encryption=body.get("encryption", {}),
             topics=body.get("topics", []),
             consumer_groups=body.get("consumer_groups", {}),
@@ -167,8 +196,12 @@ _OPTIONAL_FIELDS = {"topic_id": None, "id_in_keys": False, "max_record_bytes": N
 def _without_defaults(item: PartitionRange | SegmentInfo) -> dict:
     # The fields are scalars: read them directly rather than through asdict(), whose deep copy made up
     # most of a 10,000-partition manifest's encoding time (benchmarks/scale.py). Same dict, same bytes.
-    return {name: value for name in _FIELD_NAMES[type(item)]
+    body = {name: value for name in _FIELD_NAMES[type(item)]
             if (value := getattr(item, name)) != _OPTIONAL_FIELDS.get(name, _REQUIRED)}
+    checksum = body.pop("checksum", None)
+    if checksum is not None:  # a segment's: one field named after its algorithm
+        body[checksum.algorithm] = checksum.value
+    return body
 
 
 _REQUIRED = object()  # compares unequal to every value: a field without a default to leave out

@@ -8,7 +8,7 @@ upload. The engine itself never imports Airflow.
 
 from __future__ import annotations
 
-import base64
+import copy
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -19,10 +19,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.storage.checksums import Checksum, metadata
 
-SHA256_METADATA = "sha256"
 DEFAULT_MULTIPART_THRESHOLD = 8 << 20  # boto3's TransferConfig default, for a store built without one
-_CHECKSUM_HEADER = "x-amz-checksum-sha256"
 
 
 @dataclass
@@ -138,36 +137,45 @@ class S3ObjectStore:
                 "with PutObjectLockConfiguration); use such a bucket or unset object_lock_mode."
             )
 
-    def put_file(self, key: str, path: str, sha256: str) -> None:
-        """Upload a local file whose sha256 (hex) is ``sha256`` (see :meth:`put_body`)."""
+    def put_file(self, key: str, path: str, checksum: Checksum) -> None:
+        """Upload a local file whose checksum is ``checksum`` (see :meth:`put_body`)."""
         with open(path, "rb") as body:
-            self.put_body(key, body, os.path.getsize(path), sha256)
+            self.put_body(key, body, os.path.getsize(path), checksum)
 
-    def put_body(self, key: str, body: bytes | BinaryIO, size: int, sha256: str) -> None:
-        """Upload ``size`` bytes whose sha256 (hex) is ``sha256``: one PutObject up to the multipart threshold.
+    def put_body(self, key: str, body: bytes | BinaryIO, size: int, checksum: Checksum) -> None:
+        """Upload ``size`` bytes whose checksum is ``checksum``: one PutObject up to the multipart threshold.
 
         ``body`` is the bytes themselves (a segment held in memory) or a seekable file open for
-        reading (a spool file); the caller closes it.
+        reading (a spool file); the caller closes it. The checksum is also stored in the object's
+        metadata (``x-amz-meta-crc64nvme`` or ``-sha256``), for quick verification and re-runs.
 
         Up to the transfer config's ``multipart_threshold`` (``part_size``) the bytes go in one
-        PutObject, streamed, that carries ``sha256`` as its ``ChecksumSHA256``: S3 checks
-        the bytes it receives against the hash computed while the segment was written, and botocore
-        computes no checksum of its own (see :func:`_sign_with_our_checksum`). The transfer manager
-        (s3transfer) would have cost twice the client CPU for the same single PUT. Without Object
-        Lock, a connection whose ``request_checksum_calculation`` is ``when_required`` (for stores
-        that refuse checksum headers) gets none. Larger bodies go multipart through the transfer
-        manager, in parts of the configured size.
+        PutObject, streamed, that carries ``checksum`` as its ``ChecksumCRC64NVME`` (or
+        ``ChecksumSHA256``): S3 checks the bytes it receives against the checksum computed while
+        the segment was written, and botocore computes no checksum of its own (see
+        :func:`_sign_with_our_checksum`). The transfer manager (s3transfer) would have cost twice
+        the client CPU for the same single PUT. Without Object Lock, a connection whose
+        ``request_checksum_calculation`` is ``when_required`` (for stores that refuse checksum
+        headers) gets none. Larger bodies go multipart through the transfer manager, in parts of
+        the configured size; a CRC64-NVME goes with them as the object's full-object checksum, which
+        S3 checks when it completes the upload (it has no full-object sha256 for multipart uploads).
         """
-        args = {**self.write_args(), "Metadata": {SHA256_METADATA: sha256}}
+        args = {**self.write_args(), "Metadata": metadata(checksum)}
+        sends_checksum = "ChecksumAlgorithm" in args or _checksums_when_supported(self.client)
         if size > getattr(self.transfer_config, "multipart_threshold", DEFAULT_MULTIPART_THRESHOLD):
+            if sends_checksum and checksum.s3_algorithm == "CRC64NVME":
+                args.pop("ChecksumAlgorithm", None)  # s3transfer names the full-object checksum's algorithm
+                args[checksum.s3_argument] = checksum.s3_value()
             stream = io.BytesIO(body) if isinstance(body, bytes) else body
-            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=args, Config=self.transfer_config)
+            self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs=args,
+                                       Config=_classic_transfers(self.transfer_config))
             return
         # Object Lock asks for a checksum (ChecksumAlgorithm): ours is one. S3 wants the algorithm
         # named too (x-amz-sdk-checksum-algorithm) for a locked object.
-        if args.pop("ChecksumAlgorithm", None) is not None or _checksums_when_supported(self.client):
-            args["ChecksumAlgorithm"] = "SHA256"
-            args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        args.pop("ChecksumAlgorithm", None)
+        if sends_checksum:
+            args["ChecksumAlgorithm"] = checksum.s3_algorithm
+            args[checksum.s3_argument] = checksum.s3_value()
             _register_checksum_signing(self.client)
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
 
@@ -258,15 +266,34 @@ def _checksums_when_supported(client: Any) -> bool:
     return getattr(config, "request_checksum_calculation", "when_supported") != "when_required"
 
 
+def _classic_transfers(config: Any) -> Any:
+    """``config`` with boto3's own (s3transfer) transfer manager, never the CRT's.
+
+    With ``awscrt`` installed (for CRC64-NVME), boto3 would move multipart uploads to the CRT's
+    transfer manager on the EC2 instance types it is optimised for, when the config says
+    ``auto`` (its default): another client, with its own credentials and threads, that the
+    rest of this store's settings were not made for. A config that asks for ``crt`` keeps it.
+    """
+    if getattr(config, "preferred_transfer_client", None) != "auto":
+        return config
+    classic = copy.copy(config)
+    classic.preferred_transfer_client = "classic"
+    return classic
+
+
 def _register_checksum_signing(client: Any) -> None:
-    """Have ``client`` sign PutObjects that carry our sha256 checksum as botocore signs its own checksums."""
+    """Have ``client`` sign PutObjects that carry our checksum as botocore signs its own checksums."""
     events = getattr(getattr(client, "meta", None), "events", None)
     if events is not None:  # unique_id: registered once a client, however many stores share it
-        events.register("before-sign.s3.PutObject", _sign_with_our_checksum, unique_id=_CHECKSUM_HEADER)
+        events.register("before-sign.s3.PutObject", _sign_with_our_checksum, unique_id=_SIGNING_HANDLER_ID)
+
+
+_SIGNING_HANDLER_ID = "airflow-kafka-backup-segment-checksum"
+_CHECKSUM_HEADERS = {f"x-amz-checksum-{name}": name for name in ("crc64nvme", "sha256")}
 
 
 def _sign_with_our_checksum(request: Any, **_: Any) -> None:
-    """A PutObject carrying ``x-amz-checksum-sha256``: no second hash of the body for the signature.
+    """A PutObject carrying our ``x-amz-checksum-*`` header: no second hash of the body for the signature.
 
     botocore's SigV4 signer for S3 hashes the whole body for the signature unless it knows a
     checksum header protects it. For the checksums it computes itself it records that in the
@@ -276,11 +303,12 @@ def _sign_with_our_checksum(request: Any, **_: Any) -> None:
     body that does not match it, ``BadDigest``), so the payload hash is dropped there too,
     unless the client's ``s3`` config sets ``payload_signing_enabled`` itself.
     """
-    if _CHECKSUM_HEADER not in request.headers:
+    header = next((name for name in _CHECKSUM_HEADERS if name in request.headers), None)
+    if header is None:
         return
     context = request.context
     context.setdefault("checksum", {})["request_algorithm"] = {
-        "algorithm": "sha256", "in": "header", "name": _CHECKSUM_HEADER}
+        "algorithm": _CHECKSUM_HEADERS[header], "in": "header", "name": header}
     config = context.get("client_config")
     s3_config = dict(getattr(config, "s3", None) or {})
     if config is not None and "payload_signing_enabled" not in s3_config:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from confluent_kafka.admin import (
 )
 
 from airflow_kafka_backup.engine.backup.planning import partitions_of, plan_ranges
+from airflow_kafka_backup.engine.storage.checksums import checksum_of
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, list_manifest_keys, load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.topics.offsets import snapshot_offsets
@@ -176,7 +176,7 @@ def test_backup_killed_after_some_uploads_then_retried_is_exact(airflow_stack, b
     for key, body in leftovers.items():
         if key in referenced:
             assert now[key] == body, f"{key} changed between the attempts"
-            assert hashlib.sha256(body).hexdigest() == referenced[key].sha256, key
+            assert checksum_of(referenced[key].checksum.algorithm, body) == referenced[key].checksum, key
     # Nothing else lies beside the committed segments: no stray object from the killed attempt.
     assert {k for k in now if "/partition=" in k} == set(referenced)
 

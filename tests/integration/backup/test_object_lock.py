@@ -9,8 +9,6 @@ applies them), so for multipart uploads the test checks the request instead.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from confluent_kafka.admin import NewTopic
 
+from airflow_kafka_backup.engine.storage.checksums import CRC64NVME, checksum_of
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
@@ -194,19 +193,22 @@ def test_locked_uploads_carry_a_checksum_and_multipart_uploads_ask_for_the_lock(
     small.write_bytes(b"s" * 1000)
     large.write_bytes(b"l" * (11 << 20))
     store.put_bytes("p/m.json", b"{}")
-    store.put_file("p/small", str(small), hashlib.sha256(small.read_bytes()).hexdigest())
-    store.put_file("p/large", str(large), hashlib.sha256(large.read_bytes()).hexdigest())
+    store.put_file("p/small", str(small), checksum_of(CRC64NVME, small.read_bytes()))
+    store.put_file("p/large", str(large), large_checksum := checksum_of(CRC64NVME, large.read_bytes()))
     for key in ("p/m.json", "p/small"):
         assert client.head_object(Bucket=lock_bucket, Key=key)["ObjectLockMode"] == "COMPLIANCE"
     manifest_put, segment_put = [h for m, u, h in sent if m == "PUT" and "uploadId" not in u]
     assert manifest_put["x-amz-checksum-crc32"]
-    # A segment up to part_size is one PUT whose checksum is the sha256 computed while writing it.
-    assert segment_put["x-amz-checksum-sha256"] == base64.b64encode(hashlib.sha256(small.read_bytes()).digest())
+    # A segment up to part_size is one PUT whose checksum is the CRC64-NVME computed while writing it.
+    assert segment_put["x-amz-checksum-crc64nvme"] == checksum_of(CRC64NVME, small.read_bytes()).value.encode()
+    # A larger one goes multipart, with that CRC as the full-object checksum S3 checks at completion.
     (start,) = [h for m, u, h in sent if m == "POST" and u.endswith("?uploads")]
-    assert start["x-amz-object-lock-mode"] == b"COMPLIANCE" and start["x-amz-checksum-algorithm"] == b"CRC32"
-    assert start["x-amz-object-lock-retain-until-date"]
+    assert start["x-amz-object-lock-mode"] == b"COMPLIANCE" and start["x-amz-checksum-algorithm"] == b"CRC64NVME"
+    assert start["x-amz-object-lock-retain-until-date"] and start["x-amz-checksum-type"] == b"FULL_OBJECT"
     parts = [h for m, u, h in sent if m == "PUT" and "uploadId" in u]
-    assert len(parts) == 3 and all(h["x-amz-checksum-crc32"] for h in parts)
+    assert len(parts) == 3 and all(h["x-amz-checksum-crc64nvme"] for h in parts)
+    (complete,) = [h for m, u, h in sent if m == "POST" and "uploadId" in u]
+    assert complete["x-amz-checksum-crc64nvme"] == large_checksum.value.encode()
     with pytest.raises(ClientError, match="MissingUploadObjectWithObjectLockHeaders"):  # what the checksum avoids
         client.put_object(Bucket=lock_bucket, Key="p/bare", Body=b"x", ObjectLockMode="COMPLIANCE",
                           ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1))

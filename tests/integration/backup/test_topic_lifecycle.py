@@ -20,10 +20,10 @@ from confluent_kafka.error import KafkaException
 
 from airflow_kafka_backup.engine.backup.backlog import measure_backlog
 from airflow_kafka_backup.engine.backup.planning import resolve_topics
-from airflow_kafka_backup.engine.formats.base import HashingReader
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.restore.manifest import load_offset_map
+from airflow_kafka_backup.engine.storage.checksums import ChecksumReader
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix
 from airflow_kafka_backup.engine.storage.manifest import list_manifest_keys, load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
@@ -69,7 +69,7 @@ def _fields(record):
 
 
 def _backup_by_incarnation(store: S3ObjectStore) -> dict[tuple[str, str | None, int], list]:
-    """Every committed record, by (topic, topic ID of the segment, partition), checked against its sha256."""
+    """Every committed record, by (topic, topic ID of the segment, partition), checked against its checksum."""
     out: dict[tuple[str, str | None, int], list] = defaultdict(list)
     seen: set[str] = set()
     for manifest in load_manifests(store, PREFIX):
@@ -78,9 +78,9 @@ def _backup_by_incarnation(store: S3ObjectStore) -> dict[tuple[str, str | None, 
             if seg.key in seen:
                 continue
             seen.add(seg.key)
-            reader = HashingReader(store.open_stream(seg.key))
+            reader = ChecksumReader(store.open_stream(seg.key), [seg.checksum.algorithm])
             out[(seg.topic, seg.topic_id, seg.partition)].extend(fmt.decode(reader, codec))
-            assert reader.sha256.hexdigest() == seg.sha256
+            assert reader.checksum() == seg.checksum
     return {k: sorted(v, key=lambda r: r.offset) for k, v in out.items()}
 
 

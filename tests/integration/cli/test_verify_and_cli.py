@@ -16,7 +16,7 @@ from confluent_kafka.admin import NewTopic
 from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from devstack.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag
+from tests.helpers import create_topics, produce_tricky, read_kafka, rewrite_as_format_1, run_dag
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +60,35 @@ def test_cli_ls_verify_inspect_on_a_sound_backup(airflow_stack, bucket, s3, back
         (r.offset, r.value) for r in truth]
 
 
+def test_cli_verifies_and_inspects_a_backup_of_the_previous_format(airflow_stack, bucket, s3, backed_up):
+    """A backup written before CRC64-NVME (format 1, sha256 segments): deep and quick verify, inspect, damage."""
+    rewrite_as_format_1(s3, bucket, "vf")
+    for quick in ((), ("--quick",)):
+        verified = _cli(airflow_stack, "verify", "--bucket", bucket, "--prefix", "vf", *quick)
+        assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
+    (manifest,) = load_manifests(S3ObjectStore(client=s3, bucket=bucket), "vf")
+    segment = manifest.segments[0]
+    assert segment.checksum.algorithm == "sha256" and manifest.format_version == 1
+    inspected = _cli(airflow_stack, "inspect", "--bucket", bucket, "--prefix", "vf", segment.key)
+    assert inspected.returncode == 0 and len(inspected.stdout.splitlines()) == segment.records, inspected.stderr
+    s3.put_object(Bucket=bucket, Key=segment.key, Body=b"x" * segment.bytes, Metadata=segment.checksum.as_field())
+    verified = _cli(airflow_stack, "verify", "--bucket", bucket, "--prefix", "vf")
+    assert verified.returncode == 1
+    assert f"s3://{bucket}/{segment.key}: {segment.bytes} bytes with sha256 " in verified.stdout
+
+
 def test_damage_is_found_by_cli_and_operator(airflow_stack, bucket, s3, backed_up):
     topic = backed_up
     (manifest,) = load_manifests(S3ObjectStore(client=s3, bucket=bucket), "vf")
     corrupted, deleted = manifest.segments[0], manifest.segments[1]
     body = s3.get_object(Bucket=bucket, Key=corrupted.key)["Body"].read()
     s3.put_object(Bucket=bucket, Key=corrupted.key, Body=body[:-1] + bytes([body[-1] ^ 0xFF]),
-                  Metadata={"sha256": corrupted.sha256})  # same size, same stored checksum: only a deep check sees it
+                  Metadata=corrupted.checksum.as_field())  # same size, same stored checksum: only a deep check sees it
     s3.delete_object(Bucket=bucket, Key=deleted.key)
 
     verified = _cli(airflow_stack, "verify", "--bucket", bucket, "--prefix", "vf")
     assert verified.returncode == 1
-    assert f"s3://{bucket}/{corrupted.key}: sha256" in verified.stdout
+    assert f"s3://{bucket}/{corrupted.key}: {corrupted.bytes} bytes with crc64nvme " in verified.stdout
     assert f"s3://{bucket}/{deleted.key}: missing" in verified.stdout
     quick = _cli(airflow_stack, "verify", "--bucket", bucket, "--prefix", "vf", "--quick")
     assert quick.returncode == 1 and corrupted.key not in quick.stdout and deleted.key in quick.stdout

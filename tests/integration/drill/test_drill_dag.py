@@ -15,8 +15,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from airflow_kafka_backup.engine.formats.compression import get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.records import Record
+from airflow_kafka_backup.engine.storage.checksums import checksum_of, metadata
 from airflow_kafka_backup.engine.storage.manifest import list_manifest_keys, load_manifests, write_manifest
-from airflow_kafka_backup.engine.storage.object_store import SHA256_METADATA, S3ObjectStore
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from tests.helpers import create_topics, encode_segment, produce_tricky, run_dag
 
 pytestmark = pytest.mark.integration
@@ -146,9 +147,8 @@ def test_drill_passes_on_a_sound_backup_and_cleans_up(airflow_stack, s3_server, 
 def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, partition: int, offset: int,
                              update_manifest: bool) -> str:
     """Rewrite the segment holding ``offset`` with that record's value changed; with ``update_manifest`` also write
-    the new sha256 and size into the manifest, so the backup is self-consistent and only the source in Kafka can
+    the new checksum and size into the manifest, so the backup is self-consistent and only the source in Kafka can
     tell. Returns the segment's key."""
-    import hashlib
     from dataclasses import replace
 
     for manifest_key in list_manifest_keys(store, prefix):
@@ -160,11 +160,10 @@ def _alter_record_in_segment(store: S3ObjectStore, prefix: str, topic: str, part
                 changed = [Record(r.partition, r.offset, r.timestamp, r.timestamp_type, r.key,
                                   b"tampered" if r.offset == offset else r.value, r.headers) for r in records]
                 data = encode_segment(fmt, changed, codec)
-                sha256 = hashlib.sha256(data).hexdigest()
-                store.client.put_object(Bucket=store.bucket, Key=seg.key, Body=data,
-                                        Metadata={SHA256_METADATA: sha256})
+                checksum = checksum_of(seg.checksum.algorithm, data)
+                store.client.put_object(Bucket=store.bucket, Key=seg.key, Body=data, Metadata=metadata(checksum))
                 if update_manifest:
-                    manifest.segments[i] = replace(seg, sha256=sha256, bytes=len(data))
+                    manifest.segments[i] = replace(seg, checksum=checksum, bytes=len(data))
                     write_manifest(store, prefix, manifest)
                 return seg.key
     raise AssertionError(f"no segment holds {topic}[{partition}] offset {offset}")

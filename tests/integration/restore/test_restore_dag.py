@@ -24,8 +24,16 @@ from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_r
 from airflow_kafka_backup.engine.storage.key_layout import restore_prefix, safe_run_id
 from airflow_kafka_backup.engine.storage.manifest import load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
+from airflow_kafka_backup.engine.verify import verify_backup
 from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator, KafkaRestoreWorkUnitsOperator
-from tests.helpers import create_topics, produce_tricky, read_kafka, run_dag, verify_finished_restore
+from tests.helpers import (
+    create_topics,
+    produce_tricky,
+    read_kafka,
+    rewrite_as_format_1,
+    run_dag,
+    verify_finished_restore,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -326,6 +334,41 @@ def test_damaged_segment_fails_naming_the_object_and_produces_nothing_from_it(co
         named = re.escape(f"Segment s3://{bucket}/{first.key} is corrupted or truncated")
         with pytest.raises(IntegrityError, match=named):
             download_verified(store, unit.segments[0])
+
+
+def test_a_backup_written_before_crc64_still_restores_and_verifies_beside_newer_runs(airflow_stack, bucket, s3):
+    """Manifests of format version 1 (every segment a sha256) keep working in a prefix that newer runs
+    (CRC64-NVME, format 2) continue: verify (deep and quick), a restore of both, a damaged old segment."""
+    from airflow_kafka_backup.engine.restore.loop import download_verified
+
+    bootstrap = airflow_stack["bootstrap"]
+    topic, target = _backed_up_topic(bootstrap, bucket, "fmt1", 900, seed=23, flush_size=400)
+    rewrite_as_format_1(s3, bucket, "bk")
+    produce_tricky(bootstrap, topic, 1, 500, seed=24, start=900)
+    _backup([topic], bucket)  # a newer run continues the prefix with CRC64-NVME segments
+    store = S3ObjectStore(client=s3, bucket=bucket)
+    versions = {json.loads(store.get_bytes(key))["format_version"] for key in store.list_keys("bk/_manifests/")}
+    assert versions == {1, 2}
+    segments = [s for m in load_manifests(store, "bk") for s in m.segments]
+    assert {s.checksum.algorithm for s in segments} == {"sha256", "crc64nvme"}
+    for deep in (True, False):
+        report = verify_backup(store, "bk", deep=deep)
+        assert report.ok, report.problems
+
+    assert run_dag("kafka_restore", _restore_conf([topic], bucket, {topic: target})).state == "success"
+    source = read_kafka(bootstrap, [topic])
+    assert len(source[(topic, 0)]) == 1400
+    _assert_restored(source, read_kafka(bootstrap, [target]), {topic: target})
+
+    old = next(s for s in segments if s.checksum.algorithm == "sha256")
+    original = store.get_bytes(old.key)
+    _tamper(s3, bucket, old.key, original[:100] + bytes([original[100] ^ 1]) + original[101:])
+    settings = RestoreSettings.create(topics=[topic], topic_mapping={topic: target})
+    (unit,) = plan_restore(store, "bk", settings).partitions
+    damaged = next(seg for seg in unit.segments if seg.key == old.key)
+    with pytest.raises(IntegrityError, match=re.escape(f"Segment s3://{bucket}/{old.key} is corrupted") + ".*sha256"):
+        download_verified(store, damaged)
+    assert any(old.key in p and "sha256" in p for p in verify_backup(store, "bk").problems)
 
 
 def test_another_producer_writing_into_the_target_partition_leaves_the_restore_exact(airflow_stack, bucket, s3):

@@ -18,6 +18,7 @@ from airflow_kafka_backup.engine.record_size import (
 from airflow_kafka_backup.engine.records import Record, record_bytes
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.engine.restore.target_topics import check_targets_take_records, largest_records
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import RunManifest, SegmentInfo, SegmentSettings
 
 MB = 1 << 20
@@ -30,7 +31,7 @@ def test_record_bytes_counts_key_value_and_header_names_in_utf8_and_values():
 
 
 def _info(**extra) -> SegmentInfo:
-    return SegmentInfo("p/t/partition=0/t+0+0.jsonl", "t", 0, 0, 9, 10, 1, 2, 100, "ab", **extra)
+    return SegmentInfo("p/t/partition=0/t+0+0.jsonl", "t", 0, 0, 9, 10, 1, 2, 100, Checksum(SHA256, "ab"), **extra)
 
 
 def _manifest(*segments: SegmentInfo) -> RunManifest:
@@ -74,7 +75,7 @@ def test_a_topic_name_of_249_characters_gets_a_spool_file(tmp_path):
 
 
 def _segment(size: int | None) -> PlannedSegment:
-    return PlannedSegment("k", 0, 9, 10, 1, "x", "jsonl", "none", max_record_bytes=size)
+    return PlannedSegment("k", 0, 9, 10, 1, Checksum(SHA256, "x"), "jsonl", "none", max_record_bytes=size)
 
 
 def test_the_largest_record_of_a_partition_and_a_topic_leaves_unknown_sizes_out():

@@ -19,6 +19,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointResolutionError, ProfileNotFound
 from urllib3.response import HTTPResponse
 
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
+
 BUCKET = "kafka-backups"
 KEY = "prefix/_manifests/run=r.json"
 
@@ -62,7 +64,7 @@ def _every_kind_of_request(store, tmp_path) -> None:
     """A segment upload (through the transfer manager), a manifest write, a read, a head and a listing."""
     segment = tmp_path / "segment"
     segment.write_bytes(b"records")
-    store.put_file("prefix/t/partition=0/t+0+0000000000.jsonl.gz", str(segment), "00")
+    store.put_file("prefix/t/partition=0/t+0+0000000000.jsonl.gz", str(segment), Checksum(SHA256, "00"))
     store.put_bytes(KEY, b"{}")
     assert store.get_bytes(KEY) == b"{}"
     assert store.head(KEY) is not None

@@ -11,13 +11,13 @@ proxy to the real S3 endpoint.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.key_layout import run_objects_prefix, unit_segments_key, work_unit_key
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
@@ -211,7 +211,8 @@ def test_the_plan_hands_ranges_over_in_s3_after_the_lock_and_xcom_carries_only_r
 
 def _segment(first: int, last: int) -> SegmentInfo:
     return SegmentInfo(f"kafka-backup/orders/partition=0/orders+0+{first:010d}.jsonl", "orders", 0, first, last,
-                       last - first + 1, 1, 2, 30, "ab" * 32, max_record_bytes=7, topic_id="id-of-orders")
+                       last - first + 1, 1, 2, 30,
+                       Checksum(SHA256, "ab" * 32), max_record_bytes=7, topic_id="id-of-orders")
 
 
 def _commit(store: FakeStore, segment_refs: list) -> KafkaBackupCommitOperator:
@@ -227,7 +228,7 @@ def test_the_commit_builds_the_same_manifest_from_the_objects_then_removes_them(
     plan = get_json(store, ObjectRef.from_dict(store.xcom["plan"]["plan"]), folder)
     segments = [_segment(5, 6), _segment(7, 8)]
     refs = [put_json(store, unit_segments_key("kafka-backup", "scheduled__2", 0),
-                     {"run_id": "scheduled__2", "unit": 0, "segments": [asdict(s) for s in segments]}).to_dict()]
+                     {"run_id": "scheduled__2", "unit": 0, "segments": [s.to_dict() for s in segments]}).to_dict()]
     context = {"dag": SimpleNamespace(dag_id="kafka_backup")}
 
     summary = _commit(store, refs).execute(context)
@@ -252,7 +253,7 @@ def test_the_commit_builds_the_same_manifest_from_the_objects_then_removes_them(
 def test_the_commit_refuses_a_segment_list_that_is_not_the_one_it_was_handed(plan_with):
     store = plan_with(None, None)
     key = unit_segments_key("kafka-backup", "scheduled__2", 0)
-    ref = put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": [asdict(_segment(5, 8))]})
+    ref = put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": [_segment(5, 8).to_dict()]})
     put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": []})  # rewritten by a later try
     with pytest.raises(IntegrityError, match="is not the one this task was handed"):
         _commit(store, [ref.to_dict()]).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})

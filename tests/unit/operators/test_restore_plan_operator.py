@@ -19,6 +19,7 @@ from airflow_kafka_backup.engine.restore import planning
 from airflow_kafka_backup.engine.restore.group_offsets import target_groups, validate_group_mapping
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
 from airflow_kafka_backup.engine.restore.work_units import is_pending, read_work_unit
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.operators import restore as restore_operators
 from airflow_kafka_backup.operators.restore import KafkaRestorePlanOperator, KafkaRestoreWorkUnitsOperator
 from airflow_kafka_backup.operators.s3 import UserInputError
@@ -308,7 +309,8 @@ DAY_MS = 86_400_000
 def _segment_days_old(days: float) -> PlannedSegment:
     """A planned segment of orders[0] whose records are ``days`` old (to a few seconds)."""
     now = int(time.time() * 1000)
-    return PlannedSegment("seg", 0, 9, 10, 100, "x", "jsonl", "none", now - int(days * DAY_MS), now - 1000)
+    return PlannedSegment("seg", 0, 9, 10, 100,
+                          Checksum(SHA256, "x"), "jsonl", "none", now - int(days * DAY_MS), now - 1000)
 
 
 def test_records_older_than_a_new_targets_default_retention_are_refused_before_it_is_created(admin):
@@ -401,7 +403,7 @@ def test_work_units_go_to_s3_and_xcom_carries_their_keys(admin):
     """Each unit's segment list is an object in the restore's folder; XCom gets its key, digest and counts.
     A plan run again over the same backup writes the same keys with the same bytes."""
     admin.segments = [PlannedSegment(f"bk/orders/partition=0/orders+0+{i:010d}.jsonl", i * 10, i * 10 + 9, 10, 100,
-                                     "ab" * 32, "jsonl", "none", 1, 2, 50) for i in range(3)]
+                                     Checksum(SHA256, "ab" * 32), "jsonl", "none", 1, 2, 50) for i in range(3)]
     plan = _plan(topic_configs={"retention.ms": "-1"})
     refs = plan.execute({**DAG, "run_id": "manual__s3", "ti": XComCatcher()})
     (ref,) = refs

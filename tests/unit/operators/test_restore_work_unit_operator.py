@@ -13,6 +13,7 @@ from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.restore.loop import PartitionRestoreResult
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.engine.restore.work_units import write_work_units
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.operators import restore as restore_operators
 from airflow_kafka_backup.operators.restore import KafkaRestoreOperator
 from tests.unit.operators.test_restore_plan_operator import MemoryStore
@@ -40,7 +41,8 @@ def restored(monkeypatch) -> list[PartitionRestore]:
 
 def _unit() -> list[PartitionRestore]:
     return [PartitionRestore("t", "t-restored", p, [
-        PlannedSegment(f"bk/t/partition={p}/t+{p}+{i:010d}.jsonl", i, i + 9, 10, 99, "cd" * 32, "jsonl", "none")
+        PlannedSegment(f"bk/t/partition={p}/t+{p}+{i:010d}.jsonl", i, i + 9, 10, 99,
+                       Checksum(SHA256, "cd" * 32), "jsonl", "none")
         for i in range(0, 10 * (p + 1), 10)]) for p in range(3)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_kafka_backup.engine.coverage import RestoreRecord, partition_coverage, summarize_coverage
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 
 SETTINGS = SegmentSettings("msgpack", "zstd", 100, 10)
@@ -10,7 +11,7 @@ SETTINGS = SegmentSettings("msgpack", "zstd", 100, 10)
 
 def seg(topic: str, partition: int, first: int, last: int, t0: int, t1: int, size: int = 1000) -> SegmentInfo:
     return SegmentInfo(f"p/{topic}/partition={partition}/{topic}+{partition}+{first:010d}.msgpack", topic, partition,
-                       first, last, last - first + 1, t0, t1, size, "0" * 64)
+                       first, last, last - first + 1, t0, t1, size, Checksum(SHA256, "0" * 64))
 
 
 def test_a_recorded_loss_splits_the_spans_and_sits_in_time_between_the_records_either_side():

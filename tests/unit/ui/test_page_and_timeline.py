@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from airflow_kafka_backup.engine.coverage import RestoreRecord, summarize_coverage
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.ui.locations import BackupLocation
 from airflow_kafka_backup.ui.overview import backup_overview
@@ -18,7 +19,7 @@ S = SegmentSettings("msgpack", "zstd", 100, 10)
 
 def _seg(partition: int, first: int, last: int, t0: int, t1: int) -> SegmentInfo:
     return SegmentInfo(f"kb/<t>/partition={partition}/{first}", "<t>", partition, first, last, last - first + 1,
-                       t0, t1, 100, "0" * 64)
+                       t0, t1, 100, Checksum(SHA256, "0" * 64))
 
 
 def _overview(rpo_s: float = 60, measured_ago_ms: int = 5_000) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from airflow_kafka_backup import compat
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.key_layout import manifest_key
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings
@@ -54,7 +55,8 @@ def s3(monkeypatch):
 
 def _put_manifest(client, encryption: dict) -> None:
     settings = SegmentSettings("msgpack", "zstd", 100, 10)
-    segment = SegmentInfo("kb/t/partition=0/t+0+0000000000.msgpack", "t", 0, 0, 9, 10, 1_000, 1_009, 500, "0" * 64)
+    segment = SegmentInfo("kb/t/partition=0/t+0+0000000000.msgpack", "t", 0, 0, 9, 10, 1_000, 1_009, 500,
+                          Checksum(SHA256, "0" * 64))
     manifest = RunManifest("r1", settings, [PartitionRange("t", 0, 0, 10)], [segment], encryption=encryption)
     client.put_object(Bucket="backups", Key=manifest_key("kb", "r1"), Body=manifest.to_json())
 

@@ -6,6 +6,7 @@ import pytest
 
 from airflow_kafka_backup.engine.backup.planning import group_work_units, plan_ranges
 from airflow_kafka_backup.engine.errors import ConfigurationError, DataLossError
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 
 
@@ -50,7 +51,8 @@ def test_manual_ranges_clamp_to_the_checkpoint_and_snap_to_committed_segments():
     from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 
     settings = SegmentSettings("jsonl", "gzip", 100, 10)
-    segs = [SegmentInfo(f"k{first}", "t", 0, first, first + 99, 100, 0, 0, 1, "x") for first in (0, 100, 200)]
+    segs = [SegmentInfo(f"k{first}", "t", 0, first, first + 99, 100, 0, 0, 1,
+                        Checksum(SHA256, "x")) for first in (0, 100, 200)]
     manifest = RunManifest("r", settings, [PartitionRange("t", 0, 0, 300)], segs)
     requested = parse_manual_ranges({"t": {"0": [150, 1000]}, "u": {"0": [0, 5]}})
     bounds = {("t", 0): OffsetBounds(0, 400), ("u", 0): OffsetBounds(0, 9)}

@@ -7,11 +7,13 @@ import pytest
 from airflow_kafka_backup.engine.drill.planning import DrillSettings, check_scratch_names, plan_drill, sample_partitions
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 
 
 def segment(first: int, last: int) -> PlannedSegment:
-    return PlannedSegment(f"k/{first}", first, last, last - first + 1, 100, "0" * 64, "msgpack", "zstd", 1, 2)
+    return PlannedSegment(f"k/{first}", first, last, last - first + 1, 100,
+                          Checksum(SHA256, "0" * 64), "msgpack", "zstd", 1, 2)
 
 
 def restore_plan(partitions: int = 2, topic_id: str | None = "ID1") -> RestorePlan:

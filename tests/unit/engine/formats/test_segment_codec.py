@@ -10,7 +10,6 @@ from functools import partial
 import pytest
 
 from airflow_kafka_backup.engine.errors import ConfigurationError
-from airflow_kafka_backup.engine.formats.base import HashingReader, HashingWriter
 from airflow_kafka_backup.engine.formats.compression import COMPRESSIONS, get_compression
 from airflow_kafka_backup.engine.formats.segment_codec import get_format
 from airflow_kafka_backup.engine.records import Record
@@ -54,15 +53,6 @@ def test_unknown_format_and_compression_are_named():
         get_format("avro2")
     with pytest.raises(ConfigurationError, match="'lz4'.*gzip"):
         get_compression("lz4")
-
-
-def test_hashing_writer_and_reader_agree():
-    raw = io.BytesIO()
-    writer = HashingWriter(raw)
-    writer.write(b"abc" * 1000)
-    reader = HashingReader(io.BytesIO(raw.getvalue()))
-    assert reader.read() == b"abc" * 1000
-    assert reader.sha256.hexdigest() == writer.sha256.hexdigest() and reader.size == writer.size == 3000
 
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))

@@ -7,6 +7,7 @@ import pytest
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.restore.held_manifests import read_manifests
 from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, SegmentInfo
 from tests.unit.engine.restore.test_restore_planning import MemoryStore, commit
 
@@ -15,7 +16,8 @@ T = 1_700_000_000_000  # the records' timestamps: T + offset
 
 def _segment(topic: str, partition: int, first: int, last: int) -> SegmentInfo:
     return SegmentInfo(f"p/{topic}/partition={partition}/{topic}+{partition}+{first:010d}.jsonl.gz", topic, partition,
-                       first, last, last - first + 1, T + first, T + last, 10, f"{first:064x}", 40, "id-" + topic)
+                       first, last, last - first + 1, T + first, T + last, 10,
+                       Checksum(SHA256, f"{first:064x}"), 40, "id-" + topic)
 
 
 def _backup(store: MemoryStore, topics: list[str], runs: int, partitions: int = 3) -> None:

@@ -6,7 +6,6 @@ against the real broker and S3 endpoint.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -33,6 +32,7 @@ from airflow_kafka_backup.engine.restore.manifest import verify_restore
 from airflow_kafka_backup.engine.restore.offset_map import OffsetMapBuilder, OffsetMapChunk
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment
 from airflow_kafka_backup.engine.restore.transaction import _filter, _offset_runs, _source_runs
+from airflow_kafka_backup.engine.storage.checksums import CRC64NVME, SHA256, Checksum, checksum_of
 from airflow_kafka_backup.engine.storage.key_layout import attempt_key, chunk_key
 from tests.helpers import encode_segment
 
@@ -162,7 +162,7 @@ def _segment(records: list[Record], compression: str = "none") -> tuple[PlannedS
     data = encode_segment("jsonl", records, compression)
     key = f"bk/t/partition=0/t+0+{records[0].offset:010d}.jsonl"
     return PlannedSegment(key, records[0].offset, records[-1].offset, len(records), len(data),
-                          hashlib.sha256(data).hexdigest(), "jsonl", compression), data
+                          checksum_of(CRC64NVME, data), "jsonl", compression), data
 
 
 def _records(offsets, timestamp_base: int = 1000) -> list[Record]:
@@ -226,7 +226,7 @@ def test_filter_is_skipped_only_when_it_would_keep_every_record(bounds):
     start, end, since, until = bounds
     unit = PartitionRestore("t", "t2", 0, [], start, end, since, until)
     for first, last in [(0, 9), (10, 19), (12, 18), (20, 29), (5, 25)]:
-        seg = PlannedSegment("k", first, last, last - first + 1, 1, "x", "jsonl", "none")
+        seg = PlannedSegment("k", first, last, last - first + 1, 1, Checksum(SHA256, "x"), "jsonl", "none")
         keep = _filter(unit, seg)
         for offset in range(first, last + 1):
             expected = _old_keep(unit, offset, 1000 + offset)

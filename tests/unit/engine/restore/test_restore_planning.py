@@ -12,6 +12,7 @@ from airflow_kafka_backup.engine.backup.planning import plan_ranges
 from airflow_kafka_backup.engine.chain import check_chain
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.engine.restore.planning import RestoreSettings, plan_restore
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
@@ -67,7 +68,7 @@ class MemoryStore:
 
 def segment(first: int, last: int, key: str | None = None) -> SegmentInfo:
     return SegmentInfo(key or f"p/t/partition=0/t+0+{first:010d}.jsonl.gz", "t", 0, first, last,
-                       last - first + 1, 1, 1, 1, "x")
+                       last - first + 1, 1, 1, 1, Checksum(SHA256, "x"))
 
 
 def commit(store: MemoryStore, run_id: str, ranges: list[PartitionRange], segments: list[SegmentInfo],
@@ -112,7 +113,7 @@ def test_the_same_segment_named_by_two_runs_is_planned_once():
 def test_verify_reports_two_manifests_disagreeing_about_a_segment():
     store = MemoryStore()
     commit(store, "a", [PartitionRange("t", 0, 0, 100)], [segment(0, 99)])
-    other = replace(segment(0, 99), sha256="y")
+    other = replace(segment(0, 99), checksum=Checksum(SHA256, "y"))
     commit(store, "b", [PartitionRange("t", 0, 0, 100)], [other])
     assert any("disagree" in p and "run b" in p for p in verify_backup(store, "p", deep=False).problems)
 

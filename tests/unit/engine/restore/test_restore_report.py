@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment, RestorePlan
 from airflow_kafka_backup.engine.restore.report import ReportFacts, restore_report
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 
 MIB = 1024 * 1024
 
 
 def _segment(first: int, last: int, size: int) -> PlannedSegment:
-    return PlannedSegment(f"k/{first}", first, last, last - first + 1, size, "0" * 64, "msgpack", "zstd",
+    return PlannedSegment(f"k/{first}", first, last, last - first + 1, size,
+                          Checksum(SHA256, "0" * 64), "msgpack", "zstd",
                           1_714_550_000_000, 1_714_560_000_000)
 
 

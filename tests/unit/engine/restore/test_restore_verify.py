@@ -15,6 +15,7 @@ from airflow_kafka_backup.engine.restore.loop import RestoreProgress
 from airflow_kafka_backup.engine.restore.manifest import load_offset_map, verify_restore, write_restore_manifest
 from airflow_kafka_backup.engine.restore.offset_map import OffsetMapChunk
 from airflow_kafka_backup.engine.restore.planning import PartitionRestore, PlannedSegment
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.key_layout import attempt_key, chunk_key
 
 PREFIX = "bk/_restores/kafka_restore/r"
@@ -41,12 +42,13 @@ class DictStore:
 
 
 def _segment(i: int) -> PlannedSegment:
-    return PlannedSegment(f"bk/t/partition=0/seg{i}", 10 * i, 10 * i + 9, 10, 100, f"sha{i}", "jsonl", "none")
+    return PlannedSegment(f"bk/t/partition=0/seg{i}", 10 * i, 10 * i + 9, 10, 100,
+                          Checksum(SHA256, f"sha{i}"), "jsonl", "none")
 
 
 def _write_chunk(store: DictStore, seg: PlannedSegment, runs, attempt: str = ATTEMPT) -> None:
     restored = sum(n for _, _, n in runs)
-    chunk = OffsetMapChunk("t", "t2", 0, seg.key, seg.sha256, restored, 10 - restored, tuple(runs))
+    chunk = OffsetMapChunk("t", "t2", 0, seg.key, seg.checksum, restored, 10 - restored, tuple(runs))
     store.objects[chunk_key(PREFIX, "t2", 0, seg.first_offset, attempt)] = chunk.to_json()
 
 
@@ -178,7 +180,7 @@ def test_a_chunk_whose_runs_do_not_add_up_to_its_restored_count_is_refused():
     key = chunk_key(PREFIX, "t2", 0, 0, ATTEMPT)
     chunk = OffsetMapChunk.from_json(store.objects[key])
     store.objects[key] = OffsetMapChunk(*[getattr(chunk, f) for f in ("source_topic", "target_topic", "partition",
-                                                                          "segment", "sha256")],
+                                                                          "segment", "checksum")],
                                         9, 1, chunk.runs).to_json()
     with pytest.raises(IntegrityError, match="maps 10 records .* but 9 were restored"):
         verify_restore(store, PREFIX, [unit], _done(unit))

@@ -12,6 +12,7 @@ from airflow_kafka_backup.engine.restore.target_topics import (
     record_keeping_problems,
     timestamp_spans,
 )
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 
 NOW = 1_790_000_000_000  # 2026-09-21
 DAY = 86_400_000
@@ -20,7 +21,7 @@ KAFKA_DEFAULTS = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY), "mes
 
 
 def _segment(min_ts: int | None, max_ts: int | None) -> PlannedSegment:
-    return PlannedSegment("k", 0, 9, 10, 1, "x", "jsonl", "none", min_ts, max_ts)
+    return PlannedSegment("k", 0, 9, 10, 1, Checksum(SHA256, "x"), "jsonl", "none", min_ts, max_ts)
 
 
 def test_a_segment_restored_whole_gives_its_exact_span():

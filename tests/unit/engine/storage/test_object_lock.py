@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -11,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.dag_factories import backup_dag, restore_dag
 from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.storage.checksums import CRC64NVME, Checksum
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.retention import ensure_retention_rule
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings, check_retention_covers_object_lock
@@ -101,7 +101,7 @@ def test_every_write_path_asks_for_retention_from_the_moment_it_writes():
     store, client, clock = _locked_store()
     store.put_bytes("p/_manifests/run=a.json", b"{}")
     clock.tick(hours=5)
-    store.put_file("p/t/partition=0/t+0+0.jsonl.gz", "/dev/null", "ab" * 32)
+    store.put_file("p/t/partition=0/t+0+0.jsonl.gz", "/dev/null", Checksum(CRC64NVME, "AAECAwQFBgc="))
     clock.tick(hours=1)
     assert acquire(store, "p", "gen", "run-a", now=0) == "acquired"  # the writer lock's If-None-Match create
     start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=10)
@@ -112,10 +112,10 @@ def test_every_write_path_asks_for_retention_from_the_moment_it_writes():
     for args in (manifest, segment, lock):
         assert args["ObjectLockMode"] == "GOVERNANCE" and args["ACL"] == "private"
     assert manifest["ChecksumAlgorithm"] == lock["ChecksumAlgorithm"] == "CRC32"
-    # The checksum Object Lock asks for is, for a segment, the sha256 computed while writing it.
-    assert segment["ChecksumAlgorithm"] == "SHA256"
-    assert segment["ChecksumSHA256"] == base64.b64encode(bytes.fromhex("ab" * 32)).decode()
-    assert segment["Metadata"] == {"sha256": "ab" * 32}
+    # The checksum Object Lock asks for is, for a segment, the CRC64-NVME computed while writing it.
+    assert segment["ChecksumAlgorithm"] == "CRC64NVME"
+    assert segment["ChecksumCRC64NVME"] == "AAECAwQFBgc="
+    assert segment["Metadata"] == {"crc64nvme": "AAECAwQFBgc="}
 
 
 def test_a_store_without_object_lock_writes_as_before():

@@ -6,6 +6,7 @@ import pytest
 
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.errors import ConfigurationError
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.key_layout import manifest_key, segment_key
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
@@ -60,7 +61,7 @@ def test_keys():
 
 
 def test_manifest_round_trip_is_deterministic():
-    seg = SegmentInfo("k", "t", 0, 0, 9, 10, 1, 2, 100, "ab")
+    seg = SegmentInfo("k", "t", 0, 0, 9, 10, 1, 2, 100, Checksum(SHA256, "ab"))
     m = RunManifest("r", SegmentSettings("jsonl", "gzip", 10, 10),
                     [PartitionRange("t", 1, 0, 0), PartitionRange("t", 0, 0, 10, None, None)], [seg])
     again = RunManifest.from_json(m.to_json())

@@ -6,6 +6,7 @@ import pytest
 
 from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.restore.planning import RestoreSettings
+from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
 from airflow_kafka_backup.engine.storage.key_layout import segment_key
 from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, SegmentSettings
 from airflow_kafka_backup.engine.topics.incarnations import BackupState, TopicIdentityError, choose, identify, summarize
@@ -52,7 +53,8 @@ def test_a_later_incarnation_has_keys_of_its_own():
 def _manifest(run_id: str, topic: str, topic_id: str | None, history: list[str] | None, start: int, end: int,
               min_ts: int = 1, max_ts: int = 2) -> RunManifest:
     ids = {"topic_id": topic_id, "id_in_keys": bool(history and len(history) > 1)} if topic_id else {}
-    segment = SegmentInfo(f"k/{run_id}", topic, 0, start, end - 1, end - start, min_ts, max_ts, 10, "x",
+    segment = SegmentInfo(f"k/{run_id}", topic, 0, start, end - 1, end - start, min_ts, max_ts, 10,
+                          Checksum(SHA256, "x"),
                           topic_id=topic_id)
     return RunManifest(run_id, SETTINGS, [PartitionRange(topic, 0, start, end, **ids)], [segment],
                        incarnations={topic: history} if history else {})
