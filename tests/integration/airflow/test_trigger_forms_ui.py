@@ -109,7 +109,8 @@ def test_backup_form_groups_marks_and_keeps_a_refused_number(airflow, page):
     labels = _labels(dialog)
     assert {name for name, required in labels.items() if required} - {"Logical Date"} == {
         "Topics", "S3 bucket", "Key prefix", "Kafka connection", "AWS connection", "Flush size (records per segment)",
-        "Timezone (IANA)", "Compression", "Segment format", "Offset pad width (digits)", "Isolation level",
+        "Timezone (IANA)", "Compression", "Segment format", "Segment checksum", "Offset pad width (digits)",
+        "Isolation level",
         "Parallel backup tasks (at most)", "Multipart part size (bytes)"}, labels
     for unmarked in ("Excluded topics", "Allow data loss", "Force unlock", "Offset ranges (manual run)",
                      "Consumer groups to record", "Rotate interval (ms)", "Object Lock mode"):
