@@ -27,7 +27,7 @@ from airflow_kafka_backup.compat import (
     variable_keys_may_contain_slash,
 )
 from airflow_kafka_backup.engine.backup.backlog import TopicLag, measure_backlog, rpo_breaches
-from airflow_kafka_backup.engine.backup.checkpoint import resolve_state
+from airflow_kafka_backup.engine.backup.checkpoint import ResolvedState, resolve_state
 from airflow_kafka_backup.engine.backup.loop import back_up_ranges
 from airflow_kafka_backup.engine.backup.manual_ranges import (
     offsets_for_times,
@@ -38,6 +38,7 @@ from airflow_kafka_backup.engine.backup.planning import group_work_units, plan_r
 from airflow_kafka_backup.engine.backup.settings import BackupSettings
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError, KafkaBackupError
 from airflow_kafka_backup.engine.settings import as_bool
+from airflow_kafka_backup.engine.storage.commit_log import Commit, record_commit
 from airflow_kafka_backup.engine.storage.key_layout import (
     manifest_key,
     run_objects_prefix,
@@ -55,6 +56,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
     read_manifest,
     write_manifest,
 )
+from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.retention import check_retention_prefix, ensure_retention_rule
 from airflow_kafka_backup.engine.storage.run_objects import (
     ObjectRef,
@@ -314,15 +316,21 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             captured = {"topics": committed.topics, "consumer_groups": committed.consumer_groups,
                         "incarnations": committed.incarnations, "selection": committed.selection,
                         "gone_topics": committed.gone_topics}
-            generation_id = None  # rewriting its own committed bytes: nothing new to lock
+            generation_id = planned_on = None  # rewriting its own committed bytes: nothing new to lock or log
         else:
-            keys = list_manifest_keys(self.store, settings.prefix)
+            resolved = resolve_state(self.store, settings.prefix,
+                                     get_checkpoint_variable(settings.bucket, settings.prefix))
             if requested or window != (None, None):
-                ranges, segment_settings, cuts, captured = self._plan_manual(settings, keys, requested, window)
+                ranges, segment_settings, cuts, captured = self._plan_manual(settings, resolved, requested, window)
             else:
-                ranges, captured = self._plan_fresh(settings, keys)
+                ranges, captured = self._plan_fresh(settings, resolved)
                 segment_settings = settings.segments
-            generation_id = generation(keys)
+            if resolved.latest is not None:
+                generation_id = resolved.latest.generation
+                planned_on = resolved.latest.to_variable()
+            else:  # a prefix without a commit log (written before it, or every entry expired)
+                generation_id = generation(_manifest_keys(self.store, settings.prefix, resolved))
+                planned_on = None
             if _has_work(ranges, captured):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
                               force=as_bool("force_unlock", self.force_unlock), dag_id=context["dag"].dag_id,
@@ -337,7 +345,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             for number, unit in enumerate(group_work_units(ranges, max_units))
         ]
         plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
-                "generation": generation_id, **captured}
+                "generation": generation_id, "planned_on": planned_on, **captured}
         todo = [r for r in ranges if not r.is_empty]
         log.info(
             "Planned %d records in %d partitions over %d work units: %s",
@@ -362,7 +370,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         if days is not None:
             check_retention_prefix(settings.bucket, settings.prefix)
 
-    def _plan_manual(self, settings: BackupSettings, manifest_keys: list[str], requested: dict,
+    def _plan_manual(self, settings: BackupSettings, resolved: ResolvedState, requested: dict,
                      window: tuple[int | None, int | None]) -> tuple[list[PartitionRange], SegmentSettings,
                                                                        dict[str, list[int]], dict]:
         """A manual or backfill run: explicit ranges or a time window, rebuilt on the committed segments'
@@ -384,12 +392,12 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                 end = bounds[tp].end if end is None else end
                 if start < end:
                     requested[tp] = (start, end)
-        cached = get_checkpoint_variable(settings.bucket, settings.prefix)
-        state, _ = resolve_state(self.store, settings.prefix, cached, manifest_keys)
+        state = resolved.state
         requested_topics = sorted({t for t, _ in requested})
         ids = topic_ids(admin, requested_topics)
         _check_same_incarnation(state, ids)
-        manifests = list(load_manifests(self.store, settings.prefix, manifest_keys))
+        manifests = list(load_manifests(self.store, settings.prefix,
+                                        _manifest_keys(self.store, settings.prefix, resolved)))
         for m in manifests:
             self.s3_settings.check_can_read(m.encryption, f"backup run {m.run_id}")
         manual = resolve_manual_ranges(requested, bounds, state.checkpoints, manifests, settings.allow_data_loss,
@@ -408,19 +416,22 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                     "incarnations": {t: state.histories[t] for t in requested_topics if t in state.histories}}
         return [m.range for m in manual], segment_settings, cuts, captured
 
-    def _plan_fresh(self, settings: BackupSettings, manifest_keys: list[str]) -> tuple[list[PartitionRange], dict]:
+    def _plan_fresh(self, settings: BackupSettings, resolved: ResolvedState) -> tuple[list[PartitionRange], dict]:
         """Ranges from the checkpoints to the end offsets, and the topic metadata and group offsets
         captured just before those end offsets (so every group offset is at or below the cut)."""
         admin = KafkaAdminClientHook(kafka_config_id=self.kafka_conn_id).get_conn
-        # One run's encryption stands for the prefix's: every run is checked this way when it is planned,
-        # so one GET per run refuses another SSE-C key (or none) before anything is written.
-        for sample in load_manifests(self.store, settings.prefix, manifest_keys[-1:]):
-            self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
-        variable_key = checkpoint_variable_key(settings.bucket, settings.prefix)
-        cached = get_checkpoint_variable(settings.bucket, settings.prefix)
-        state, recovered = resolve_state(self.store, settings.prefix, cached, manifest_keys)
-        if recovered:
-            log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.", variable_key)
+        # One run's encryption stands for the prefix's: every run is checked this way when it is planned, so the
+        # latest run's refuses another SSE-C key (or none) before anything is written. The commit log's entry
+        # records it; a prefix without a log has its latest manifest read.
+        if resolved.latest is not None:
+            self.s3_settings.check_can_read(resolved.latest.encryption, f"backup run {resolved.latest.run_id}")
+        else:
+            for sample in load_manifests(self.store, settings.prefix, (resolved.manifest_keys or [])[-1:]):
+                self.s3_settings.check_can_read(sample.encryption, f"backup run {sample.run_id}")
+        state = resolved.state
+        if resolved.recovered:
+            log.info("Checkpoint Variable %s missing or behind S3; recovered from manifests.",
+                     checkpoint_variable_key(settings.bucket, settings.prefix))
         selection = settings.selection
         known = sorted(set(state.histories) | {t for t, _ in state.checkpoints})
         resolved = resolve_topics(admin, selection, known)
@@ -448,6 +459,12 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         captured["selection"] = selection.describe(resolved.topics)
         captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in newly_gone]
         return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
+
+
+def _manifest_keys(store: S3ObjectStore, prefix: str, resolved: ResolvedState) -> list[str]:
+    """Every manifest key: as ``resolve_state`` listed them, or listed now (a LIST per 1,000 past runs, which only
+    manual runs and prefixes without a commit log pay)."""
+    return resolved.manifest_keys if resolved.manifest_keys is not None else list_manifest_keys(store, prefix)
 
 
 def _check_same_incarnation(state: BackupState, ids: dict[str, str]) -> None:
@@ -583,15 +600,18 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             log.info("Nothing was planned; no manifest written, checkpoint unchanged.")
             key, state, segments, topics = None, BackupState.from_json(cached), [], list(exchange.get("topics", []))
         else:
-            manifest, generation_id = self._run_manifest(prefix, exchange)
+            manifest, plan = self._run_manifest(prefix, exchange)
             segments, topics = manifest.segments, sorted({md["topic"] for md in manifest.topics})
-            if generation_id is not _ALREADY_COMMITTED:
-                self._check_nobody_committed_meanwhile(prefix, manifest_key(prefix, manifest.run_id), generation_id)
-                write_manifest(self.store, prefix, manifest)
             key = manifest_key(prefix, manifest.run_id)
+            entry = None
+            if plan is not _ALREADY_COMMITTED:
+                entry = self._record_commit(prefix, manifest, key, plan)
+                write_manifest(self.store, prefix, manifest)
             log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
             state = BackupState.from_json(cached).advanced(manifest)
-            set_checkpoint_variable(self.bucket, prefix, state.to_json(len(list_manifest_keys(self.store, prefix))))
+            # Without a new entry (a re-run of a committed run), the Variable keeps the entry it had seen.
+            seen = entry.to_variable() if entry is not None else (cached or {}).get("commit")
+            set_checkpoint_variable(self.bucket, prefix, state.to_json(seen))
             self._emit_asset_events(context, prefix, manifest.ranges, segments, manifest.run_id)
             removed = remove_run_objects(self.store, prefix, manifest.run_id)
             if removed is not None:
@@ -605,12 +625,11 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         return summary
 
     def _run_manifest(self, prefix: str, exchange: dict) -> tuple[RunManifest, Any]:
-        """The manifest to commit, built from the plan and the backup tasks' segment lists in S3, and the
-        generation the run planned on.
+        """The manifest to commit, built from the plan and the backup tasks' segment lists in S3, and the plan.
 
         When the plan object is gone, a try of this commit has already committed the manifest and removed the
         working objects (it died before Airflow heard of its success): that manifest is the run's, as it was
-        committed, and the generation check is not made again.
+        committed, and the commit log is not written again (the plan comes back as ``_ALREADY_COMMITTED``).
         """
         run_id = exchange["run_id"]
         inside = run_objects_prefix(prefix, run_id)
@@ -638,7 +657,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
                                topics=plan.get("topics", []), consumer_groups=plan.get("consumer_groups", {}),
                                incarnations=plan.get("incarnations", {}), selection=plan.get("selection", {}),
                                gone_topics=plan.get("gone_topics", []))
-        return manifest, plan.get("generation")
+        return manifest, plan
 
     def _lag_after_commit(self, dag_id: str, state: BackupState, topics: list[str]) -> dict[str, dict] | None:
         """Each topic's records not yet in a committed backup and the age of the oldest, logged and emitted as
@@ -669,10 +688,20 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
                      "" if age is None else f", the oldest {age:.0f}s old")
         return lag
 
-    def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str, planned: str | None) -> None:
+    def _record_commit(self, prefix: str, manifest: RunManifest, key: str, plan: dict) -> Commit | None:
+        """The run's entry in the commit log, created before its manifest: fails when another run committed on
+        the state this run planned on (see :mod:`commit_log`). None for a re-run of a committed run, which adds
+        no commit."""
+        if plan.get("generation") is None:
+            return None
+        planned_on = plan.get("planned_on")
+        if planned_on is None:  # planned on a prefix without a log: the manifests' key set is its generation
+            self._check_nobody_committed_meanwhile(prefix, key, plan["generation"])
+        return record_commit(self.store, prefix, planned_on["seq"] if planned_on else 0, manifest.run_id, key,
+                             manifest.encryption)
+
+    def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str, planned: str) -> None:
         """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""
-        if planned is None:
-            return
         current = [k for k in list_manifest_keys(self.store, prefix) if k != own_key]
         if generation(current) != planned:
             raise ConcurrentRunError(

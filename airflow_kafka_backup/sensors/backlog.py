@@ -79,7 +79,7 @@ class KafkaBacklogSensor(BaseSensorOperator, S3BackupBaseOperator):
     def _state(self) -> BackupState:
         prefix = self.key_prefix
         cached = get_checkpoint_variable(self.bucket, prefix)
-        state, _ = resolve_state(self.store, prefix, cached)
+        state = resolve_state(self.store, prefix, cached).state
         return state
 
     @staticmethod

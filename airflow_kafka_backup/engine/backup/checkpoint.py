@@ -1,32 +1,45 @@
 """Checkpoints: the next offset to back up per partition, of each topic's current incarnation.
 
 Kept twice: in the run manifests in S3 (the truth) and in an Airflow Variable (a fast
-cache, written after the manifest). The Variable records how many manifests it has
-seen; when S3 holds a different number (a commit that died between manifest and
-Variable, a lost Variable, a restored bucket), the state is rebuilt from the manifests.
+cache, written after the manifest). The Variable records the latest commit it has seen
+(its entry in the commit log, :mod:`airflow_kafka_backup.engine.storage.commit_log`); when
+the log's latest entry is another (a commit that died between manifest and Variable, a lost
+Variable, a restored bucket), the state is rebuilt from the manifests. Checking takes two
+GETs, whatever the number of past runs; only a rebuild lists and reads the manifests.
 Checkpoints only ever move forward, within an incarnation (see :mod:`incarnations`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from airflow_kafka_backup.engine.storage.commit_log import Commit, find_head
 from airflow_kafka_backup.engine.storage.manifest import list_manifest_keys, load_manifests
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.topics.incarnations import BackupState
 
 
-def resolve_state(
-    store: S3ObjectStore, prefix: str, cached: dict[str, Any] | None, keys: list[str] | None = None,
-) -> tuple[BackupState, bool]:
-    """The state to plan from, and whether it had to be recovered from S3.
+class ResolvedState(NamedTuple):
+    """The state to plan from; ``latest``: the commit it includes (None: a prefix without a commit log);
+    ``recovered``: it was rebuilt from the manifests; ``manifest_keys``: every manifest key, when they had to be
+    listed (a rebuild, a prefix without a log), else None."""
 
-    ``keys``: the manifest keys, when the caller has listed them already.
-    """
-    keys = list_manifest_keys(store, prefix) if keys is None else keys
+    state: BackupState
+    latest: Commit | None
+    recovered: bool
+    manifest_keys: list[str] | None
+
+
+def resolve_state(store: S3ObjectStore, prefix: str, cached: dict[str, Any] | None) -> ResolvedState:
+    """The state to plan from: the Variable's (``cached``) when it has seen the latest commit, else rebuilt."""
+    head = find_head(store, prefix, (cached or {}).get("commit"))
     cached_state = BackupState.from_json(cached)
-    if cached is not None and cached.get("manifests") == len(keys):
-        return cached_state, False
+    if cached is not None and head.variable_is_current:
+        return ResolvedState(cached_state, head.latest, False, None)
+    keys = list_manifest_keys(store, prefix)
+    if head.latest is None and cached is not None and cached.get("manifests") == len(keys):
+        # A Variable written before the commit log, on a prefix without one: it counted the manifests it had seen.
+        return ResolvedState(cached_state, None, False, keys)
     recovered = BackupState.from_manifests(load_manifests(store, prefix, keys))
     # The Variable may know more than the manifests left after lifecycle expiry: both count.
-    return recovered.merged(cached_state), True
+    return ResolvedState(recovered.merged(cached_state), head.latest, True, keys)

@@ -3,7 +3,8 @@
     <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment (a topic's first incarnation)
     <prefix>/<topic>/topic_id=<id>/partition=<p>/<topic>+<p>+<offset>.<ext>        segment (each later incarnation)
     <prefix>/_manifests/run=<run id>.json                                           run manifest
-    <prefix>/_locks/generation=<digest>.json                                        writer lock
+    <prefix>/_commits/seq=<n, 12 digits>.json                                       commit log entry
+    <prefix>/_locks/generation=<generation>.json                                    writer lock
     <prefix>/_runs/run=<run id>/plan.json                                           a run's plan (until its commit)
     <prefix>/_runs/run=<run id>/unit=<n>.json                                       a work unit's ranges (until then)
     <prefix>/_runs/run=<run id>/unit=<n>-segments.json                              the segments it wrote (until then)
@@ -138,6 +139,15 @@ def work_unit_key(prefix: str, run_id: str, unit: int) -> str:
 def unit_segments_key(prefix: str, run_id: str, unit: int) -> str:
     """One key per run and work unit: a retry of the unit overwrites its list, never adds one."""
     return run_objects_prefix(prefix, run_id) + f"unit={unit:05d}-segments.json"
+
+
+def commits_prefix(prefix: str) -> str:
+    return _join(prefix, "_commits") + "/"
+
+
+def commit_key(prefix: str, seq: int) -> str:
+    """The ``seq``-th commit's entry in the commit log; 12 digits keep key order equal to commit order."""
+    return commits_prefix(prefix) + f"seq={seq:012d}.json"
 
 
 def lock_key(prefix: str, generation_id: str) -> str:

@@ -184,6 +184,31 @@ class S3ObjectStore:
             Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self.write_args()
         )
 
+    def create_if_absent(self, key: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Write ``data`` at ``key`` unless an object is there (``If-None-Match: *``); whether this call wrote it.
+
+        Atomic in S3: of any number of callers, exactly one creates the object. The writer lock and
+        the commit log are built on it.
+        """
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*",
+                                   ContentType=content_type, **self.write_args())
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                               "ConditionalRequestConflict", "409"):
+                return False
+            raise
+
+    def get_bytes_if_exists(self, key: str) -> bytes | None:
+        """The object's bytes, or ``None`` when the key does not exist: one GET either way (no HEAD first)."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._explain(error, key) from None
+
     def head(self, key: str) -> dict[str, Any] | None:
         """Object metadata, or ``None`` when the key does not exist."""
         try:
@@ -203,9 +228,11 @@ class S3ObjectStore:
         except ClientError as error:
             raise self._explain(error, key) from None
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Keys under ``prefix`` in order; with ``start_after``, only those after it (S3 skips the rest)."""
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        after = {"StartAfter": start_after} if start_after else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **after):
             for obj in page.get("Contents", ()):
                 yield obj["Key"]
 

@@ -1,8 +1,9 @@
 """One writer per backup prefix: a run that finds another in flight fails instead of writing twice.
 
 The lock is an S3 object created with ``If-None-Match: *`` (atomic: exactly one run
-creates it). Its key names the backup's *generation*: a digest of the committed
-manifest keys. A commit adds a manifest, so the next run locks a new generation and
+creates it). Its key names the backup's *generation*: the latest commit in the commit log
+(:mod:`.commit_log`), or for a prefix written before the log, a digest of the committed
+manifest keys. A commit adds an entry to the log, so the next run locks a new generation and
 no lock is ever deleted (the lock needs no ``s3:DeleteObject``); stale lock objects are
 tiny and expire with the retention rule. With Object Lock they are retained like every
 other object the backup writes: nothing here deletes or rewrites a version (a takeover
@@ -17,8 +18,8 @@ writes a new version of the key), so retention changes nothing for the lock.
   recorded their DAG) keeps its lease.
 - A lock older than its lease (a run that died and was never re-run) may be taken
   over; so may any lock when the operator asks for it explicitly (``force``).
-- The commit checks the generation has not moved, so even then only one run commits
-  on top of a given generation.
+- The commit creates the next entry of the commit log only if absent, so even then only
+  one run commits on top of a given generation.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.engine.errors import KafkaBackupError
 from airflow_kafka_backup.engine.storage.key_layout import lock_key
@@ -43,7 +42,10 @@ class ConcurrentRunError(KafkaBackupError):
 
 
 def generation(manifest_keys: Iterable[str]) -> str:
-    """Identifies the committed state of a backup: changes with every commit."""
+    """The generation of a prefix without a commit log (written before it): changes with every commit.
+
+    It takes a LIST of every manifest; a prefix with a log uses its latest entry instead
+    (:attr:`.commit_log.Commit.generation`)."""
     digest = hashlib.sha256("\n".join(sorted(manifest_keys)).encode()).hexdigest()
     return digest[:20]
 
@@ -77,7 +79,7 @@ def acquire(store: S3ObjectStore, prefix: str, generation_id: str, run_id: str, 
     now = time.time() if now is None else now
     key = lock_key(prefix, generation_id)
     mine = LockHolder(run_id, now, dag_id, airflow_id)
-    if _create_if_absent(store, key, mine.to_json()):
+    if store.create_if_absent(key, mine.to_json()):
         return "acquired"
     holder = _read(store, key)
     if holder.run_id == run_id and holder.dag_id in (None, dag_id):
@@ -100,18 +102,6 @@ def acquire(store: S3ObjectStore, prefix: str, generation_id: str, run_id: str, 
 
 def _when(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_s))
-
-
-def _create_if_absent(store: S3ObjectStore, key: str, data: bytes) -> bool:
-    try:
-        store.client.put_object(Bucket=store.bucket, Key=key, Body=data, IfNoneMatch="*",
-                                ContentType="application/json", **store.write_args())
-        return True
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
-                                                           "ConditionalRequestConflict", "409"):
-            return False
-        raise
 
 
 def _read(store: S3ObjectStore, key: str) -> LockHolder:

@@ -110,10 +110,14 @@ class BackupState:
         return cls(checkpoints_from_json(cached.get("checkpoints")),
                    {t: list(h) for t, h in (cached.get("incarnations") or {}).items()}, dict(cached.get("gone") or {}))
 
-    def to_json(self, manifest_count: int) -> dict[str, Any]:
-        """The JSON kept in the Variable."""
-        return {"checkpoints": checkpoints_to_json(self.checkpoints), "manifests": manifest_count,
+    def to_json(self, commit: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The JSON kept in the Variable; ``commit``: the commit log entry this state includes (see
+        ``commit_log.Commit.to_variable``), or None when not known (the next plan then rebuilds it)."""
+        body = {"checkpoints": checkpoints_to_json(self.checkpoints),
                 "incarnations": dict(sorted(self.histories.items())), "gone": dict(sorted(self.gone.items()))}
+        if commit is not None:
+            body["commit"] = dict(commit)
+        return body
 
     def merged(self, other: BackupState) -> BackupState:
         """Both sources' knowledge: per topic the longer history, and the furthest checkpoints of its current

@@ -118,7 +118,7 @@ def test_checkpoint_recovered_from_s3_when_variable_is_lost(corpus, bucket, s3):
     assert run_dag("kafka_backup", _conf([topic], bucket)).state == "success"
     key = checkpoint_variable_key(bucket, "backups")
     stored = json.loads(Variable.get(key))
-    assert stored["manifests"] == 1 and sum(stored["checkpoints"][topic].values()) > 0
+    assert stored["commit"]["seq"] == 1 and sum(stored["checkpoints"][topic].values()) > 0
     Variable.delete(key)
     produce_tricky(corpus["bootstrap"], topic, 3, 30, seed=5, start=20 * RECORDS_PER_TOPIC)
     assert run_dag("kafka_backup", _conf([topic], bucket)).state == "success"

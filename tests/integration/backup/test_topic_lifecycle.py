@@ -307,13 +307,16 @@ def _backup_as_the_previous_release(bootstrap: str, bucket: str, s3, name: str, 
     _strip_topic_ids(s3, bucket)
     key = checkpoint_variable_key(bucket, PREFIX)
     cached = json.loads(Variable.get(key))
-    Variable.set(key, json.dumps({"checkpoints": cached["checkpoints"], "manifests": cached["manifests"]}))
+    manifests = [k for k in snapshot_bucket(s3, bucket) if "/_manifests/" in k]
+    Variable.set(key, json.dumps({"checkpoints": cached["checkpoints"], "manifests": len(manifests)}))
     return topic
 
 
 def _strip_topic_ids(s3, bucket: str) -> None:
-    """Rewrite every manifest as the release before topic IDs wrote it."""
+    """Rewrite every manifest as the release before topic IDs wrote it (which kept no commit log)."""
     for key, data in snapshot_bucket(s3, bucket).items():
+        if "/_commits/" in key:
+            s3.delete_object(Bucket=bucket, Key=key)
         if "/_manifests/" not in key:
             continue
         body = json.loads(data)

@@ -18,7 +18,13 @@ from botocore.exceptions import ClientError
 
 from airflow_kafka_backup.engine.errors import ConfigurationError, IntegrityError
 from airflow_kafka_backup.engine.storage.checksums import SHA256, Checksum
-from airflow_kafka_backup.engine.storage.key_layout import run_objects_prefix, unit_segments_key, work_unit_key
+from airflow_kafka_backup.engine.storage.commit_log import read_commit, record_commit
+from airflow_kafka_backup.engine.storage.key_layout import (
+    commit_key,
+    run_objects_prefix,
+    unit_segments_key,
+    work_unit_key,
+)
 from airflow_kafka_backup.engine.storage.manifest import (
     PartitionRange,
     RunManifest,
@@ -29,6 +35,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.storage.run_objects import ObjectRef, get_json, put_json
 from airflow_kafka_backup.engine.storage.s3_settings import S3WriteSettings, key_fingerprint
+from airflow_kafka_backup.engine.storage.writer_lock import ConcurrentRunError
 from airflow_kafka_backup.engine.topics.offsets import OffsetBounds
 from airflow_kafka_backup.operators import backup as backup_operators
 from airflow_kafka_backup.operators.backup import (
@@ -53,8 +60,17 @@ class FakeStore:
     def write_args(self) -> dict:
         return {}
 
-    def list_keys(self, prefix: str):
-        return sorted(k for k in self.objects if k.startswith(prefix))
+    def list_keys(self, prefix: str, start_after: str | None = None):
+        return sorted(k for k in self.objects if k.startswith(prefix) and k > (start_after or ""))
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        if key in self.objects:
+            return False
+        self.put_bytes(key, data)
+        return True
+
+    def get_bytes_if_exists(self, key: str) -> bytes | None:
+        return self.objects.get(key)
 
     def head(self, key: str):
         return {} if key in self.objects else None
@@ -96,6 +112,7 @@ def plan_with(monkeypatch):
 
     def plan_with(existing_key: bytes | None, run_key: bytes | None, **arguments) -> FakeStore:
         store = plan_with.store = FakeStore()
+        store.variables = variables
         encryption = {"sse": "SSE-C", "sse_c_key_fingerprint": key_fingerprint(existing_key)} if existing_key else {}
         old = RunManifest("scheduled__1", SegmentSettings("jsonl", "none", 10000, 10),
                           [PartitionRange("orders", 0, 0, 5)], [], encryption=encryption)
@@ -257,4 +274,27 @@ def test_the_commit_refuses_a_segment_list_that_is_not_the_one_it_was_handed(pla
     put_json(store, key, {"run_id": "scheduled__2", "unit": 0, "segments": []})  # rewritten by a later try
     with pytest.raises(IntegrityError, match="is not the one this task was handed"):
         _commit(store, [ref.to_dict()]).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
+    assert not [k for k in store.objects if "/_manifests/run=scheduled__2" in k]
+
+
+def _segment_refs(store: FakeStore) -> list[dict]:
+    return [put_json(store, unit_segments_key("kafka-backup", "scheduled__2", 0),
+                     {"run_id": "scheduled__2", "unit": 0, "segments": [_segment(5, 8).to_dict()]}).to_dict()]
+
+
+def test_the_commit_logs_its_entry_before_its_manifest_and_the_variable_records_it(plan_with):
+    store = plan_with(None, None)
+    summary = _commit(store, _segment_refs(store)).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
+    entry = commit_key("kafka-backup", 1)
+    assert store.writes.index(entry) < store.writes.index(summary["manifest"]), "the log entry first"
+    assert read_commit(store, "kafka-backup", 1).run_id == "scheduled__2"
+    assert store.variables[checkpoint_variable_key("b", "kafka-backup")]["commit"] == {"seq": 1,
+                                                                                      "run_id": "scheduled__2"}
+
+
+def test_the_commit_refuses_when_another_run_committed_on_the_state_it_planned_on(plan_with):
+    store = plan_with(None, None)
+    record_commit(store, "kafka-backup", 0, "manual__other", manifest_key("kafka-backup", "manual__other"), {})
+    with pytest.raises(ConcurrentRunError, match="Another run \\(manual__other\\) committed"):
+        _commit(store, _segment_refs(store)).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
     assert not [k for k in store.objects if "/_manifests/run=scheduled__2" in k]
