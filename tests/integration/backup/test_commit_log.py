@@ -79,7 +79,8 @@ def test_a_plan_lists_no_manifest_whatever_the_number_of_past_runs(airflow_stack
 
     for calls in runs[1:]:
         assert not [c for c in calls if c[0] == "ListObjectsV2" and c[1] == manifests_prefix(PREFIX)], calls
-        log_reads = Counter(c[2] for c in calls if c[0] == "GetObject" and (c[2] or "").startswith(commits_prefix(PREFIX)))
+        log_reads = Counter(key for operation, _, key in calls
+                            if operation == "GetObject" and (key or "").startswith(commits_prefix(PREFIX)))
         assert sum(log_reads.values()) == 2, log_reads  # the entry the Variable saw, and the absent next one
     assert Counter(c[0] for c in runs[1]) == Counter(c[0] for c in runs[2]), "requests grew with the past runs"
 
