@@ -8,6 +8,8 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
+import botocore.session
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -289,3 +291,26 @@ def verify_finished_restore(bootstrap: str, store: S3ObjectStore, prefix: str, r
     finally:
         group.close()
     return verify_restore(store, restore_prefix(prefix, restore_id), units, progress)
+
+
+class S3Requests:
+    """Every S3 call of every botocore client created while installed: operation, Prefix and Key."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str | None, str | None]] = []
+        original = botocore.session.Session.create_client
+
+        def create_client(session, *args, **kwargs):
+            client = original(session, *args, **kwargs)
+            client.meta.events.register("before-parameter-build.s3", self._record)
+            return client
+
+        monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+
+    def _record(self, event_name: str, params: dict, **_) -> None:
+        self.calls.append((event_name.split(".")[-1], params.get("Prefix"), params.get("Key")))
+
+    def during(self, action) -> list[tuple[str, str | None, str | None]]:
+        start = len(self.calls)
+        action()
+        return self.calls[start:]

@@ -22,7 +22,7 @@ from typing import Any
 from airflow_kafka_backup.engine.chain import check_chain
 from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.storage.key_layout import manifests_prefix, restore_manifest_key, restores_prefix
-from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo
+from airflow_kafka_backup.engine.storage.manifest import PartitionRange, RunManifest, SegmentInfo, parse_manifest
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.engine.topics.incarnations import add_segment, incarnation_of, longest_histories, summarize
 
@@ -266,9 +266,8 @@ def read_coverage(store: S3ObjectStore, prefix: str,
                      key=lambda e: e.key)
     manifests = []
     for entry in entries:
-        manifest = RunManifest.from_json(store.get_bytes(entry.key))
-        if check_can_read is not None:
-            check_can_read(manifest.encryption, f"backup run {manifest.run_id}")
+        manifest = parse_manifest(store, store.get_bytes(entry.key), vet=None if check_can_read is None else (
+            lambda m: check_can_read(m.encryption, f"backup run {m.run_id}")))
         manifests.append(manifest)
     return summarize_coverage(store.bucket, prefix, manifests, [e.last_modified_ms for e in entries],
                               read_restores(store, prefix))

@@ -24,6 +24,7 @@ from airflow_kafka_backup.engine.storage.manifest import (
     RunManifest,
     SegmentInfo,
     list_manifest_keys,
+    parse_manifest,
 )
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
@@ -43,10 +44,12 @@ def read_manifests(store: S3ObjectStore, prefix: str, wanted: Callable[[str], bo
     held = HeldManifests()
     shared: dict[str, str] = {}
     for key in list_manifest_keys(store, prefix) if keys is None else keys:
-        manifest = RunManifest.from_json(store.get_bytes(key))
-        if check_manifest is not None:
-            check_manifest(manifest)
-        held.topics.update(r.topic for r in manifest.ranges)
+        # A parted manifest (see storage.manifest) is vetted on its index and read only in its wanted topics' parts.
+        manifest = parse_manifest(store, store.get_bytes(key), wanted, check_manifest)
+        if manifest.parts:
+            held.topics.update(t for part in manifest.parts if part["ranges"] for t in part["topics"])
+        else:
+            held.topics.update(r.topic for r in manifest.ranges)
         held.manifests.append(_cut(manifest, wanted, shared))
         del manifest  # the whole manifest goes before the next is read
     return held

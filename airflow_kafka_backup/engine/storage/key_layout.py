@@ -3,6 +3,7 @@
     <prefix>/<topic>/partition=<p>/<topic>+<p>+<first offset, zero-padded>.<ext>   segment (a topic's first incarnation)
     <prefix>/<topic>/topic_id=<id>/partition=<p>/<topic>+<p>+<offset>.<ext>        segment (each later incarnation)
     <prefix>/_manifests/run=<run id>.json                                           run manifest
+    <prefix>/_manifest_parts/run=<run id>/part=<n>.json                             a parted manifest's part
     <prefix>/_commits/seq=<n, 12 digits>.json                                       commit log entry
     <prefix>/_locks/generation=<generation>.json                                    writer lock
     <prefix>/_runs/run=<run id>/plan.json                                           a run's plan (until its commit)
@@ -54,6 +55,12 @@ def safe_run_id(run_id: str) -> str:
 
 def manifest_key(prefix: str, run_id: str) -> str:
     return manifests_prefix(prefix) + f"run={safe_run_id(run_id)}.json"
+
+
+def manifest_part_key(prefix: str, run_id: str, number: int) -> str:
+    """Part ``number`` of a parted run manifest: beside ``_manifests/``, not in it, so listing the manifests
+    lists only the commit points."""
+    return _join(prefix, "_manifest_parts", f"run={safe_run_id(run_id)}", f"part={number:05d}.json")
 
 
 def safe_restore_id(restore_id: str) -> str:

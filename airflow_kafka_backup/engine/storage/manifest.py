@@ -4,24 +4,39 @@ A run uploads its segments first, then writes one manifest naming every segment 
 every planned range. Only segments a manifest names are part of the backup; readers
 never trust a segment by its key alone. A manifest holds no wall-clock time, so a
 re-run of the same range writes the same bytes.
+
+A run of more than ``PART_RANGES`` partition ranges is written *parted* (format 3): its
+ranges, segments, topic metadata and group offsets go into parts of whole topics
+(``<prefix>/_manifest_parts/run=<run id>/part=<n>.json``, about ``PART_RANGES`` ranges each),
+written first; the manifest, written last and still the commit point, is their index: each
+part's key, sha256, size and topics. One object per run no longer holds every segment (at
+10,000 partitions it was 6 MiB), and a reader that wants some topics (a restore plan) reads
+only their parts. Smaller runs keep the single-object formats 1 and 2, byte for byte.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 from airflow_kafka_backup.engine.errors import IntegrityError
 from airflow_kafka_backup.engine.storage.checksums import LEGACY_ALGORITHM, Checksum, pop_checksum
-from airflow_kafka_backup.engine.storage.key_layout import manifest_key, manifests_prefix
+from airflow_kafka_backup.engine.storage.key_layout import manifest_key, manifest_part_key, manifests_prefix
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 
 # 1: every segment carries a sha256. 2: each segment carries the checksum of the run's
 # ``segment_checksum`` setting (crc64nvme by default), in a field named after its algorithm.
 # A run whose segments are all sha256 still writes version 1, which older versions read.
-FORMAT_VERSION = 2
+# 3: parted (see above), for runs of more than PART_RANGES ranges; segments as in 2.
 SHA256_ONLY_FORMAT_VERSION = 1
+CHECKSUMS_FORMAT_VERSION = 2
+PARTED_FORMAT_VERSION = 3
+FORMAT_VERSION = PARTED_FORMAT_VERSION  # the newest this version reads
+# The most ranges a run keeps in one manifest object, and about the most one part holds (a topic with more
+# partitions has a part to itself): a part of 1,000 partitions is about 600 KiB of JSON.
+PART_RANGES = 1000
 
 TopicPartition = tuple[str, int]
 
@@ -138,39 +153,83 @@ class RunManifest:
     selection: dict[str, list[str]] = field(default_factory=dict)
     # Topics a pattern matched in an earlier run that the cluster no longer has: [{"topic", "topic_id"}].
     gone_topics: list[dict] = field(default_factory=list)
+    # A parted manifest's index as read (each part's key, sha256, bytes and topics); empty for the others.
+    parts: list[dict] = field(default_factory=list, compare=False)
+
+    @property
+    def version(self) -> int:
+        """The format it is written in: as read, or for a new manifest the lowest that describes it."""
+        return self.format_version or self.lowest_format_version()
 
     def to_json(self) -> bytes:
-        body = {
-            "format_version": self.format_version or self.lowest_format_version(),
-            "run_id": self.run_id,
-            "settings": self.settings.to_dict(),
-            "encryption": dict(self.encryption),
-            "topics": sorted(self.topics, key=lambda t: t["topic"]),
-            "consumer_groups": self.consumer_groups,
-            "ranges": [_without_defaults(r) for r in sorted(self.ranges, key=lambda r: r.tp)],
-            "segments": [s.to_dict()
-                         for s in sorted(self.segments, key=lambda s: (s.topic, s.partition, s.first_offset))],
-        }
+        """The single-object manifest (formats 1 and 2); a parted one is written by :meth:`objects`."""
+        if self.version == PARTED_FORMAT_VERSION:
+            raise ValueError(f"run {self.run_id}'s manifest is parted: write it with objects(prefix)")
+        body = {**self._index_body(), **self._content_body(self.topics, self.consumer_groups, self.ranges,
+                                                          self.segments)}
+        return _encode(body)
+
+    def objects(self, prefix: str) -> list[tuple[str, bytes]]:
+        """What committing it writes, in order: a parted manifest's parts, then the manifest itself."""
+        if self.version != PARTED_FORMAT_VERSION:
+            return [(manifest_key(prefix, self.run_id), self.to_json())]
+        written, index = [], []
+        for number, topics in enumerate(_pack_topics(self)):
+            keep = set(topics).__contains__
+            ranges = [r for r in self.ranges if keep(r.topic)]
+            segments = [s for s in self.segments if keep(s.topic)]
+            groups = {g: {t: o for t, o in by_topic.items() if keep(t)}
+                      for g, by_topic in self.consumer_groups.items()}
+            # A group with offsets on none of the run's topics stays, empty, in the first part.
+            groups = {g: o for g, o in groups.items() if o or (number == 0 and not self.consumer_groups[g])}
+            data = _encode({"run_id": self.run_id, "part": number, **self._content_body(
+                [md for md in self.topics if keep(md["topic"])], groups, ranges, segments)})
+            key = manifest_part_key(prefix, self.run_id, number)
+            written.append((key, data))
+            index.append({"key": key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                          "topics": topics, "ranges": len(ranges), "segments": len(segments),
+                          "records": sum(s.records for s in segments)})
+        return [*written, (manifest_key(prefix, self.run_id), _encode({**self._index_body(), "parts": index}))]
+
+    def _index_body(self) -> dict:
+        body = {"format_version": self.version, "run_id": self.run_id, "settings": self.settings.to_dict(),
+                "encryption": dict(self.encryption)}
         # Written only when set: a manifest of a run without them keeps the bytes it had before they existed.
         for name in ("incarnations", "selection", "gone_topics"):
             if getattr(self, name):
                 body[name] = getattr(self, name)
-        return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+        return body
+
+    @staticmethod
+    def _content_body(topics: list[dict], consumer_groups: dict, ranges: list[PartitionRange],
+                      segments: list[SegmentInfo]) -> dict:
+        return {
+            "topics": sorted(topics, key=lambda t: t["topic"]),
+            "consumer_groups": consumer_groups,
+            "ranges": [_without_defaults(r) for r in sorted(ranges, key=lambda r: r.tp)],
+            "segments": [s.to_dict() for s in sorted(segments, key=lambda s: (s.topic, s.partition, s.first_offset))],
+        }
 
     def lowest_format_version(self) -> int:
-        """Version 1 while every checksum is a sha256 (older versions read it), else 2."""
+        """Parted (3) above ``PART_RANGES`` ranges; else 1 while every checksum is a sha256 (older versions read
+        it), else 2."""
+        if len(self.ranges) > PART_RANGES:
+            return PARTED_FORMAT_VERSION
         if self.settings.segment_checksum == LEGACY_ALGORITHM and all(
                 s.checksum.algorithm == LEGACY_ALGORITHM for s in self.segments):
             return SHA256_ONLY_FORMAT_VERSION
-        return FORMAT_VERSION
+        return CHECKSUMS_FORMAT_VERSION
 
     @classmethod
     def from_json(cls, data: bytes) -> RunManifest:
-        body = json.loads(data)
-        if not isinstance(body.get("format_version"), int) or body["format_version"] > FORMAT_VERSION:
-            raise IntegrityError(
-                f"The manifest of run {body.get('run_id')!r} has format version {body.get('format_version')!r}; "
-                f"this version of airflow-kafka-backup reads versions up to {FORMAT_VERSION}. Upgrade it.")
+        """A single-object manifest (formats 1 and 2); :func:`parse_manifest` reads a parted one with its parts."""
+        body = _checked_body(data)
+        if body["format_version"] == PARTED_FORMAT_VERSION:
+            raise ValueError(f"run {body['run_id']}'s manifest is parted: read it with parse_manifest")
+        return cls._from_body(body)
+
+    @classmethod
+    def _from_body(cls, body: dict, parts: list[dict] | None = None) -> RunManifest:
         return cls(
             run_id=body["run_id"],
             settings=SegmentSettings(**body["settings"]),
@@ -183,6 +242,7 @@ class RunManifest:
             incarnations=body.get("incarnations", {}),
             selection=body.get("selection", {}),
             gone_topics=body.get("gone_topics", []),
+            parts=parts or [],
         )
 
     def end_offsets(self) -> dict[TopicPartition, int]:
@@ -208,17 +268,84 @@ _REQUIRED = object()  # compares unequal to every value: a field without a defau
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in (PartitionRange, SegmentInfo)}
 
 
+def _encode(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, indent=1).encode("utf-8") + b"\n"
+
+
+def _checked_body(data: bytes) -> dict:
+    body = json.loads(data)
+    if not isinstance(body.get("format_version"), int) or body["format_version"] > FORMAT_VERSION:
+        raise IntegrityError(
+            f"The manifest of run {body.get('run_id')!r} has format version {body.get('format_version')!r}; "
+            f"this version of airflow-kafka-backup reads versions up to {FORMAT_VERSION}. Upgrade it.")
+    return body
+
+
+def _pack_topics(manifest: RunManifest) -> list[list[str]]:
+    """The run's topics, in name order, in parts of at most ``PART_RANGES`` ranges (a larger topic alone)."""
+    weights: dict[str, int] = {}
+    for r in manifest.ranges:
+        weights[r.topic] = weights.get(r.topic, 0) + 1
+    for topic in (*(md["topic"] for md in manifest.topics), *(s.topic for s in manifest.segments),
+                  *(t for by_topic in manifest.consumer_groups.values() for t in by_topic)):
+        weights.setdefault(topic, 0)
+    parts: list[list[str]] = []
+    size = 0
+    for topic in sorted(weights):
+        if not parts or (parts[-1] and size + weights[topic] > PART_RANGES):
+            parts.append([])
+            size = 0
+        parts[-1].append(topic)
+        size += weights[topic]
+    return parts
+
+
+def parse_manifest(store: S3ObjectStore, data: bytes, wanted: Callable[[str], bool] | None = None,
+                   vet: Callable[[RunManifest], None] | None = None) -> RunManifest:
+    """A manifest from its bytes, a parted one with its parts: all, or with ``wanted``, those holding a wanted
+    topic (the others' ranges and segments are then left out). ``vet`` sees the manifest's run id, settings and
+    encryption before any part is read (e.g. that the SSE-C key is the one it needs).
+
+    Each part must be the bytes the index names (size and sha256) and belong to the run.
+    """
+    body = _checked_body(data)
+    if body["format_version"] != PARTED_FORMAT_VERSION:
+        manifest = RunManifest._from_body(body)
+        if vet is not None:
+            vet(manifest)
+        return manifest
+    if vet is not None:
+        vet(RunManifest._from_body({**body, "ranges": [], "segments": []}))
+    content: dict = {"topics": [], "consumer_groups": {}, "ranges": [], "segments": []}
+    for part in body["parts"]:
+        if wanted is not None and not any(wanted(t) for t in part["topics"]):
+            continue
+        part_data = store.get_bytes(part["key"])
+        if len(part_data) != part["bytes"] or hashlib.sha256(part_data).hexdigest() != part["sha256"]:
+            raise IntegrityError(
+                f"Part {part['key']} of run {body['run_id']}'s manifest is not the one the manifest names (expected "
+                f"{part['bytes']} bytes with sha256 {part['sha256'][:12]}…): it was changed after the commit.")
+        part_body = json.loads(part_data)
+        if part_body.get("run_id") != body["run_id"]:
+            raise IntegrityError(f"Part {part['key']} belongs to run {part_body.get('run_id')}, not {body['run_id']}.")
+        for name in ("topics", "ranges", "segments"):
+            content[name] += part_body[name]
+        for group, by_topic in part_body["consumer_groups"].items():
+            content["consumer_groups"].setdefault(group, {}).update(by_topic)
+    return RunManifest._from_body({**body, **content}, parts=body["parts"])
+
+
 def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest) -> str:
+    """Commit ``manifest``: a parted one's parts first, then the manifest itself (the commit point)."""
     key = manifest_key(prefix, manifest.run_id)
-    store.put_bytes(key, manifest.to_json())
+    for object_key, data in manifest.objects(prefix):
+        store.put_bytes(object_key, data)
     return key
 
 
 def read_manifest(store: S3ObjectStore, prefix: str, run_id: str) -> RunManifest | None:
-    key = manifest_key(prefix, run_id)
-    if store.head(key) is None:
-        return None
-    return RunManifest.from_json(store.get_bytes(key))
+    data = store.get_bytes_if_exists(manifest_key(prefix, run_id))
+    return None if data is None else parse_manifest(store, data)
 
 
 def list_manifest_keys(store: S3ObjectStore, prefix: str) -> list[str]:
@@ -227,7 +354,7 @@ def list_manifest_keys(store: S3ObjectStore, prefix: str) -> list[str]:
 
 def load_manifests(store: S3ObjectStore, prefix: str, keys: Iterable[str] | None = None) -> Iterator[RunManifest]:
     for key in list_manifest_keys(store, prefix) if keys is None else keys:
-        yield RunManifest.from_json(store.get_bytes(key))
+        yield parse_manifest(store, store.get_bytes(key))
 
 
 def merge_checkpoints(*sources: dict[TopicPartition, int]) -> dict[TopicPartition, int]:

@@ -7,7 +7,6 @@ import json
 import uuid
 from collections import Counter
 
-import botocore.session
 import pytest
 from confluent_kafka.admin import NewTopic
 
@@ -15,34 +14,11 @@ from airflow_kafka_backup.engine.storage.commit_log import read_commit, record_c
 from airflow_kafka_backup.engine.storage.key_layout import commits_prefix, manifest_key, manifests_prefix
 from airflow_kafka_backup.engine.storage.object_store import S3ObjectStore
 from airflow_kafka_backup.operators.backup import checkpoint_variable_key
-from tests.helpers import create_topics, produce_tricky, read_backup, read_kafka, run_dag
+from tests.helpers import S3Requests, create_topics, produce_tricky, read_backup, read_kafka, run_dag
 
 pytestmark = pytest.mark.integration
 
 PREFIX = "log"
-
-
-class S3Requests:
-    """Every S3 call of every botocore client created while installed: operation, Prefix and Key."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, str | None, str | None]] = []
-        original = botocore.session.Session.create_client
-
-        def create_client(session, *args, **kwargs):
-            client = original(session, *args, **kwargs)
-            client.meta.events.register("before-parameter-build.s3", self._record)
-            return client
-
-        monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
-
-    def _record(self, event_name: str, params: dict, **_) -> None:
-        self.calls.append((event_name.split(".")[-1], params.get("Prefix"), params.get("Key")))
-
-    def during(self, action) -> list[tuple[str, str | None, str | None]]:
-        start = len(self.calls)
-        action()
-        return self.calls[start:]
 
 
 def _backup(bucket: str, topic: str) -> None:

@@ -152,8 +152,8 @@ def test_a_new_run_that_chose_sha256_writes_format_1_which_older_versions_read()
 
 
 def test_a_manifest_of_a_newer_format_is_refused_naming_it():
-    newer = FORMAT_1.replace(b'"format_version": 1', b'"format_version": 3')
-    with pytest.raises(IntegrityError, match="run 'scheduled__1' has format version 3; .* up to 2. Upgrade"):
+    newer = FORMAT_1.replace(b'"format_version": 1', b'"format_version": 4')
+    with pytest.raises(IntegrityError, match="run 'scheduled__1' has format version 4; .* up to 3. Upgrade"):
         RunManifest.from_json(newer)
 
 
