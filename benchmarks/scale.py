@@ -6,7 +6,8 @@ For each size, on a fresh local stack (a real Kafka broker and moto's S3 server,
 ``dag.test()`` (every task in this process, one after the other):
 
 * ``kafka_backup`` ``--runs`` times (default 2; the runs after the first back up one new
-  record per partition), to see whether the plan's S3 requests grow with the past runs;
+  record per partition), the last on a prefix that also holds ``--past-manifests`` keys of past
+  runs' manifests (default 2,000), to see whether the plan's S3 requests grow with the past runs;
 * ``kafka_restore`` with ``dry_run``: the restore plan (reads every manifest, asks the broker
   about the targets, creates nothing);
 * the restore plan task once more, not dry, outside Airflow with its XCom caught: the XCom a real
@@ -216,7 +217,7 @@ def run_dag(dag_id: str, conf: dict[str, Any]) -> Any:
 
 def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: Any, meter: TaskMeter,
                  db: Path) -> dict[str, Any]:
-    from airflow_kafka_backup.engine.storage.key_layout import manifest_key
+    from airflow_kafka_backup.engine.storage.key_layout import manifest_key, safe_run_id
 
     bucket = f"scale-{partitions}-{uuid.uuid4().hex[:6]}"
     s3.create_bucket(Bucket=bucket)
@@ -227,9 +228,18 @@ def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: 
         if run:  # one new record per partition: a run with work, after `run` committed runs
             produce(bootstrap, {t: min(TOPIC_PARTITIONS, partitions - i * TOPIC_PARTITIONS)
                                 for i, t in enumerate(topics)}, 1, args.records_per_partition + run)
+        if run == args.runs - 1 and run and args.past_manifests:
+            # The last run plans on a prefix that also holds this many past runs' manifest keys (not even JSON:
+            # a plan that listed or read them would pay for them or fail); removed again before the restore.
+            past = [f"scale/_manifests/run=0-past-{i:06d}.json" for i in range(args.past_manifests)]
+            for key in past:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"x")
         meter.reset()
         dag_run = run_dag("kafka_backup", conf)
         manifest = s3.head_object(Bucket=bucket, Key=manifest_key("scale", dag_run.run_id))["ContentLength"]
+        parts = [o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"scale/_manifest_parts/run={safe_run_id(dag_run.run_id)}/")
+            for o in page.get("Contents", [])]
         runs.append({
             "past_runs": run,
             "seconds": dict(meter.seconds),
@@ -237,9 +247,14 @@ def measure_size(partitions: int, args: argparse.Namespace, bootstrap: str, s3: 
             "s3_requests": {task: dict(ops) for task, ops in meter.requests.items()},
             "xcom_bytes": xcom_bytes(db, "kafka_backup", dag_run.run_id),
             "manifest_bytes": manifest,
+            "manifest_parts": len(parts), "largest_part_bytes": max(parts, default=0),
+            "past_manifests": args.past_manifests if run == args.runs - 1 and run else 0,
             "working_objects_left": s3.list_objects_v2(Bucket=bucket, Prefix="scale/_runs/").get("KeyCount", 0),
         })
         print(f"  {partitions} partitions, run {run + 1}: {_one_line(runs[-1])}", flush=True)
+    if args.past_manifests and args.runs > 1:
+        for i in range(0, len(past), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in past[i:i + 1000]]})
     meter.reset()
     restore_conf = {"topics": topics, "bucket": bucket, "prefix": "scale", "dry_run": True,
                     "topic_mapping": {t: f"{t}-restored" for t in topics}}
@@ -321,7 +336,9 @@ def _one_line(run: dict[str, Any]) -> str:
     requests = {task: sum(ops.values()) for task, ops in run["s3_requests"].items()}
     return (f"seconds {seconds}, peak MiB added {_rounded(run['peak_added_mib'])}, "
             f"S3 requests {requests}, XCom bytes {sum(run['xcom_bytes'].values())}, "
-            f"manifest bytes {run['manifest_bytes']}, working objects left {run['working_objects_left']}")
+            f"manifest bytes {run['manifest_bytes']} (+ {run['manifest_parts']} parts, the largest "
+            f"{run['largest_part_bytes']}), past manifests {run['past_manifests']}, "
+            f"working objects left {run['working_objects_left']}")
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
@@ -344,7 +361,8 @@ def restore_xcom_totals(xcom: dict[str, int]) -> dict[str, int]:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print("\n| partitions | plan s | commit s | plan+commit s | restore plan s | XCom KiB/run | manifest KiB "
-          "| plan S3 requests (run 1 → last) | commit S3 requests | plan / commit peak MiB added |")
+          "(parts, largest KiB) | plan S3 requests (run 1 → last; manifests before the last) | commit S3 requests "
+          "| plan / commit peak MiB added |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         first, last = result["runs"][0], result["runs"][-1]
@@ -352,7 +370,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
         plan_requests = [sum(r["s3_requests"].get("plan", {}).values()) for r in result["runs"]]
         print(f"| {result['partitions']:,} | {plan:.1f} | {commit:.1f} | {plan + commit:.1f} "
               f"| {result['restore_plan']['seconds']:.1f} | {sum(first['xcom_bytes'].values()) / 1024:,.0f} "
-              f"| {first['manifest_bytes'] / 1024:,.0f} | {' → '.join(map(str, plan_requests))} "
+              f"| {first['manifest_bytes'] / 1024:,.0f} ({first['manifest_parts']}, "
+              f"{first['largest_part_bytes'] / 1024:,.0f}) | {' → '.join(map(str, plan_requests))} "
+              f"({last['past_manifests'] + len(result['runs']) - 1:,}) "
               f"| {sum(last['s3_requests'].get('commit', {}).values())} "
               f"| {last['peak_added_mib'].get('plan', 0):.0f} / {last['peak_added_mib'].get('commit', 0):.0f} |")
     print("\n| partitions | restore plan s (dry run) | restore plan peak MiB added | restore XCom KiB per run, "
@@ -378,6 +398,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000", help="partition counts, comma-separated")
     parser.add_argument("--runs", type=int, default=2, help="backup runs per size (the plan's growth with runs)")
     parser.add_argument("--records-per-partition", type=int, default=3)
+    parser.add_argument("--past-manifests", type=int, default=2000,
+                        help="manifest keys of past runs added before the last backup run (plans must not list them)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--profile-restore", metavar="FILE",
                         help="cProfile the restore plan into FILE (pstats; the last size's)")
