@@ -317,6 +317,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
                         "incarnations": committed.incarnations, "selection": committed.selection,
                         "gone_topics": committed.gone_topics}
             generation_id = planned_on = None  # rewriting its own committed bytes: nothing new to lock or log
+            base_state, format_version = None, committed.version  # and in the format it was committed in
         else:
             resolved = resolve_state(self.store, settings.prefix,
                                      get_checkpoint_variable(settings.bucket, settings.prefix))
@@ -325,12 +326,23 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             else:
                 ranges, captured = self._plan_fresh(settings, resolved)
                 segment_settings = settings.segments
-            if resolved.latest is not None:
-                generation_id = resolved.latest.generation
-                planned_on = resolved.latest.to_variable()
-            else:  # a prefix without a commit log (written before it, or every entry expired)
+            if resolved.latest is None:  # a prefix without a commit log (written before it, or every entry expired)
                 generation_id = generation(_manifest_keys(self.store, settings.prefix, resolved))
                 planned_on = None
+            elif resolved.in_flight:
+                # Its run is committing, or died doing it: take the lock it held, whose rules decide whether this
+                # run may go on (see commit_log); the commit then checks that run's manifest is still absent.
+                generation_id = resolved.latest.lock or resolved.latest.generation
+                planned_on = {**resolved.latest.to_variable(), "in_flight_manifest": resolved.latest.manifest}
+                log.warning("The latest commit to s3://%s/%s (run %s) has no manifest: its run is committing or "
+                            "died doing it; this run takes the lock it held.", settings.bucket, settings.prefix,
+                            resolved.latest.run_id)
+            else:
+                generation_id = resolved.latest.generation
+                planned_on = resolved.latest.to_variable()
+            # Rebuilt from the manifests: the commit builds on this state, not on the Variable's (behind or lost).
+            base_state = resolved.state.to_json(None) if resolved.recovered else None
+            format_version = None
             if _has_work(ranges, captured):  # nothing to write: no lock
                 how = acquire(self.store, settings.prefix, generation_id, run_id, lease_s=self.lock_lease_s,
                               force=as_bool("force_unlock", self.force_unlock), dag_id=context["dag"].dag_id,
@@ -345,7 +357,8 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             for number, unit in enumerate(group_work_units(ranges, max_units))
         ]
         plan = {"run_id": run_id, "ranges": [asdict(r) for r in ranges], "settings": asdict(segment_settings),
-                "generation": generation_id, "planned_on": planned_on, **captured}
+                "generation": generation_id, "planned_on": planned_on, "base_state": base_state,
+                "format_version": format_version, **captured}
         todo = [r for r in ranges if not r.is_empty]
         log.info(
             "Planned %d records in %d partitions over %d work units: %s",
@@ -459,6 +472,26 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         captured["selection"] = selection.describe(resolved.topics)
         captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in newly_gone]
         return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
+
+
+def _seen_commit(entry: Commit | None, cached: dict[str, Any] | None, plan: dict | None) -> dict[str, Any] | None:
+    """The commit log entry the Variable may claim its state includes, after a commit.
+
+    The new entry, when the state built on is current up to the entry the run planned on: rebuilt by the plan,
+    or the Variable's own, naming that entry. Else none, and the next plan rebuilds. Without a new entry (a
+    re-run of a committed run, a retry after the commit finished), the entry the Variable had seen.
+    """
+    if entry is None:
+        return (cached or {}).get("commit")
+    planned_on = (plan or {}).get("planned_on")
+    if (plan or {}).get("base_state") is not None:
+        return entry.to_variable()
+    recorded = (cached or {}).get("commit")
+    if planned_on is None:  # a prefix without a log: a Variable it counted, or none, was current at the plan
+        return entry.to_variable() if cached is not None and recorded is None else None
+    same = recorded is not None and (recorded.get("seq"), recorded.get("run_id")) == (planned_on["seq"],
+                                                                                     planned_on["run_id"])
+    return entry.to_variable() if same else None
 
 
 def _manifest_keys(store: S3ObjectStore, prefix: str, resolved: ResolvedState) -> list[str]:
@@ -603,15 +636,15 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             manifest, plan = self._run_manifest(prefix, exchange)
             segments, topics = manifest.segments, sorted({md["topic"] for md in manifest.topics})
             key = manifest_key(prefix, manifest.run_id)
-            entry = None
+            entry = base_state = None
             if plan is not _ALREADY_COMMITTED:
                 entry = self._record_commit(prefix, manifest, key, plan)
                 write_manifest(self.store, prefix, manifest)
+                base_state = plan.get("base_state")
             log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
-            state = BackupState.from_json(cached).advanced(manifest)
-            # Without a new entry (a re-run of a committed run), the Variable keeps the entry it had seen.
-            seen = entry.to_variable() if entry is not None else (cached or {}).get("commit")
-            set_checkpoint_variable(self.bucket, prefix, state.to_json(seen))
+            state = BackupState.from_json(base_state if base_state is not None else cached).advanced(manifest)
+            set_checkpoint_variable(self.bucket, prefix, state.to_json(
+                _seen_commit(entry, cached, None if plan is _ALREADY_COMMITTED else plan)))
             self._emit_asset_events(context, prefix, manifest.ranges, segments, manifest.run_id)
             removed = remove_run_objects(self.store, prefix, manifest.run_id)
             if removed is not None:
@@ -654,6 +687,7 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         _check_segments_match_plan(ranges, segments)
         manifest = RunManifest(plan["run_id"], SegmentSettings(**plan["settings"]), ranges, segments,
                                encryption=self.s3_settings.manifest_encryption(),
+                               format_version=plan.get("format_version"),
                                topics=plan.get("topics", []), consumer_groups=plan.get("consumer_groups", {}),
                                incarnations=plan.get("incarnations", {}), selection=plan.get("selection", {}),
                                gone_topics=plan.get("gone_topics", []))
@@ -698,7 +732,8 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
         if planned_on is None:  # planned on a prefix without a log: the manifests' key set is its generation
             self._check_nobody_committed_meanwhile(prefix, key, plan["generation"])
         return record_commit(self.store, prefix, planned_on["seq"] if planned_on else 0, manifest.run_id, key,
-                             manifest.encryption)
+                             manifest.encryption, plan["generation"],
+                             (planned_on or {}).get("in_flight_manifest"))
 
     def _check_nobody_committed_meanwhile(self, prefix: str, own_key: str, planned: str) -> None:
         """The generation this run planned on must still be the latest (see :mod:`writer_lock`)."""

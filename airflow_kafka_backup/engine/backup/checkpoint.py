@@ -20,14 +20,16 @@ from airflow_kafka_backup.engine.topics.incarnations import BackupState
 
 
 class ResolvedState(NamedTuple):
-    """The state to plan from; ``latest``: the commit it includes (None: a prefix without a commit log);
-    ``recovered``: it was rebuilt from the manifests; ``manifest_keys``: every manifest key, when they had to be
-    listed (a rebuild, a prefix without a log), else None."""
+    """The state to plan from; ``latest``: the latest commit in the log (None: a prefix without one);
+    ``recovered``: the state was rebuilt from the manifests; ``manifest_keys``: every manifest key, when they had
+    to be listed (a rebuild, a prefix without a log), else None; ``in_flight``: the latest commit's manifest is not
+    there (its run is committing, or died doing it; see ``commit_log``)."""
 
     state: BackupState
     latest: Commit | None
     recovered: bool
     manifest_keys: list[str] | None
+    in_flight: bool = False
 
 
 def resolve_state(store: S3ObjectStore, prefix: str, cached: dict[str, Any] | None) -> ResolvedState:
@@ -42,4 +44,4 @@ def resolve_state(store: S3ObjectStore, prefix: str, cached: dict[str, Any] | No
         return ResolvedState(cached_state, None, False, keys)
     recovered = BackupState.from_manifests(load_manifests(store, prefix, keys))
     # The Variable may know more than the manifests left after lifecycle expiry: both count.
-    return ResolvedState(recovered.merged(cached_state), head.latest, True, keys)
+    return ResolvedState(recovered.merged(cached_state), head.latest, True, keys, head.in_flight)

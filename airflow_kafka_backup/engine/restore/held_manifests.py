@@ -47,7 +47,7 @@ def read_manifests(store: S3ObjectStore, prefix: str, wanted: Callable[[str], bo
         # A parted manifest (see storage.manifest) is vetted on its index and read only in its wanted topics' parts.
         manifest = parse_manifest(store, store.get_bytes(key), wanted, check_manifest)
         if manifest.parts:
-            held.topics.update(t for part in manifest.parts if part["ranges"] for t in part["topics"])
+            held.topics.update(t for part in manifest.parts for t, ranges in part["topics"].items() if ranges)
         else:
             held.topics.update(r.topic for r in manifest.ranges)
         held.manifests.append(_cut(manifest, wanted, shared))

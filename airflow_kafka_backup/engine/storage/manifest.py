@@ -9,7 +9,7 @@ A run of more than ``PART_RANGES`` partition ranges is written *parted* (format 
 ranges, segments, topic metadata and group offsets go into parts of whole topics
 (``<prefix>/_manifest_parts/run=<run id>/part=<n>.json``, about ``PART_RANGES`` ranges each),
 written first; the manifest, written last and still the commit point, is their index: each
-part's key, sha256, size and topics. One object per run no longer holds every segment (at
+part's key, sha256, size and topics (with their number of ranges). One object per run no longer holds every segment (at
 10,000 partitions it was 6 MiB), and a reader that wants some topics (a restore plan) reads
 only their parts. Smaller runs keep the single-object formats 1 and 2, byte for byte.
 """
@@ -186,8 +186,11 @@ class RunManifest:
                 [md for md in self.topics if keep(md["topic"])], groups, ranges, segments)})
             key = manifest_part_key(prefix, self.run_id, number)
             written.append((key, data))
+            per_topic = {t: 0 for t in topics}
+            for r in ranges:
+                per_topic[r.topic] += 1
             index.append({"key": key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                          "topics": topics, "ranges": len(ranges), "segments": len(segments),
+                          "topics": per_topic, "ranges": len(ranges), "segments": len(segments),
                           "records": sum(s.records for s in segments)})
         return [*written, (manifest_key(prefix, self.run_id), _encode({**self._index_body(), "parts": index}))]
 

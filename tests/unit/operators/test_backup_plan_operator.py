@@ -298,3 +298,75 @@ def test_the_commit_refuses_when_another_run_committed_on_the_state_it_planned_o
     with pytest.raises(ConcurrentRunError, match="Another run \\(manual__other\\) committed"):
         _commit(store, _segment_refs(store)).execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
     assert not [k for k in store.objects if "/_manifests/run=scheduled__2" in k]
+
+
+def _plan_next(store: FakeStore, run_id: str, **arguments) -> dict:
+    plan = KafkaBackupPlanOperator(task_id="plan", topics=["orders"], bucket="b", **arguments)
+    plan.__dict__["store"] = store
+    plan.__dict__["s3_settings"] = S3WriteSettings.create()
+    plan.check_bucket = lambda: None
+    xcom: dict = {}
+    xcom["return_value"] = plan.execute({"run_id": run_id, "dag": SimpleNamespace(dag_id="kafka_backup"),
+                                         "ti": SimpleNamespace(xcom_push=lambda key, value: xcom.__setitem__(key,
+                                                                                                             value))})
+    return xcom
+
+
+def _commit_run(store: FakeStore, xcom: dict, run_id: str, first: int = 5, last: int = 8) -> dict:
+    refs = [put_json(store, unit_segments_key("kafka-backup", run_id, 0),
+                     {"run_id": run_id, "unit": 0, "segments": [_segment(first, last).to_dict()]}).to_dict()]
+    commit = KafkaBackupCommitOperator(task_id="commit", plan=xcom["plan"], segments=refs, bucket="b")
+    commit.__dict__["store"] = store
+    commit.__dict__["s3_settings"] = S3WriteSettings.create()
+    return commit.execute({"dag": SimpleNamespace(dag_id="kafka_backup")})
+
+
+def test_a_commit_that_died_after_its_log_entry_commits_once_whoever_goes_on(plan_with, monkeypatch):
+    """The commit of scheduled__2 dies between its log entry and its manifest. The next plan finds the entry in
+    flight: it takes the lock scheduled__2 held (refused while that run may still commit; here forced), and
+    scheduled__2's commit, retried after the next run committed, refuses: one manifest covers the offsets."""
+    store = plan_with(None, None)
+    first = {"plan": store.xcom["plan"]}
+    write = backup_operators.write_manifest
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(backup_operators, "write_manifest", dies)
+    with pytest.raises(RuntimeError):
+        _commit_run(store, first, "scheduled__2")
+    monkeypatch.setattr(backup_operators, "write_manifest", write)
+    with pytest.raises(ConcurrentRunError, match="Run 'scheduled__2' has been backing up"):
+        _plan_next(store, "scheduled__3")
+
+    second = _plan_next(store, "scheduled__3", force_unlock=True)
+    _commit_run(store, second, "scheduled__3")
+    with pytest.raises(ConcurrentRunError, match="Another run .*committed to s3://b/kafka-backup while this run"):
+        _commit_run(store, first, "scheduled__2")
+    committed = [k for k in store.objects if "/_manifests/" in k]
+    assert committed == [manifest_key("kafka-backup", "scheduled__1"), manifest_key("kafka-backup", "scheduled__3")]
+    assert read_commit(store, "kafka-backup", 2).run_id == "scheduled__3"
+    assert store.variables[checkpoint_variable_key("b", "kafka-backup")]["commit"] == {"seq": 2,
+                                                                                      "run_id": "scheduled__3"}
+
+
+def test_on_a_prefix_with_a_log_a_retried_commit_refuses_once_a_later_run_committed(plan_with, monkeypatch):
+    store = plan_with(None, None)
+    _commit_run(store, {"plan": store.xcom["plan"]}, "scheduled__2")  # starts the log: seq=1, checkpoint 9
+    monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
+        ("orders", 0): OffsetBounds(0, 20)})
+    dying = _plan_next(store, "scheduled__3")
+    write = backup_operators.write_manifest
+    monkeypatch.setattr(backup_operators, "write_manifest", lambda *args, **kwargs: (_ for _ in ()).throw(
+        RuntimeError("worker killed")))
+    with pytest.raises(RuntimeError):
+        _commit_run(store, dying, "scheduled__3", 9, 19)
+    monkeypatch.setattr(backup_operators, "write_manifest", write)
+
+    taking_over = _plan_next(store, "scheduled__4", force_unlock=True)
+    _commit_run(store, taking_over, "scheduled__4", 9, 19)
+    with pytest.raises(ConcurrentRunError, match="Another run \\(scheduled__4\\) committed"):
+        _commit_run(store, dying, "scheduled__3", 9, 19)
+    assert [read_commit(store, "kafka-backup", n).run_id for n in (1, 2, 3)] == [
+        "scheduled__2", "scheduled__3", "scheduled__4"]
+    assert not [k for k in store.objects if k.endswith("run=scheduled__3.json")], "the run that died commits nothing"

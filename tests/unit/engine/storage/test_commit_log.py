@@ -33,6 +33,10 @@ class CountingStore:
         self.requests["GetObject"] += 1
         return self.objects.get(key)
 
+    def head(self, key: str) -> dict | None:
+        self.requests["HeadObject"] += 1
+        return {} if key in self.objects else None
+
     def list_keys(self, prefix: str, start_after: str | None = None):
         self.requests["ListObjectsV2"] += 1
         return sorted(k for k in self.objects if k.startswith(prefix) and k > (start_after or ""))
@@ -41,6 +45,8 @@ class CountingStore:
 def _committed(store: CountingStore, runs: int) -> list[Commit]:
     entries = [record_commit(store, "p", seq, f"run-{seq + 1}", f"p/_manifests/run=run-{seq + 1}.json",
                              {"sse": "aws:kms"}) for seq in range(runs)]
+    for entry in entries:
+        store.objects[entry.manifest] = b"{}"  # each committed
     store.requests.clear()
     return entries
 
@@ -59,7 +65,7 @@ def test_commits_the_variable_missed_are_found_by_listing_only_after_the_entry_i
     entries = _committed(store, 7)
     head = find_head(store, "p", entries[3].to_variable())
     assert head.latest == entries[-1] and not head.variable_is_current
-    assert store.requests == Counter({"GetObject": 3, "ListObjectsV2": 1})  # seen, next, latest
+    assert store.requests == Counter({"GetObject": 3, "ListObjectsV2": 1, "HeadObject": 1})  # and its manifest
 
 
 @pytest.mark.parametrize("recorded", [None, {"seq": 9, "run_id": "run-9"}, {"seq": 2, "run_id": "another run"}])
@@ -91,3 +97,31 @@ def test_a_generation_is_unique_to_its_commit_even_when_expired_entries_let_numb
     assert Commit(1, "run-a", "m").generation != Commit(1, "run-b", "m").generation
     assert Commit.from_json(Commit(3, "r", "m", {"sse": "SSE-C", "sse_c_key_fingerprint": "f"}).to_json()) == Commit(
         3, "r", "m", {"sse": "SSE-C", "sse_c_key_fingerprint": "f"})
+
+
+def test_an_entry_without_its_manifest_is_in_flight_and_records_the_lock_its_run_held():
+    store = CountingStore()
+    entries = _committed(store, 2)
+    dying = record_commit(store, "p", 2, "run-3", "p/_manifests/run=run-3.json", {}, lock=entries[-1].generation)
+    head = find_head(store, "p", entries[-1].to_variable())
+    assert head.latest == dying and head.in_flight and not head.variable_is_current
+    assert head.latest.lock == entries[-1].generation
+
+
+def test_a_retried_commit_refuses_when_a_run_that_took_its_lock_over_committed_after_its_entry():
+    store = CountingStore()
+    record_commit(store, "p", 0, "run-a", "p/_manifests/run=run-a.json", {})  # then died before its manifest
+    # run-b took run-a's lock over, planned on run-a's entry (in flight) and committed on top of it.
+    record_commit(store, "p", 1, "run-b", "p/_manifests/run=run-b.json", {},
+                  in_flight_manifest="p/_manifests/run=run-a.json")
+    with pytest.raises(ConcurrentRunError, match="Another run \\(run-b\\) committed"):
+        record_commit(store, "p", 0, "run-a", "p/_manifests/run=run-a.json", {})
+
+
+def test_a_run_built_on_an_entry_in_flight_refuses_when_that_runs_manifest_appeared_meanwhile():
+    store = CountingStore()
+    record_commit(store, "p", 0, "run-a", "p/_manifests/run=run-a.json", {})
+    store.objects["p/_manifests/run=run-a.json"] = b"{}"  # its commit finished after all
+    with pytest.raises(ConcurrentRunError, match="whose commit was in flight when this run planned"):
+        record_commit(store, "p", 1, "run-b", "p/_manifests/run=run-b.json", {},
+                      in_flight_manifest="p/_manifests/run=run-a.json")

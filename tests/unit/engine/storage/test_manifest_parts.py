@@ -79,7 +79,7 @@ def test_a_larger_run_is_written_in_parts_of_whole_topics_and_read_back_the_same
     assert written[-1] == key, "the parts first, the manifest (the commit point) last"
     index = json.loads(store.objects[key])
     assert index["format_version"] == 3 and "segments" not in index and "ranges" not in index
-    assert [p["topics"] for p in index["parts"]] == [["a", "b"], ["c"], ["huge"]]
+    assert [p["topics"] for p in index["parts"]] == [{"a": 400, "b": 400}, {"c": 400}, {"huge": 1500}]
     assert [p["ranges"] for p in index["parts"]] == [800, 400, 1500]
     assert all(k.startswith("kb/_manifest_parts/run=scheduled__1/part=") for k in written[:-1])
 
@@ -110,3 +110,19 @@ def test_a_part_changed_after_the_commit_is_refused_naming_it():
     with pytest.raises(IntegrityError, match=f"Part {part} of run scheduled__1's manifest is not the one"):
         read_manifest(store, "kb", "scheduled__1")
     parse_manifest(store, store.objects[key], wanted={"a"}.__contains__)  # the other part is still readable
+
+
+def test_a_topic_with_metadata_but_no_range_in_a_part_is_not_offered_for_restore():
+    store = MemoryStore()
+    manifest = _run({"a": 700, "b": 700})
+    manifest.topics.append({"topic": "metadata-only", "partitions": 1, "replication_factor": 1, "configs": {}})
+    write_manifest(store, "kb", manifest)
+    assert read_manifests(store, "kb", {"a"}.__contains__).topics == {"a", "b"}
+
+
+def test_a_re_run_of_a_large_run_committed_in_one_object_keeps_that_format():
+    store = MemoryStore()
+    old = RunManifest(**{**_run({"a": 700, "b": 700}).__dict__, "format_version": 2})
+    store.objects[manifest_key("kb", "scheduled__1")] = old.to_json()
+    again = read_manifest(store, "kb", "scheduled__1")
+    assert again.objects("kb") == [(manifest_key("kb", "scheduled__1"), old.to_json())]
