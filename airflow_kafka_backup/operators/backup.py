@@ -638,9 +638,10 @@ class KafkaBackupCommitOperator(S3BackupBaseOperator):
             key = manifest_key(prefix, manifest.run_id)
             entry = base_state = None
             if plan is not _ALREADY_COMMITTED:
-                entry = self._record_commit(prefix, manifest, key, plan)
-                write_manifest(self.store, prefix, manifest)
-                base_state = plan.get("base_state")
+                recorded: list[Commit | None] = []
+                write_manifest(self.store, prefix, manifest, before_commit_point=lambda: recorded.append(
+                    self._record_commit(prefix, manifest, key, plan)))
+                entry, base_state = recorded[0], plan.get("base_state")
             log.info("Committed %s: %d segments, %d records.", key, len(segments), sum(s.records for s in segments))
             state = BackupState.from_json(base_state if base_state is not None else cached).advanced(manifest)
             set_checkpoint_variable(self.bucket, prefix, state.to_json(

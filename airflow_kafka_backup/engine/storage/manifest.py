@@ -338,11 +338,16 @@ def parse_manifest(store: S3ObjectStore, data: bytes, wanted: Callable[[str], bo
     return RunManifest._from_body({**body, **content}, parts=body["parts"])
 
 
-def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest) -> str:
-    """Commit ``manifest``: a parted one's parts first, then the manifest itself (the commit point)."""
-    key = manifest_key(prefix, manifest.run_id)
-    for object_key, data in manifest.objects(prefix):
-        store.put_bytes(object_key, data)
+def write_manifest(store: S3ObjectStore, prefix: str, manifest: RunManifest,
+                   before_commit_point: Callable[[], object] | None = None) -> str:
+    """Commit ``manifest``: a parted one's parts first, then ``before_commit_point`` (the backup's commit log
+    entry: so only one PUT follows it), then the manifest itself, the commit point."""
+    *parts, (key, data) = manifest.objects(prefix)
+    for part_key, part in parts:
+        store.put_bytes(part_key, part)
+    if before_commit_point is not None:
+        before_commit_point()
+    store.put_bytes(key, data)
     return key
 
 

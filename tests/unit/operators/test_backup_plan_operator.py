@@ -81,6 +81,8 @@ class FakeStore:
         return self.objects[key]
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        if getattr(self, "manifests_fail", False) and "/_manifests/" in key:
+            raise RuntimeError("worker killed before the manifest")
         self.writes.append(key)
         self.objects[key] = data
 
@@ -327,15 +329,11 @@ def test_a_commit_that_died_after_its_log_entry_commits_once_whoever_goes_on(pla
     scheduled__2's commit, retried after the next run committed, refuses: one manifest covers the offsets."""
     store = plan_with(None, None)
     first = {"plan": store.xcom["plan"]}
-    write = backup_operators.write_manifest
-
-    def dies(*args, **kwargs):
-        raise RuntimeError("worker killed")
-
-    monkeypatch.setattr(backup_operators, "write_manifest", dies)
+    store.manifests_fail = True
     with pytest.raises(RuntimeError):
         _commit_run(store, first, "scheduled__2")
-    monkeypatch.setattr(backup_operators, "write_manifest", write)
+    store.manifests_fail = False
+    assert read_commit(store, "kafka-backup", 1).run_id == "scheduled__2", "its entry, without its manifest"
     with pytest.raises(ConcurrentRunError, match="Run 'scheduled__2' has been backing up"):
         _plan_next(store, "scheduled__3")
 
@@ -356,12 +354,10 @@ def test_on_a_prefix_with_a_log_a_retried_commit_refuses_once_a_later_run_commit
     monkeypatch.setattr(backup_operators, "snapshot_offsets", lambda admin, tps, isolation: {
         ("orders", 0): OffsetBounds(0, 20)})
     dying = _plan_next(store, "scheduled__3")
-    write = backup_operators.write_manifest
-    monkeypatch.setattr(backup_operators, "write_manifest", lambda *args, **kwargs: (_ for _ in ()).throw(
-        RuntimeError("worker killed")))
+    store.manifests_fail = True
     with pytest.raises(RuntimeError):
         _commit_run(store, dying, "scheduled__3", 9, 19)
-    monkeypatch.setattr(backup_operators, "write_manifest", write)
+    store.manifests_fail = False
 
     taking_over = _plan_next(store, "scheduled__4", force_unlock=True)
     _commit_run(store, taking_over, "scheduled__4", 9, 19)
