@@ -82,10 +82,12 @@ def test_every_object_the_backup_writes_is_retained_and_its_versions_cannot_be_d
     kinds = {"segment": [k for k in versions if "/partition=" in k],
              "manifest": [k for k in versions if "/_manifests/" in k],
              "writer lock": [k for k in versions if "/_locks/" in k],
+             "commit log entry": [k for k in versions if "/_commits/" in k],
              "working object": _working(versions)}
     assert len(kinds["segment"]) >= 6 and len(kinds["manifest"]) == 1 and len(kinds["writer lock"]) == 1, versions
-    assert sum(map(len, kinds.values())) == len(versions), "every object is a segment, a manifest, the lock or " \
-                                                           "one of the run's working objects"
+    assert len(kinds["commit log entry"]) == 1, versions
+    assert sum(map(len, kinds.values())) == len(versions), "every object is a segment, a manifest, the lock, the " \
+                                                           "commit log entry or one of the run's working objects"
     # The commit removed the working objects: on this versioned bucket a delete marker over each (nothing else is
     # deleted), and their one version stays, retained like every other, until the lifecycle rule expires it.
     run_folder = kinds["working object"][0].rsplit("/", 1)[0]

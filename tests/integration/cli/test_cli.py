@@ -40,6 +40,7 @@ def test_airflow_dags_test_cli_backs_up_a_topic(airflow_stack, bucket, s3):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert sorted(keys) == [
+        "kafka-backup/_commits/seq=000000000001.json",  # the commit log's first entry
         f"kafka-backup/_locks/{next(k for k in keys if '_locks' in k).rsplit('/', 1)[1]}",  # the writer lock
         f"kafka-backup/_manifests/{next(k for k in keys if '_manifests' in k).rsplit('/', 1)[1]}",
         f"kafka-backup/{topic}/partition=0/{topic}+0+0000000000.msgpack.zst",
