@@ -326,20 +326,7 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
             else:
                 ranges, captured = self._plan_fresh(settings, resolved)
                 segment_settings = settings.segments
-            if resolved.latest is None:  # a prefix without a commit log (written before it, or every entry expired)
-                generation_id = generation(_manifest_keys(self.store, settings.prefix, resolved))
-                planned_on = None
-            elif resolved.in_flight:
-                # Its run is committing, or died doing it: take the lock it held, whose rules decide whether this
-                # run may go on (see commit_log); the commit then checks that run's manifest is still absent.
-                generation_id = resolved.latest.lock or resolved.latest.generation
-                planned_on = {**resolved.latest.to_variable(), "in_flight_manifest": resolved.latest.manifest}
-                log.warning("The latest commit to s3://%s/%s (run %s) has no manifest: its run is committing or "
-                            "died doing it; this run takes the lock it held.", settings.bucket, settings.prefix,
-                            resolved.latest.run_id)
-            else:
-                generation_id = resolved.latest.generation
-                planned_on = resolved.latest.to_variable()
+            generation_id, planned_on = _planned_on(self.store, settings.bucket, settings.prefix, resolved)
             # Rebuilt from the manifests: the commit builds on this state, not on the Variable's (behind or lost).
             base_state = resolved.state.to_json(None) if resolved.recovered else None
             format_version = None
@@ -472,6 +459,21 @@ class KafkaBackupPlanOperator(S3BackupBaseOperator):
         captured["selection"] = selection.describe(resolved.topics)
         captured["gone_topics"] = [{"topic": t, "topic_id": state.current(t)} for t in newly_gone]
         return plan_ranges(bounds, checkpoints, settings.allow_data_loss, incarnations), captured
+
+
+def _planned_on(store: S3ObjectStore, bucket: str, prefix: str,
+                resolved: ResolvedState) -> tuple[str, dict[str, Any] | None]:
+    """The writer lock's generation a plan takes, and the commit log entry it builds on (None: no log)."""
+    latest = resolved.latest
+    if latest is None:  # a prefix without a commit log (written before it, or every entry expired)
+        return generation(_manifest_keys(store, prefix, resolved)), None
+    if not resolved.in_flight:
+        return latest.generation, latest.to_variable()
+    # Its run is committing, or died doing it: take the lock it held, whose rules decide whether this run may go
+    # on (see commit_log); the commit then checks that run's manifest is still absent.
+    log.warning("The latest commit to s3://%s/%s (run %s) has no manifest: its run is committing or died doing "
+                "it; this run takes the lock it held.", bucket, prefix, latest.run_id)
+    return latest.lock or latest.generation, {**latest.to_variable(), "in_flight_manifest": latest.manifest}
 
 
 def _seen_commit(entry: Commit | None, cached: dict[str, Any] | None, plan: dict | None) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ from airflow_kafka_backup.engine.errors import ConfigurationError
 from airflow_kafka_backup.engine.storage.checksums import Checksum, metadata
 
 DEFAULT_MULTIPART_THRESHOLD = 8 << 20  # boto3's TransferConfig default, for a store built without one
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+_ALREADY_THERE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")  # If-None-Match: * refused
 
 
 @dataclass
@@ -195,8 +197,7 @@ class S3ObjectStore:
                                    ContentType=content_type, **self.write_args())
             return True
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
-                                                               "ConditionalRequestConflict", "409"):
+            if error.response.get("Error", {}).get("Code") in _ALREADY_THERE:
                 return False
             raise
 
@@ -205,7 +206,7 @@ class S3ObjectStore:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key, **self.read_args)["Body"].read()
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
                 return None
             raise self._explain(error, key) from None
 
@@ -214,7 +215,7 @@ class S3ObjectStore:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key, **self.read_args)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
                 return None
             raise self._explain(error, key) from None
 
